@@ -1,0 +1,207 @@
+# Makefile - one build for every day of the tutorial.
+#
+# Build output goes under build/ only. Day goals scope the others:
+#   make day3 bench      runs day 3's benchmark alone
+#   make day2 test       runs day 2's tests alone
+# `make help` lists everything.
+
+.DEFAULT_GOAL := all
+SHELL := /bin/bash
+
+BUILD   ?= build
+CC      ?= cc
+OPT     ?= -O2 -g
+WERROR  ?= 0
+# Extra flags for sanitizer builds (set by `make sanitize`).
+SAN     ?=
+
+ifeq ($(V),1)
+Q :=
+quiet = @:
+else
+Q := @
+quiet = @printf '  %-7s %s\n'
+endif
+
+WARN := -Wall -Wextra -Wpedantic $(if $(filter 1,$(WERROR)),-Werror)
+ALL_CFLAGS  = -std=c11 $(WARN) $(OPT) $(SAN) -MMD -MP -Icommon $(CFLAGS)
+ALL_LDFLAGS = $(SAN) $(LDFLAGS)
+LDLIBS      = -pthread -lrt
+
+# Check, found through pkg-config once `make deps-check` has installed it.
+# Recursively expanded on purpose: read when a test links, after the install.
+CHECK_CFLAGS = $(shell pkg-config --cflags check 2>/dev/null)
+CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
+
+# ---------------------------------------------------------------------------
+# Which days exist, and which ones the command line names.
+# ---------------------------------------------------------------------------
+ALL_DAYS   := day1 day2 day3 day4 day5 day6
+DAYS       := $(patsubst %/,%,$(dir $(wildcard day*/producer.c)))
+NAMED_DAYS := $(filter $(ALL_DAYS),$(MAKECMDGOALS))
+MISSING    := $(filter-out $(DAYS),$(NAMED_DAYS))
+SEL        := $(if $(NAMED_DAYS),$(filter $(DAYS),$(NAMED_DAYS)),$(DAYS))
+BENCH_DAYS := $(patsubst %/,%,$(dir $(wildcard day*/benchmark.c)))
+SEL_BENCH  := $(filter $(BENCH_DAYS),$(SEL))
+# The contract suite (tests/check_contract.c) runs against day 3 and later.
+CONTRACT_DAYS := $(filter-out day1 day2,$(DAYS))
+
+COMMON_OBJ := $(BUILD)/common/common.o $(BUILD)/common/bench.o
+
+# Programs of one day: every .c in the folder but the queue library itself.
+day_progs = $(patsubst $(1)/%.c,$(BUILD)/$(1)/%,$(filter-out $(1)/spmc_queue.c,$(wildcard $(1)/*.c)))
+day_lib   = $(if $(wildcard $(1)/spmc_queue.c),$(BUILD)/$(1)/spmc_queue.o)
+day_tests = $(if $(wildcard tests/check_$(1).c),$(BUILD)/tests/check_$(1)) \
+            $(if $(filter $(1),$(CONTRACT_DAYS)),$(BUILD)/tests/check_contract_$(1))
+
+TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
+
+.PHONY: all $(ALL_DAYS) test bench run memcheck sanitize docs diff deps \
+        deps-check deps-valgrind deps-docs clean help tools
+
+all: $(foreach d,$(SEL),$(call day_progs,$(d)))
+	@true
+
+# `make dayN` builds that day; with another goal it only narrows that goal.
+$(ALL_DAYS):
+	@if [ ! -f $@/producer.c ]; then echo "$@: not built yet (no $@/producer.c); nothing to do"; \
+	 elif [ "$(filter-out $(ALL_DAYS),$(MAKECMDGOALS))" = "" ]; then \
+	   $(MAKE) --no-print-directory all $@-only; fi
+$(addsuffix -only,$(ALL_DAYS)):
+	@true
+
+# ---------------------------------------------------------------------------
+# Compiling and linking.
+# ---------------------------------------------------------------------------
+$(BUILD)/%.o: %.c
+	$(quiet) CC $<
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+define DAY_RULES
+$(call day_progs,$(1)): $(BUILD)/$(1)/%: $(BUILD)/$(1)/%.o $(call day_lib,$(1)) $(COMMON_OBJ)
+	$$(quiet) LD $$@
+	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(LDLIBS)
+
+$(BUILD)/tests/check_$(1): $(BUILD)/tests/check_$(1).o $(call day_lib,$(1)) $(COMMON_OBJ)
+	$$(quiet) LD $$@
+	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(CHECK_LIBS) $$(LDLIBS)
+
+$(BUILD)/tests/check_$(1).o: tests/check_$(1).c | deps-check
+	$$(quiet) CC $$<
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DDAY_BUILD='"$$(abspath $$(BUILD))/$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
+
+$(BUILD)/tests/check_contract_$(1): $(BUILD)/tests/contract_$(1).o $(call day_lib,$(1)) $(COMMON_OBJ)
+	$$(quiet) LD $$@
+	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(CHECK_LIBS) $$(LDLIBS)
+
+$(BUILD)/tests/contract_$(1).o: tests/check_contract.c | deps-check
+	$$(quiet) CC "$$< ($(1))"
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DSPMC_DAY='"$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
+endef
+$(foreach d,$(DAYS),$(eval $(call DAY_RULES,$(d))))
+
+$(BUILD)/common/%: $(BUILD)/common/%.o $(COMMON_OBJ)
+	$(quiet) LD $@
+	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS)
+
+tools: $(TOOLS)
+
+# ---------------------------------------------------------------------------
+# Goals that act on the selected days.
+# ---------------------------------------------------------------------------
+TEST_BINS = $(foreach d,$(SEL),$(call day_tests,$(d)))
+
+define no_days
+	@if [ -n "$(MISSING)" ]; then echo "$(MISSING): not built yet, skipped"; fi
+endef
+
+test: deps-check $(TEST_BINS) $(foreach d,$(SEL),$(call day_progs,$(d)))
+	$(no_days)
+	@if [ -z "$(strip $(TEST_BINS))" ]; then echo "test: no day with tests selected"; exit 0; fi; \
+	 status=0; for t in $(TEST_BINS); do \
+	   echo "== $$t"; $$t || status=1; done; \
+	 left=$$(ls /dev/shm 2>/dev/null | grep -E '^spmc-(t|test|bench)' || true); \
+	 if [ -n "$$left" ]; then echo "test: segments left in /dev/shm: $$left"; status=1; fi; \
+	 exit $$status
+
+VALGRIND = timeout 900 valgrind -q --error-exitcode=99 --leak-check=full \
+	--errors-for-leak-kinds=definite,indirect,possible \
+	--show-leak-kinds=definite,indirect,possible --trace-children=no
+
+memcheck: deps-check deps-valgrind $(TEST_BINS) $(foreach d,$(SEL),$(call day_progs,$(d)))
+	$(no_days)
+	@status=0; for t in $(TEST_BINS); do \
+	   echo "== memcheck $$t"; CK_FORK=no CK_VERBOSITY=normal $(VALGRIND) $$t || status=1; done; \
+	 for d in $(SEL); do echo "== memcheck $$d demo"; \
+	   VALGRIND="$(VALGRIND)" BUILD=$(BUILD) ./common/demo.sh $$d >/dev/null || { echo "memcheck: $$d demo failed"; status=1; }; done; \
+	 exit $$status
+
+SAN_ASAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+SAN_TSAN := -fsanitize=thread
+
+sanitize: deps-check
+	$(no_days)
+	@echo "== ASan+UBSan: $(SEL)"
+	$(Q)ASAN_OPTIONS=detect_leaks=1 $(MAKE) --no-print-directory BUILD=build/asan SAN="$(SAN_ASAN)" OPT="-O1 -g" test $(NAMED_DAYS)
+	@tsan_days="$(filter-out day1 day2,$(SEL))"; \
+	 if [ -z "$$tsan_days" ]; then echo "== TSan: no day 3+ selected (days 1-2 are racy by design)"; exit 0; fi; \
+	 echo "== ThreadSanitizer: $$tsan_days"; \
+	 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" setarch $$(uname -m) -R \
+	   $(MAKE) --no-print-directory BUILD=build/tsan SAN="$(SAN_TSAN)" OPT="-O1 -g" test $$tsan_days
+
+run: all
+	$(no_days)
+	@for d in $(SEL); do BUILD=$(BUILD) ./common/demo.sh $$d || exit 1; done
+
+bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TOOLS))
+	$(no_days)
+	@if [ -z "$(SEL_BENCH)" ]; then echo "bench: no day has a benchmark yet (day 3 brings the first)"; exit 0; fi
+	@if [ -n "$(NAMED_DAYS)" ]; then for d in $(SEL_BENCH); do \
+	   echo "== $$d benchmark"; $(BUILD)/$$d/benchmark $(ARGS) || exit 1; done; \
+	 else BUILD=$(BUILD) CC="$(CC)" CFLAGS_SHOWN="$(OPT)" ./common/bench.sh $(SEL_BENCH); fi
+
+docs: deps-docs
+	$(Q)mkdir -p $(BUILD)/docs
+	$(Q)./docs/build.sh $(BUILD)/docs
+
+FROM ?= day3
+TO   ?= day4
+DIFF_SRC := spmc_queue.h spmc_queue.c producer.c consumer.c benchmark.c
+diff:
+	@for f in $(DIFF_SRC); do \
+	   a=$(FROM)/$$f; b=$(TO)/$$f; \
+	   [ -f $$a ] || a=/dev/null; [ -f $$b ] || b=/dev/null; \
+	   [ $$a = /dev/null ] && [ $$b = /dev/null ] && continue; \
+	   diff -u --label $(FROM)/$$f --label $(TO)/$$f $$a $$b; \
+	   [ $$? -le 1 ] || exit 2; done; true
+
+deps: deps-check deps-valgrind deps-docs
+deps-check:
+	@./common/deps.sh check
+deps-valgrind:
+	@./common/deps.sh valgrind
+deps-docs:
+	@./common/deps.sh doxygen
+
+clean:
+	rm -rf $(BUILD) build
+
+help:
+	@echo "make                      build every day"
+	@echo "make dayN                 build one day (and narrow the goals below to it)"
+	@echo "make test                 run the Check suites (installs Check if missing)"
+	@echo "make bench                benchmark days 3+ and the baselines, one table"
+	@echo "make run                  each day's producer/consumer demo, as real processes"
+	@echo "make memcheck             tests and demos under Valgrind memcheck"
+	@echo "make sanitize             tests under ASan+UBSan, then ThreadSanitizer (days 3+)"
+	@echo "make docs                 Doxygen HTML in build/docs, fails on any warning"
+	@echo "make diff FROM=dayA TO=dayB   unified diff of two days' sources"
+	@echo "make deps                 install Check, Valgrind and Doxygen"
+	@echo "make clean                remove build/"
+	@echo "Examples: make day3 bench   make day2 test   make -C day4 test   V=1 make"
+	@echo "Days present: $(DAYS)"
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,144 @@
+/* c2c.c - core-to-core latency: the round-trip time of one cache line.
+ *
+ * Two threads on two CPUs pass a counter back and forth through a single
+ * cache line: A stores 2k+1 and waits for 2k+2, B waits for 2k+1 and stores
+ * 2k+2. Each round trip moves the line A -> B -> A, so its time is the
+ * hardware floor under any shared-memory queue's latency. bench.sh runs this
+ * before and after each round to tell whether the CPUs are "near" or "far".
+ *
+ * Prints one line, e.g. "c2c_ns=63.4": the median over BATCHES batches.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+#include "common.h"
+
+#include <getopt.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+enum {
+    BATCHES = 20,        /* timed batches; we print their median */
+    WARMUP = 10000,      /* untimed round trips first */
+    SPIN_LIMIT = 4096,   /* polls before each wait starts yielding */
+};
+
+/* The ping-pong line, alone in its 64 bytes. */
+static struct {
+    _Alignas(64) _Atomic uint64_t v;
+    char pad[64 - sizeof(uint64_t)];
+} line;
+
+static uint64_t total;   /* round trips B answers: WARMUP + BATCHES * iters */
+static int cpu_b;
+
+/* Wait until the line holds @p want. Spin (the fast path we measure), but
+ * yield after SPIN_LIMIT polls so a busy CPU cannot make us hang. */
+static void wait_for(uint64_t want)
+{
+    unsigned spins = 0;
+    while (atomic_load_explicit(&line.v, memory_order_acquire) != want) {
+        if (spins < SPIN_LIMIT)
+            spins++;
+        else
+            sched_yield();
+    }
+}
+
+/* Thread B: answer every odd value with the next even one. */
+static void *pong(void *arg)
+{
+    (void)arg;
+    int rc = pin_to_cpu(cpu_b);
+    if (rc != 0)
+        die_rc(rc, "cannot pin to CPU %d", cpu_b);
+    for (uint64_t k = 0; k < total; k++) {
+        wait_for(2 * k + 1); /* acquire: pairs with A's release store */
+        atomic_store_explicit(&line.v, 2 * k + 2, memory_order_release);
+    }
+    return NULL;
+}
+
+/* Thread A: one round trip, number k. */
+static void ping(uint64_t k)
+{
+    atomic_store_explicit(&line.v, 2 * k + 1, memory_order_release);
+    wait_for(2 * k + 2); /* acquire: pairs with B's release store */
+}
+
+static void usage(const char *prog, int status)
+{
+    fprintf(status ? stderr : stdout,
+            "usage: %s [--iters N] [--pin A,B]\n"
+            "  --iters N   round trips per batch (default 5000; %d batches)\n"
+            "  --pin A,B   the two CPUs (default 0,1)\n",
+            prog, BATCHES);
+    exit(status);
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t iters = 5000;
+    int cpu_a = 0;
+    cpu_b = 1;
+    static const struct option longopts[] = {
+        {"iters", required_argument, 0, 'i'},
+        {"pin", required_argument, 0, 'p'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'i': iters = parse_u64(optarg, "--iters"); break;
+        case 'p': {
+            char extra;
+            if (sscanf(optarg, "%d,%d%c", &cpu_a, &cpu_b, &extra) != 2 ||
+                cpu_a < 0 || cpu_b < 0 || cpu_a == cpu_b)
+                die("--pin: expected two different CPUs A,B (e.g. 0,1), got '%s'",
+                    optarg);
+            break;
+        }
+        case 'h': usage(argv[0], 0); break;
+        default: usage(argv[0], 2);
+        }
+    }
+    if (optind != argc)
+        die("unexpected argument '%s' (see --help)", argv[optind]);
+    if (iters == 0 || iters > 100000000)
+        die("--iters must be between 1 and 100000000");
+
+    /* With one CPU the two threads would take turns, not share a line. */
+    if (usable_cpus() < 2) {
+        printf("c2c_ns=nan\n");
+        return 0;
+    }
+
+    total = WARMUP + BATCHES * iters;
+    int rc = pin_to_cpu(cpu_a);
+    if (rc != 0)
+        die_rc(rc, "cannot pin to CPU %d", cpu_a);
+    pthread_t b;
+    rc = pthread_create(&b, NULL, pong, NULL);
+    if (rc != 0)
+        die_rc(rc, "pthread_create");
+
+    uint64_t k = 0;
+    for (; k < WARMUP; k++)
+        ping(k);
+    double ns[BATCHES];
+    for (int i = 0; i < BATCHES; i++) {
+        uint64_t t0 = now_ns();
+        for (uint64_t end = k + iters; k < end; k++)
+            ping(k);
+        ns[i] = (double)(now_ns() - t0) / (double)iters;
+    }
+
+    rc = pthread_join(b, NULL);
+    if (rc != 0)
+        die_rc(rc, "pthread_join");
+    printf("c2c_ns=%.1f\n", bench_median(ns, BATCHES));
+    return 0;
+}

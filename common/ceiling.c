@@ -1,0 +1,229 @@
+/* ceiling.c - the reference ring: the fastest single-producer/single-consumer
+ * ring we know how to write, so that only the hardware limits it.
+ *
+ * The day benchmarks are compared with this "ceiling". It keeps every trick
+ * and none of the safety: no header, no names, no payload check (the consumer
+ * only compares sequence numbers). What it does:
+ *   - 64-byte slots; head, tail and data each on their own cache lines;
+ *   - each side caches the other's index and re-reads it only when the cache
+ *     says full (producer) or empty (consumer);
+ *   - each side publishes its own index only every PUBLISH_EVERY messages.
+ *
+ * Process mode (the real IPC case): an anonymous shared mapping made before
+ * fork(); the child consumes, the parent produces. Thread mode: a thread
+ * consumes from the same mapping.
+ */
+#define _GNU_SOURCE
+#include "bench.h"
+#include "common.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+enum {
+    LINE = 64,           /* cache-line size, also the slot granule */
+    PUBLISH_EVERY = 16,  /* messages between two stores of an index */
+    SPIN_LIMIT = 1024,   /* polls before a wait yields the CPU */
+};
+
+/* The start of the shared mapping; the slots follow it. */
+struct ceiling_shm {
+    _Alignas(LINE) _Atomic uint64_t head; /* written by the producer only */
+    _Alignas(LINE) _Atomic uint64_t tail; /* written by the consumer only */
+    _Alignas(LINE) _Atomic int ready;     /* consumer -> producer: set up */
+    _Atomic int start;                    /* producer -> consumer: go */
+    uint64_t end_ns;                      /* consumer: when it got the last */
+};
+_Static_assert(sizeof(struct ceiling_shm) % LINE == 0, "slots start on a line");
+
+static struct bench_opts o;
+static struct ceiling_shm *shm;
+static unsigned char *slots;
+static size_t slot_size;
+static uint64_t mask;
+static double *seconds; /* per run; file scope so a forked child still sees it */
+
+/* The other process, so that a wait notices when it is gone. 0 in thread
+ * mode, where any failure exits the whole process anyway. */
+static pid_t child, parent;
+
+/* The producer's verdict on a consumer process that has ended. */
+static void check_consumer(int status)
+{
+    if (WIFSIGNALED(status))
+        die("consumer killed by signal %d", WTERMSIG(status));
+    if (WEXITSTATUS(status) != 0)
+        die("consumer failed (exit status %d)", WEXITSTATUS(status));
+}
+
+/* Called after each poll that found nothing to do: spin first, then yield
+ * (so it still finishes with fewer CPUs than threads), and while yielding
+ * check that the other process is alive, so that a wait can never hang. */
+static void relax(unsigned *spins)
+{
+    if (++*spins < SPIN_LIMIT)
+        return;
+    *spins = 0;
+    sched_yield();
+    if (parent && getppid() != parent)
+        die("consumer: the producer went away");
+    if (child) {
+        int status;
+        pid_t p = waitpid(child, &status, WNOHANG);
+        if (p < 0)
+            die("waitpid:");
+        if (p == child) {
+            check_consumer(status);
+            die("consumer ended before the last message");
+        }
+    }
+}
+
+static void wait_flag(_Atomic int *flag)
+{
+    unsigned spins = 0;
+    while (!atomic_load_explicit(flag, memory_order_acquire))
+        relax(&spins);
+}
+
+static void consume(void)
+{
+    bench_pin(&o, 1);
+    atomic_store_explicit(&shm->ready, 1, memory_order_release);
+    wait_flag(&shm->start);
+
+    uint64_t tail = 0, head = 0; /* head: our cached copy of shm->head */
+    while (tail < o.messages) {
+        unsigned spins = 0;
+        while (tail == head) {
+            /* acquire: pairs with the producer's release of head, so the
+             * slots below it are fully written before we read them */
+            head = atomic_load_explicit(&shm->head, memory_order_acquire);
+            if (tail == head)
+                relax(&spins);
+        }
+        const unsigned char *slot = slots + (tail & mask) * slot_size;
+        if (msg_seq(slot) != tail)
+            die("consumer: expected message %llu, got sequence number %llu",
+                (unsigned long long)tail, (unsigned long long)msg_seq(slot));
+        tail++;
+        /* release: pairs with the producer's acquire of tail; our reads of
+         * the slots are done before it may overwrite them */
+        if (tail % PUBLISH_EVERY == 0 || tail == o.messages)
+            atomic_store_explicit(&shm->tail, tail, memory_order_release);
+    }
+    shm->end_ns = now_ns();
+}
+
+/* Produce all messages; returns the start time. */
+static uint64_t produce(void)
+{
+    wait_flag(&shm->ready);
+    uint64_t t0 = now_ns();
+    atomic_store_explicit(&shm->start, 1, memory_order_release);
+
+    uint64_t head = 0, tail = 0; /* tail: our cached copy of shm->tail */
+    while (head < o.messages) {
+        unsigned spins = 0;
+        while (head - tail == o.capacity) {
+            tail = atomic_load_explicit(&shm->tail, memory_order_acquire);
+            if (head - tail == o.capacity)
+                relax(&spins);
+        }
+        msg_fill(slots + (head & mask) * slot_size, o.size, head);
+        head++;
+        /* Both indexes move in steps of PUBLISH_EVERY, which divides the
+         * capacity: when we find the ring full, we have just published. */
+        if (head % PUBLISH_EVERY == 0 || head == o.messages)
+            atomic_store_explicit(&shm->head, head, memory_order_release);
+    }
+    return t0;
+}
+
+static void *consumer_thread(void *arg)
+{
+    (void)arg;
+    consume();
+    return NULL;
+}
+
+/* One run in a fresh mapping; returns its time in seconds. */
+static double run(void)
+{
+    size_t len = sizeof *shm + (size_t)o.capacity * slot_size;
+    shm = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shm == MAP_FAILED)
+        die("mmap of %zu bytes:", len);
+    slots = (unsigned char *)(shm + 1);
+    memset(slots, 0, (size_t)o.capacity * slot_size); /* fault pages in now */
+
+    uint64_t t0;
+    if (o.process) {
+        fflush(NULL); /* the child must not print our buffered output again */
+        parent = getpid();
+        child = fork();
+        if (child < 0)
+            die("fork:");
+        if (child == 0) {
+            child = 0;
+            consume();
+            _exit(0);
+        }
+        parent = 0;
+        t0 = produce();
+        int status;
+        if (waitpid(child, &status, 0) != child)
+            die("waitpid:");
+        child = 0;
+        check_consumer(status);
+    } else {
+        pthread_t t;
+        int rc = pthread_create(&t, NULL, consumer_thread, NULL);
+        if (rc != 0)
+            die_rc(rc, "pthread_create");
+        t0 = produce();
+        rc = pthread_join(t, NULL);
+        if (rc != 0)
+            die_rc(rc, "pthread_join");
+    }
+    double seconds = (double)(shm->end_ns - t0) / 1e9;
+    if (munmap(shm, len) != 0)
+        die("munmap:");
+    return seconds;
+}
+
+int main(int argc, char **argv)
+{
+    bench_parse(&o, argc, argv, 0);
+    if (o.latency)
+        die("--latency: not measured by ceiling (see the day benchmarks)");
+    if (o.capacity <= 32 || (o.capacity & (o.capacity - 1)) != 0)
+        die("--capacity must be a power of two above 32, got %llu",
+            (unsigned long long)o.capacity);
+    if (o.size > (1u << 30))
+        die("--size: at most 1 GiB, got %zu", o.size);
+    slot_size = (o.size + LINE - 1) / LINE * LINE;
+    if (o.capacity > ((size_t)1 << 40) / slot_size)
+        die("--capacity %llu of %zu-byte slots is too large",
+            (unsigned long long)o.capacity, slot_size);
+    mask = o.capacity - 1;
+
+    bench_pin(&o, 0);
+    seconds = malloc(o.runs * sizeof *seconds);
+    if (seconds == NULL)
+        die("malloc:");
+    for (unsigned i = 0; i < o.runs; i++) {
+        seconds[i] = run();
+        bench_report_run(&o, "ceiling", seconds[i]);
+    }
+    bench_report_runs(&o, seconds, o.runs);
+    free(seconds);
+    return 0;
+}

@@ -1,0 +1,63 @@
+/**
+ * @file common.h
+ * @brief Helpers for the programs around the queue: die(), a monotonic
+ *        clock, CPU pinning, unique names and checkable test messages.
+ *
+ * Nothing a day teaches lives here, and no day's spmc_queue.h or
+ * spmc_queue.c includes this file: the queue library stands alone.
+ */
+#ifndef SPMC_COMMON_H
+#define SPMC_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__GNUC__)
+#define SPMC_NORETURN __attribute__((noreturn))
+#define SPMC_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define SPMC_NORETURN
+#define SPMC_PRINTF(a, b)
+#endif
+
+/** Print "program: message" to stderr and exit(1). A message ending in ':'
+ *  gets strerror(errno) appended. */
+SPMC_NORETURN void die(const char *fmt, ...) SPMC_PRINTF(1, 2);
+
+/** Like die(), but appends strerror(-rc) for a library's negative errno. */
+SPMC_NORETURN void die_rc(int rc, const char *fmt, ...) SPMC_PRINTF(2, 3);
+
+/** Monotonic clock in nanoseconds. */
+uint64_t now_ns(void);
+
+/** Pin the calling thread to @p cpu. Returns 0 or a negative errno. */
+int pin_to_cpu(int cpu);
+
+/** Number of CPUs this process may run on (at least 1). */
+int usable_cpus(void);
+
+/** Write "/<prefix>-<pid>-<counter>" into @p buf: a shm name no other
+ *  process of ours uses at the same time. */
+void unique_name(char *buf, size_t len, const char *prefix);
+
+/** Fill a test message of @p size bytes (size >= 8): the first 8 bytes hold
+ *  @p seq, every later byte is derived from @p seq and its position, so a
+ *  torn or swapped message cannot pass msg_check(). */
+void msg_fill(void *buf, size_t size, uint64_t seq);
+
+/** The sequence number stored in a test message. */
+uint64_t msg_seq(const void *buf);
+
+/** 1 when @p buf is exactly the message msg_fill(buf, size, seq) writes for
+ *  its own sequence number, 0 when its payload is damaged. */
+int msg_intact(const void *buf, size_t size);
+
+/** Additive checksum of a message (sum of its 8-byte words): the sums of
+ *  several consumers' shares add up to the producer's sum. */
+uint64_t msg_checksum(const void *buf, size_t size);
+
+/** Parse a non-negative decimal (or 0x hex) integer; die() with @p what on
+ *  anything else. */
+uint64_t parse_u64(const char *s, const char *what);
+
+#endif /* SPMC_COMMON_H */

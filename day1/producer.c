@@ -1,0 +1,66 @@
+/* producer.c - day 1: put a string into raw POSIX shared memory.
+ *
+ * No header, no protocol, no synchronisation: the consumer simply hopes the
+ * bytes are there when it looks. That is the lesson of day 1. Every system
+ * call is still checked, and the segment is removed on the way out.
+ *
+ * usage: producer [NAME [SECONDS]]   (defaults: /queue 5) */
+#define _POSIX_C_SOURCE 200809L
+#include "common.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define QUEUE_SIZE 100
+
+int main(int argc, char **argv)
+{
+    const char *name = argc > 1 ? argv[1] : "/queue";
+    unsigned seconds = argc > 2 ? (unsigned)parse_u64(argv[2], "SECONDS") : 5;
+    const char *text = "Hello from producer";
+    setvbuf(stdout, NULL, _IOLBF, 0);
+
+    printf("Producer creating the shared-memory queue %s...\n", name);
+    /* O_EXCL: refuse to scribble over a segment someone else owns. */
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0) {
+        if (errno == EEXIST)
+            die("shm_open %s: it exists already (a crashed producer? remove /dev/shm%s):",
+                name, name);
+        die("shm_open %s:", name);
+    }
+    /* A new segment has size 0: give it room before mapping it. */
+    if (ftruncate(fd, QUEUE_SIZE) != 0) {
+        int err = errno;
+        shm_unlink(name);
+        errno = err;
+        die("ftruncate %s to %d bytes:", name, QUEUE_SIZE);
+    }
+    char *mem = mmap(NULL, QUEUE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (mem == MAP_FAILED) {
+        int err = errno;
+        shm_unlink(name);
+        errno = err;
+        die("mmap %s:", name);
+    }
+    close(fd); /* the mapping stays valid without the descriptor */
+    printf("Producer created the shared-memory queue %s of size %d and mapped it into memory.\n",
+           name, QUEUE_SIZE);
+
+    memcpy(mem, text, strlen(text) + 1);
+    printf("Producer sent a msg \"%s\" into the queue.\n", text);
+
+    sleep(seconds); /* "long enough" for the consumer: the race we fix later */
+
+    munmap(mem, QUEUE_SIZE);
+    if (shm_unlink(name) != 0)
+        die("shm_unlink %s:", name);
+    printf("Producer closed the queue after %u seconds and exit...\n", seconds);
+    return 0;
+}

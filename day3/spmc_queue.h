@@ -1,0 +1,215 @@
+/**
+ * @file day3/spmc_queue.h
+ * @brief Day 3: a ring buffer in shared memory whose indices are C11 atomics.
+ *
+ * One writer process creates the queue; one reader process attaches to it by
+ * name. Messages have a fixed size (the element size) and the ring holds
+ * `capacity` of them. The writer's index (head) and the reader's index (tail)
+ * run freely as 64-bit counters; a message's slot is `index % capacity`.
+ *
+ * Concurrency: one thread may use a writer handle and one thread a reader
+ * handle at the same time. Every field both sides change is an `_Atomic`
+ * with the default, sequentially consistent order (day 4 relaxes them).
+ *
+ * Every function returns 0 or a negative errno and prints nothing.
+ */
+#ifndef SPMC_QUEUE_H
+#define SPMC_QUEUE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ===================================================================== */
+/* The shared-memory layout                                               */
+/* ===================================================================== */
+
+/** First word of every segment: "SPMC" in ASCII. */
+#define SPMC_MAGIC 0x434d5053u
+/** Layout version of this day's header; an attacher refuses any other. */
+#define SPMC_VERSION 3u
+/** Value of the ready word once the creator has written the whole header. */
+#define SPMC_READY 0x52454459u
+/** Cache-line size the layout assumes (recorded in the header). */
+#define SPMC_CACHELINE 64u
+/** Longest accepted name, leading '/' included (macOS allows 31). */
+#define SPMC_NAME_MAX 31
+/** Timeout value meaning "wait as long as it takes". */
+#define SPMC_WAIT_FOREVER (-1)
+/** How long attach waits for a creator still writing the header (ns). */
+#define SPMC_ATTACH_WAIT_NS 1000000000
+
+/**
+ * The header at offset 0 of the shared segment; the ring's slots follow at
+ * offset `header_size`. Written by the creator, `ready` last; read by the
+ * attacher only after it has seen `ready == SPMC_READY`.
+ */
+struct spmc_shm_header {
+    uint32_t magic;             /**< SPMC_MAGIC */
+    uint32_t version;           /**< SPMC_VERSION */
+    uint32_t header_size;       /**< sizeof(struct spmc_shm_header) */
+    uint32_t cacheline;         /**< SPMC_CACHELINE */
+    uint64_t elem_size;         /**< bytes per message */
+    uint64_t capacity;          /**< slots in the ring */
+    _Atomic uint32_t ready;     /**< SPMC_READY once the header is complete */
+    _Atomic uint32_t readers;   /**< 1 while a reader is attached */
+    _Atomic uint32_t closed;    /**< 1 once the writer has finished */
+    uint32_t reserved;          /**< zero */
+    _Atomic uint64_t head;      /**< next index the writer fills */
+    _Atomic uint64_t tail;      /**< next index the reader takes */
+};
+
+/* ===================================================================== */
+/* The handle                                                              */
+/* ===================================================================== */
+
+/** Which side of the queue a handle is. */
+enum spmc_mode {
+    SPMC_WRITER = 1, /**< created the queue; pushes */
+    SPMC_READER = 2, /**< attached to it; pops */
+};
+
+/** A process's handle on a queue. The caller owns the storage; the
+ *  functions below fill it in and tear it down. Read-only to the caller. */
+struct spmc_queue {
+    struct spmc_shm_header *hdr; /**< the mapped segment */
+    unsigned char *slots;        /**< first slot */
+    size_t map_size;             /**< bytes mapped */
+    size_t elem_size;            /**< bytes per message (validated copy) */
+    uint64_t capacity;           /**< slots (validated copy) */
+    enum spmc_mode mode;         /**< writer or reader */
+    char name[SPMC_NAME_MAX + 1]; /**< the segment's name */
+};
+
+#if defined(__GNUC__)
+#define SPMC_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#define SPMC_MUST_CHECK
+#endif
+
+/* ===================================================================== */
+/* Creating and attaching                                                  */
+/* ===================================================================== */
+
+/**
+ * Create the queue @p name as its writer: a new segment of mode 0600 holding
+ * the header and @p capacity slots of @p elem_size bytes.
+ *
+ * @param q         handle to fill in
+ * @param name      "/name": leading '/', no other '/', at most SPMC_NAME_MAX
+ * @param elem_size bytes per message, > 0
+ * @param capacity  slots in the ring, > 0
+ * @retval 0             created; @p q is a writer handle
+ * @retval -EINVAL       bad name, zero size or capacity, or a segment size
+ *                       that overflows
+ * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
+ * @retval -EEXIST       a segment of that name exists already
+ * @retval -ENOMEM       the segment cannot be sized or mapped
+ * @retval -EACCES       permission denied by the system
+ */
+SPMC_MUST_CHECK int spmc_queue_create(struct spmc_queue *q, const char *name,
+                                      size_t elem_size, size_t capacity);
+
+/**
+ * Attach to the queue @p name as its reader. Waits up to
+ * SPMC_ATTACH_WAIT_NS for a creator that is still writing the header, then
+ * checks every header field against the segment's real size before it maps
+ * the slots.
+ *
+ * @param q         handle to fill in
+ * @param name      the queue's name
+ * @param elem_size expected bytes per message, or 0 to accept the header's
+ * @param capacity  expected slots, or 0 to accept the header's
+ * @retval 0             attached; @p q is a reader handle
+ * @retval -EINVAL       bad name
+ * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
+ * @retval -ENOENT       no segment of that name
+ * @retval -EPROTO       not a complete queue of this version: bad magic,
+ *                       version, header size, sizes that differ from the
+ *                       expected ones, or a segment smaller than its header
+ *                       says
+ * @retval -EBUSY        another reader is attached already
+ * @retval -EACCES       permission denied by the system
+ */
+SPMC_MUST_CHECK int spmc_queue_attach(struct spmc_queue *q, const char *name,
+                                      size_t elem_size, size_t capacity);
+
+/**
+ * Writer: wait until at least @p count readers are attached.
+ *
+ * @param q          writer handle
+ * @param count      readers to wait for (0 or 1 on this day)
+ * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
+ * @retval 0          that many readers are attached
+ * @retval -EINVAL    not a writer handle, or @p count > 1
+ * @retval -ETIMEDOUT they did not come in time
+ */
+SPMC_MUST_CHECK int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count,
+                                            int64_t timeout_ns);
+
+/* ===================================================================== */
+/* Pushing and popping                                                     */
+/* ===================================================================== */
+
+/**
+ * Writer: copy one message of elem_size bytes into the ring if there is room.
+ *
+ * @retval 0       pushed
+ * @retval -EAGAIN the ring is full
+ * @retval -EINVAL not a writer handle
+ */
+SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
+
+/**
+ * Reader: copy the oldest message into @p out (elem_size bytes) if there is
+ * one.
+ *
+ * @retval 0       popped
+ * @retval -EAGAIN the ring is empty
+ * @retval -EPIPE  the ring is empty and the writer has closed it
+ * @retval -EPROTO the shared indices are impossible (corrupted segment)
+ * @retval -EINVAL not a reader handle
+ */
+SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
+
+/**
+ * Writer: push, waiting while the ring is full: spin briefly, then yield
+ * the CPU, then sleep in short steps, so that more threads than cores still
+ * make progress.
+ *
+ * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
+ * @retval 0          pushed
+ * @retval -ETIMEDOUT still full after @p timeout_ns
+ * @retval -EINVAL    not a writer handle
+ */
+SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg,
+                                    int64_t timeout_ns);
+
+/**
+ * Reader: pop, waiting while the ring is empty (spin, yield, then sleep).
+ *
+ * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
+ * @retval 0          popped
+ * @retval -EPIPE     the writer closed the queue and it is drained
+ * @retval -ETIMEDOUT still empty after @p timeout_ns
+ * @retval -EPROTO    the shared indices are impossible (corrupted segment)
+ * @retval -EINVAL    not a reader handle
+ */
+SPMC_MUST_CHECK int spmc_queue_pop(struct spmc_queue *q, void *out,
+                                   int64_t timeout_ns);
+
+/* ===================================================================== */
+/* Tearing down                                                            */
+/* ===================================================================== */
+
+/**
+ * Leave the queue. A writer marks it closed (readers drain what is left,
+ * then get -EPIPE), unmaps it and removes its name; a reader detaches and
+ * unmaps. The handle is zeroed; destroying it again returns -EINVAL.
+ *
+ * @retval 0       done
+ * @retval -EINVAL @p q is not an open handle
+ */
+int spmc_queue_destroy(struct spmc_queue *q);
+
+#endif /* SPMC_QUEUE_H */

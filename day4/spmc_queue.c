@@ -1,0 +1,397 @@
+/* spmc_queue.c - day 4: explicit memory orders, indices on their own lines. */
+#define _POSIX_C_SOURCE 200809L
+#include "spmc_queue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <stddef.h>
+
+_Static_assert(offsetof(struct spmc_shm_header, ready) == 32, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, head) == SPMC_CACHELINE, "head on line 1");
+_Static_assert(offsetof(struct spmc_shm_header, tail) == 2 * SPMC_CACHELINE, "tail on line 2");
+_Static_assert(sizeof(struct spmc_shm_header) == 3 * SPMC_CACHELINE, "slots on line 3");
+
+/* ===================================================================== */
+/* Names and sizes                                                        */
+/* ===================================================================== */
+
+/* A POSIX shm name: "/" then 1..SPMC_NAME_MAX-1 characters, no other '/'. */
+static int check_name(const char *name)
+{
+    if (name == NULL || name[0] != '/' || name[1] == '\0')
+        return -EINVAL;
+    size_t len = strnlen(name, SPMC_NAME_MAX + 1);
+    if (len > SPMC_NAME_MAX)
+        return -ENAMETOOLONG;
+    if (strchr(name + 1, '/') != NULL)
+        return -EINVAL;
+    return 0;
+}
+
+/* Bytes of a segment holding capacity slots of elem_size; 0 on overflow. */
+static size_t segment_size(uint64_t elem_size, uint64_t capacity)
+{
+    const size_t room = SIZE_MAX / 2 - sizeof(struct spmc_shm_header);
+    if (elem_size == 0 || capacity == 0 || elem_size > room || capacity > room / elem_size)
+        return 0;
+    return sizeof(struct spmc_shm_header) + (size_t)(elem_size * capacity);
+}
+
+/* ===================================================================== */
+/* Waiting                                                                 */
+/* ===================================================================== */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("pause");
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Spin a little, then yield, then sleep: a waiter that shares its core with
+ * the thread it waits for must let that thread run. */
+struct waiter {
+    unsigned rounds;
+    uint64_t deadline;
+};
+
+enum { SPIN_ROUNDS = 256, YIELD_ROUNDS = 256 + 1024 };
+
+static void wait_start(struct waiter *w, int64_t timeout_ns)
+{
+    w->rounds = 0;
+    w->deadline = timeout_ns < 0 ? UINT64_MAX : mono_ns() + (uint64_t)timeout_ns;
+}
+
+/* One more round of waiting; -ETIMEDOUT once the deadline has passed. */
+static int wait_more(struct waiter *w)
+{
+    unsigned r = ++w->rounds;
+    if ((r >= SPIN_ROUNDS || r % 64 == 0) && w->deadline != UINT64_MAX &&
+        mono_ns() >= w->deadline)
+        return -ETIMEDOUT;
+    if (r < SPIN_ROUNDS) {
+        cpu_relax();
+    } else if (r < YIELD_ROUNDS) {
+        sched_yield();
+    } else {
+        struct timespec nap = {0, 50000}; /* 50 us */
+        nanosleep(&nap, NULL);
+        w->rounds = YIELD_ROUNDS; /* no overflow, however long we wait */
+    }
+    return 0;
+}
+
+/* ===================================================================== */
+/* Creating (writer)                                                       */
+/* ===================================================================== */
+
+int spmc_queue_create(struct spmc_queue *q, const char *name, size_t elem_size,
+                      size_t capacity)
+{
+    if (q == NULL)
+        return -EINVAL;
+    memset(q, 0, sizeof *q);
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    size_t size = segment_size(elem_size, capacity);
+    if (size == 0)
+        return -EINVAL;
+
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        rc = errno == EFBIG ? -ENOMEM : -errno;
+        goto fail_unlink;
+    }
+    void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        rc = -errno;
+        goto fail_unlink;
+    }
+    close(fd);
+
+    struct spmc_shm_header *h = map;
+    h->magic = SPMC_MAGIC;
+    h->version = SPMC_VERSION;
+    h->header_size = sizeof *h;
+    h->cacheline = SPMC_CACHELINE;
+    h->elem_size = elem_size;
+    h->capacity = capacity;
+    atomic_store_explicit(&h->readers, 0, memory_order_relaxed); /* published by ready */
+    atomic_store_explicit(&h->closed, 0, memory_order_relaxed);  /* published by ready */
+    atomic_store_explicit(&h->head, 0, memory_order_relaxed);    /* published by ready */
+    atomic_store_explicit(&h->tail, 0, memory_order_relaxed);    /* published by ready */
+    /* Last: pairs with the acquire load of ready in spmc_queue_attach(). */
+    atomic_store_explicit(&h->ready, SPMC_READY, memory_order_release);
+
+    q->hdr = h;
+    q->slots = (unsigned char *)map + sizeof *h;
+    q->map_size = size;
+    q->elem_size = elem_size;
+    q->capacity = capacity;
+    q->mode = SPMC_WRITER;
+    memcpy(q->name, name, strlen(name) + 1);
+    return 0;
+
+fail_unlink:
+    shm_unlink(name);
+    close(fd);
+    return rc;
+}
+
+int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count, int64_t timeout_ns)
+{
+    if (q == NULL || q->mode != SPMC_WRITER || count > 1)
+        return -EINVAL;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    /* Pairs with the compare-and-swap on readers in spmc_queue_attach(). */
+    while (atomic_load_explicit(&q->hdr->readers, memory_order_acquire) < count) {
+        int rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ===================================================================== */
+/* Attaching (reader)                                                      */
+/* ===================================================================== */
+
+/* The fields an attacher needs, read once from the shared header so that a
+ * process changing them later cannot make us use values we did not check. */
+struct header_copy {
+    uint32_t magic, version, header_size, cacheline;
+    uint64_t elem_size, capacity;
+};
+
+/* Check a header the creator has published; 0 or -EPROTO. */
+static int check_header(const struct header_copy *c, size_t elem_size,
+                        size_t capacity, off_t file_size)
+{
+    if (c->magic != SPMC_MAGIC || c->version != SPMC_VERSION ||
+        c->header_size != sizeof(struct spmc_shm_header) ||
+        c->cacheline != SPMC_CACHELINE)
+        return -EPROTO;
+    if ((elem_size != 0 && c->elem_size != elem_size) ||
+        (capacity != 0 && c->capacity != capacity))
+        return -EPROTO;
+    size_t size = segment_size(c->elem_size, c->capacity);
+    if (size == 0 || (uint64_t)file_size < size)
+        return -EPROTO;
+    return 0;
+}
+
+int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
+                      size_t capacity)
+{
+    if (q == NULL)
+        return -EINVAL;
+    memset(q, 0, sizeof *q);
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    int fd = shm_open(name, O_RDWR, 0);
+    if (fd < 0)
+        return -errno;
+
+    /* The creator may still be sizing the segment or writing the header:
+     * wait a bounded time for the size, then for the ready word. */
+    struct spmc_shm_header *h = MAP_FAILED;
+    struct stat st;
+    uint64_t deadline = mono_ns() + SPMC_ATTACH_WAIT_NS;
+    struct timespec nap = {0, 1000000}; /* 1 ms */
+    for (;;) {
+        if (fstat(fd, &st) != 0) {
+            rc = -errno;
+            goto fail;
+        }
+        if ((size_t)st.st_size >= sizeof *h)
+            break;
+        if (mono_ns() >= deadline) {
+            rc = -EPROTO;
+            goto fail;
+        }
+        nanosleep(&nap, NULL);
+    }
+    h = mmap(NULL, sizeof *h, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (h == MAP_FAILED) {
+        rc = -errno;
+        goto fail;
+    }
+    /* Pairs with the release store of ready in spmc_queue_create(). */
+    while (atomic_load_explicit(&h->ready, memory_order_acquire) != SPMC_READY) {
+        if (mono_ns() >= deadline) {
+            rc = -EPROTO;
+            goto fail;
+        }
+        nanosleep(&nap, NULL);
+    }
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    struct header_copy c = {h->magic, h->version, h->header_size,
+                            h->cacheline, h->elem_size, h->capacity};
+    rc = check_header(&c, elem_size, capacity, st.st_size);
+    if (rc != 0)
+        goto fail;
+
+    /* From here on only the checked copies are used. */
+    q->elem_size = (size_t)c.elem_size;
+    q->capacity = c.capacity;
+    q->map_size = segment_size(c.elem_size, c.capacity);
+    munmap(h, sizeof *h);
+    h = mmap(NULL, q->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (h == MAP_FAILED) {
+        rc = -errno;
+        goto fail;
+    }
+    close(fd);
+    fd = -1;
+
+    uint32_t none = 0;
+    /* Pairs with the acquire load of readers in spmc_queue_wait_readers(). */
+    if (!atomic_compare_exchange_strong_explicit(&h->readers, &none, 1, memory_order_acq_rel,
+                                                 memory_order_relaxed)) {
+        rc = -EBUSY;
+        munmap(h, q->map_size);
+        goto fail_clear;
+    }
+    q->hdr = h;
+    q->slots = (unsigned char *)h + sizeof *h;
+    q->mode = SPMC_READER;
+    memcpy(q->name, name, strlen(name) + 1);
+    return 0;
+
+fail:
+    if (h != MAP_FAILED)
+        munmap(h, sizeof *h);
+    if (fd >= 0)
+        close(fd);
+fail_clear:
+    memset(q, 0, sizeof *q);
+    return rc;
+}
+
+/* ===================================================================== */
+/* Pushing                                                                 */
+/* ===================================================================== */
+
+int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
+{
+    if (q == NULL || q->mode != SPMC_WRITER)
+        return -EINVAL;
+    struct spmc_shm_header *h = q->hdr;
+    /* Own index: only this thread writes it. */
+    uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
+    /* Pairs with the release store of tail in spmc_queue_try_pop(): the
+     * reader is done with every slot below tail before we overwrite it. */
+    uint64_t tail = atomic_load_explicit(&h->tail, memory_order_acquire);
+    if (head - tail >= q->capacity)
+        return -EAGAIN;
+    memcpy(q->slots + (head % q->capacity) * q->elem_size, msg, q->elem_size);
+    /* Pairs with the acquire load of head in spmc_queue_try_pop(). */
+    atomic_store_explicit(&h->head, head + 1, memory_order_release);
+    return 0;
+}
+
+int spmc_queue_push(struct spmc_queue *q, const void *msg, int64_t timeout_ns)
+{
+    int rc = spmc_queue_try_push(q, msg);
+    if (rc != -EAGAIN)
+        return rc;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while ((rc = spmc_queue_try_push(q, msg)) == -EAGAIN) {
+        rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return rc;
+}
+
+/* ===================================================================== */
+/* Popping                                                                 */
+/* ===================================================================== */
+
+int spmc_queue_try_pop(struct spmc_queue *q, void *out)
+{
+    if (q == NULL || q->mode != SPMC_READER)
+        return -EINVAL;
+    struct spmc_shm_header *h = q->hdr;
+    /* Own index: only this thread writes it. */
+    uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
+    /* Pairs with the release store of head in spmc_queue_try_push(). */
+    uint64_t head = atomic_load_explicit(&h->head, memory_order_acquire);
+    if (head == tail) {
+        /* Pairs with the release store of closed in spmc_queue_destroy(). */
+        if (!atomic_load_explicit(&h->closed, memory_order_acquire))
+            return -EAGAIN;
+        /* Closed: everything pushed before the close is visible now. */
+        head = atomic_load_explicit(&h->head, memory_order_acquire); /* same pair */
+        if (head == tail)
+            return -EPIPE;
+    }
+    if (head - tail > q->capacity)
+        return -EPROTO;
+    memcpy(out, q->slots + (tail % q->capacity) * q->elem_size, q->elem_size);
+    /* Pairs with the acquire load of tail in spmc_queue_try_push(). */
+    atomic_store_explicit(&h->tail, tail + 1, memory_order_release);
+    return 0;
+}
+
+int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
+{
+    int rc = spmc_queue_try_pop(q, out);
+    if (rc != -EAGAIN)
+        return rc;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while ((rc = spmc_queue_try_pop(q, out)) == -EAGAIN) {
+        rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return rc;
+}
+
+/* ===================================================================== */
+/* Tearing down                                                            */
+/* ===================================================================== */
+
+int spmc_queue_destroy(struct spmc_queue *q)
+{
+    if (q == NULL || q->hdr == NULL)
+        return -EINVAL;
+    if (q->mode == SPMC_WRITER) {
+        /* Pairs with the acquire load of closed in spmc_queue_try_pop(). */
+        atomic_store_explicit(&q->hdr->closed, 1, memory_order_release);
+        shm_unlink(q->name);
+    } else {
+        /* Pairs with the acquire load of readers in spmc_queue_wait_readers(). */
+        atomic_store_explicit(&q->hdr->readers, 0, memory_order_release);
+    }
+    munmap(q->hdr, q->map_size);
+    memset(q, 0, sizeof *q);
+    return 0;
+}
