@@ -5,13 +5,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <stddef.h>
 
 _Static_assert(offsetof(struct spmc_shm_header, ready) == 32, "wire format");
 _Static_assert(offsetof(struct spmc_shm_header, head) == SPMC_CACHELINE, "head on line 1");

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# demo.sh DAY - run a day's producer and consumer(s) as real processes and
+# show each one's transcript, as `make dayN run` does. Exits non-zero if any
+# of them fails or a segment is left behind. VALGRIND, if set, prefixes each
+# program (make memcheck uses it).
+set -u
+day=${1:?usage: demo.sh dayN}
+bin=${BUILD:-build}/$day
+vg=${VALGRIND:-}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+status=0
+
+# start NAME CMD...: run CMD in the background, transcript in $tmp/NAME.
+start() { local n=$1; shift; $vg "$@" >"$tmp/$n" 2>&1 & echo $! >"$tmp/$n.pid"; }
+# finish NAME: wait for it; remember a failure.
+finish() { wait "$(cat "$tmp/$1.pid")" || { echo "!! $1 exited with status $?"; status=1; }; }
+# until_line NAME TEXT: wait (at most 20 s) until NAME's transcript shows TEXT.
+until_line() {
+  for _ in $(seq 200); do grep -q "$2" "$tmp/$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "!! $1 never printed '$2'"; status=1
+}
+show() { printf '\n$ %s\n' "$2"; cat "$tmp/$1"; }
+no_segment() { [ ! -e "/dev/shm${1}" ] || { echo "!! segment $1 left in /dev/shm"; status=1; }; }
+
+case "$day" in
+day1)
+  echo "== day 1: raw POSIX shared memory (the producer keeps the segment for 5 s)"
+  start producer "$bin/producer"
+  until_line producer "sent a msg"
+  start consumer "$bin/consumer"
+  finish consumer; finish producer
+  show producer ./producer; show consumer ./consumer
+  no_segment /queue ;;
+day2)
+  echo "== day 2: an API and a shared header"
+  start producer "$bin/producer"
+  until_line producer "spmc_queue created"
+  start consumer "$bin/consumer"
+  finish consumer; finish producer
+  show producer ./producer; show consumer ./consumer
+  no_segment /spmc_test_queue ;;
+day3|day4|day6)
+  echo "== $day: one million 64-byte messages through the ring, each checked"
+  start producer "$bin/producer" --messages 1000000
+  until_line producer "spmc_queue created"
+  start consumer "$bin/consumer"
+  finish consumer; finish producer
+  show producer "./producer --messages 1000000"; show consumer ./consumer
+  no_segment /spmc_test_queue ;;
+day5)
+  for mode in broadcast share; do
+    echo "== day 5, $mode: one producer, three consumer processes"
+    start producer "$bin/producer" --fanout $mode --consumers 3 --messages 1000000
+    until_line producer "spmc_queue created"
+    for k in 1 2 3; do start consumer$k "$bin/consumer"; done
+    for k in 1 2 3; do finish consumer$k; done; finish producer
+    show producer "./producer --fanout $mode --consumers 3 --messages 1000000"
+    for k in 1 2 3; do show consumer$k "./consumer   # consumer $k"; done
+    no_segment /spmc_test_queue
+    echo
+  done ;;
+*) echo "demo.sh: no demo for $day"; exit 2 ;;
+esac
+exit $status

@@ -1,0 +1,677 @@
+/* spmc_queue.c - day 5: one writer, many readers, broadcast or work-sharing. */
+#define _POSIX_C_SOURCE 200809L
+#include "spmc_queue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+_Static_assert(offsetof(struct spmc_shm_header, ready) == 48, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, head) == SPMC_CACHELINE, "head on line 1");
+_Static_assert(offsetof(struct spmc_shm_header, read_index) == 2 * SPMC_CACHELINE,
+               "read_index on line 2");
+_Static_assert(sizeof(struct spmc_shm_header) == 3 * SPMC_CACHELINE, "table on line 3");
+_Static_assert(sizeof(struct spmc_shm_reader) == SPMC_CACHELINE, "one line per reader");
+
+/* A slot is [payload][seq]. Packed (the default) puts seq right after the
+ * payload (72-byte stride for 64-byte messages); SPMC_PAD_SLOTS=1 rounds
+ * each slot up to whole cache lines instead (128 bytes): measured slower,
+ * see day5/README.md. */
+#ifndef SPMC_PAD_SLOTS
+#define SPMC_PAD_SLOTS 0
+#endif
+
+/* ===================================================================== */
+/* Names and sizes                                                        */
+/* ===================================================================== */
+
+/* A POSIX shm name: "/" then 1..SPMC_NAME_MAX-1 characters, no other '/'. */
+static int check_name(const char *name)
+{
+    if (name == NULL || name[0] != '/' || name[1] == '\0')
+        return -EINVAL;
+    size_t len = strnlen(name, SPMC_NAME_MAX + 1);
+    if (len > SPMC_NAME_MAX)
+        return -ENAMETOOLONG;
+    if (strchr(name + 1, '/') != NULL)
+        return -EINVAL;
+    return 0;
+}
+
+static int is_power_of_two(uint64_t x)
+{
+    return x != 0 && (x & (x - 1)) == 0;
+}
+
+/* Stride of a slot holding elem_size payload bytes and the seq word; 0 if
+ * it would not fit in 32 bits. */
+static uint64_t slot_size_for(uint64_t elem_size)
+{
+    if (elem_size == 0 || elem_size > UINT32_MAX / 2)
+        return 0;
+    uint64_t packed = (elem_size + 7) / 8 * 8 + sizeof(uint64_t);
+    if (SPMC_PAD_SLOTS)
+        return (packed + SPMC_CACHELINE - 1) / SPMC_CACHELINE * SPMC_CACHELINE;
+    return packed;
+}
+
+/* Bytes of the work-sharing release words: one per slot, whole lines. */
+static uint64_t freed_size(uint64_t fanout, uint64_t capacity)
+{
+    if (fanout != SPMC_SHARE)
+        return 0;
+    return (capacity * sizeof(uint64_t) + SPMC_CACHELINE - 1) / SPMC_CACHELINE * SPMC_CACHELINE;
+}
+
+/* Bytes of a whole segment; 0 when the sizes make no sense or overflow. */
+static size_t segment_size(uint64_t slot_size, uint64_t capacity, uint64_t max_readers,
+                           uint64_t fanout)
+{
+    const size_t room = SIZE_MAX / 4;
+    size_t table = sizeof(struct spmc_shm_header) +
+                   (size_t)max_readers * sizeof(struct spmc_shm_reader);
+    if (slot_size == 0 || !is_power_of_two(capacity) || max_readers == 0 ||
+        max_readers > SPMC_MAX_READERS || capacity > (room - table) / (slot_size + 8))
+        return 0;
+    return table + (size_t)freed_size(fanout, capacity) + (size_t)(slot_size * capacity);
+}
+
+/* Point the handle into a mapped segment laid out as above. */
+static void locate(struct spmc_queue *q, struct spmc_shm_header *h)
+{
+    q->hdr = h;
+    q->readers = (struct spmc_shm_reader *)(h + 1);
+    q->freed = (_Atomic uint64_t *)(q->readers + q->max_readers);
+    q->slots = (unsigned char *)q->freed + freed_size(q->fanout, q->capacity);
+}
+
+/* Bound on lock-free retry loops, so that no value a hostile process writes
+ * into the segment can keep a call spinning forever. */
+enum { MAX_RETRIES = 100000 };
+
+/* The sequence word of the slot for index i. */
+static inline _Atomic uint64_t *slot_seq(const struct spmc_queue *q, uint64_t i)
+{
+    return (_Atomic uint64_t *)(q->slots + (i & q->mask) * q->slot_size + q->seq_offset);
+}
+
+static inline unsigned char *slot_data(const struct spmc_queue *q, uint64_t i)
+{
+    return q->slots + (i & q->mask) * q->slot_size;
+}
+
+/* ===================================================================== */
+/* Waiting                                                                 */
+/* ===================================================================== */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("pause");
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Spin a little, then yield, then sleep: a waiter that shares its core with
+ * the thread it waits for must let that thread run. */
+struct waiter {
+    unsigned rounds;
+    uint64_t deadline;
+};
+
+enum { SPIN_ROUNDS = 256, YIELD_ROUNDS = 256 + 1024 };
+
+static void wait_start(struct waiter *w, int64_t timeout_ns)
+{
+    w->rounds = 0;
+    w->deadline = timeout_ns < 0 ? UINT64_MAX : mono_ns() + (uint64_t)timeout_ns;
+}
+
+/* One more round of waiting; -ETIMEDOUT once the deadline has passed. */
+static int wait_more(struct waiter *w)
+{
+    unsigned r = ++w->rounds;
+    if ((r >= SPIN_ROUNDS || r % 64 == 0) && w->deadline != UINT64_MAX &&
+        mono_ns() >= w->deadline)
+        return -ETIMEDOUT;
+    if (r < SPIN_ROUNDS) {
+        cpu_relax();
+    } else if (r < YIELD_ROUNDS) {
+        sched_yield();
+    } else {
+        struct timespec nap = {0, 50000}; /* 50 us */
+        nanosleep(&nap, NULL);
+        w->rounds = YIELD_ROUNDS; /* no overflow, however long we wait */
+    }
+    return 0;
+}
+
+/* ===================================================================== */
+/* Creating (writer)                                                       */
+/* ===================================================================== */
+
+int spmc_queue_create(struct spmc_queue *q, const char *name, size_t elem_size,
+                      size_t capacity)
+{
+    const struct spmc_options defaults = {SPMC_BROADCAST, SPMC_DEFAULT_READERS};
+    return spmc_queue_create_opts(q, name, elem_size, capacity, &defaults);
+}
+
+int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_size,
+                           size_t capacity, const struct spmc_options *opts)
+{
+    if (q == NULL)
+        return -EINVAL;
+    memset(q, 0, sizeof *q);
+    const struct spmc_options defaults = {SPMC_BROADCAST, SPMC_DEFAULT_READERS};
+    if (opts == NULL)
+        opts = &defaults;
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    if (opts->fanout != SPMC_BROADCAST && opts->fanout != SPMC_SHARE)
+        return -EINVAL;
+    uint64_t slot_size = slot_size_for(elem_size);
+    size_t size = segment_size(slot_size, capacity, opts->max_readers, opts->fanout);
+    if (size == 0)
+        return -EINVAL;
+
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        rc = errno == EFBIG ? -ENOMEM : -errno;
+        goto fail_unlink;
+    }
+    void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        rc = -errno;
+        goto fail_unlink;
+    }
+    close(fd);
+
+    struct spmc_shm_header *h = map;
+    h->magic = SPMC_MAGIC;
+    h->version = SPMC_VERSION;
+    h->header_size = sizeof *h;
+    h->cacheline = SPMC_CACHELINE;
+    h->elem_size = elem_size;
+    h->capacity = capacity;
+    h->slot_size = (uint32_t)slot_size;
+    h->fanout = (uint32_t)opts->fanout;
+    h->max_readers = opts->max_readers;
+    atomic_store_explicit(&h->closed, 0, memory_order_relaxed);     /* published by ready */
+    atomic_store_explicit(&h->head, 0, memory_order_relaxed);       /* published by ready */
+    atomic_store_explicit(&h->gate, 0, memory_order_relaxed);       /* published by ready */
+    atomic_store_explicit(&h->read_index, 0, memory_order_relaxed); /* published by ready */
+
+    q->map_size = size;
+    q->elem_size = elem_size;
+    q->slot_size = (size_t)slot_size;
+    q->seq_offset = (size_t)slot_size - sizeof(uint64_t);
+    q->capacity = capacity;
+    q->mask = capacity - 1;
+    q->max_readers = opts->max_readers;
+    q->fanout = opts->fanout;
+    q->mode = SPMC_WRITER;
+    q->index = 0;
+    q->limit = capacity;
+    locate(q, h);
+    memcpy(q->name, name, strlen(name) + 1);
+    for (unsigned i = 0; i < q->max_readers; i++) {
+        /* published by ready */
+        atomic_store_explicit(&q->readers[i].cursor, 0, memory_order_relaxed);
+        atomic_store_explicit(&q->readers[i].state, SPMC_ENTRY_FREE, memory_order_relaxed);
+    }
+    for (uint64_t i = 0; i < capacity; i++) {
+        /* Slot i holds no message yet (message i would be seq i + 1) ... */
+        atomic_store_explicit(slot_seq(q, i), i, memory_order_relaxed); /* published by ready */
+        if (opts->fanout == SPMC_SHARE) /* ... and is free for message i */
+            atomic_store_explicit(&q->freed[i], i, memory_order_relaxed); /* published by ready */
+    }
+    /* Last: pairs with the acquire load of ready in spmc_queue_attach(). */
+    atomic_store_explicit(&h->ready, SPMC_READY, memory_order_release);
+    return 0;
+
+fail_unlink:
+    shm_unlink(name);
+    close(fd);
+    return rc;
+}
+
+/* Attached readers: entries that are joining or active. */
+static unsigned count_readers(const struct spmc_queue *q)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < q->max_readers; i++)
+        /* Pairs with the compare-and-swap on state in spmc_queue_attach(). */
+        n += atomic_load_explicit(&q->readers[i].state, memory_order_acquire) !=
+             SPMC_ENTRY_FREE;
+    return n;
+}
+
+int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count, int64_t timeout_ns)
+{
+    if (q == NULL || q->mode != SPMC_WRITER || count > q->max_readers)
+        return -EINVAL;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while (count_readers(q) < count) {
+        int rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ===================================================================== */
+/* Attaching (reader)                                                      */
+/* ===================================================================== */
+
+/* The fields an attacher needs, read once from the shared header so that a
+ * process changing them later cannot make us use values we did not check. */
+struct header_copy {
+    uint32_t magic, version, header_size, cacheline;
+    uint64_t elem_size, capacity;
+    uint32_t slot_size, fanout, max_readers;
+};
+
+/* Check a header the creator has published; 0 or -EPROTO. */
+static int check_header(const struct header_copy *c, size_t elem_size,
+                        size_t capacity, off_t file_size)
+{
+    if (c->magic != SPMC_MAGIC || c->version != SPMC_VERSION ||
+        c->header_size != sizeof(struct spmc_shm_header) ||
+        c->cacheline != SPMC_CACHELINE)
+        return -EPROTO;
+    if ((elem_size != 0 && c->elem_size != elem_size) ||
+        (capacity != 0 && c->capacity != capacity))
+        return -EPROTO;
+    if ((c->fanout != SPMC_BROADCAST && c->fanout != SPMC_SHARE) ||
+        c->slot_size != slot_size_for(c->elem_size))
+        return -EPROTO;
+    size_t size = segment_size(c->slot_size, c->capacity, c->max_readers, c->fanout);
+    if (size == 0 || (uint64_t)file_size < size)
+        return -EPROTO;
+    return 0;
+}
+
+/* Broadcast join: choose a starting cursor the writer is guaranteed to
+ * respect. The writer pushes freely while its index stays below
+ * gate + capacity, where gate is the lowest cursor it saw when it last
+ * looked; it stores gate *before* it re-reads the table (see
+ * refresh_limit()). We store our cursor *before* we read gate. With both
+ * pairs sequentially consistent, either the writer's re-read sees our
+ * cursor, or we see its new gate; if that gate is beyond our cursor we may
+ * already be overrun, so we start again from the writer's newer position. */
+static int join_broadcast(struct spmc_queue *q)
+{
+    struct spmc_shm_header *h = q->hdr;
+    for (int tries = 0; tries < MAX_RETRIES; tries++) {
+        /* Position only: the data is published by each slot's seq. */
+        uint64_t start = atomic_load_explicit(&h->head, memory_order_relaxed);
+        /* Pairs with the seq_cst load of cursor in min_cursor(). */
+        atomic_store_explicit(&q->entry->cursor, start, memory_order_seq_cst);
+        /* Pairs with the seq_cst load of state in min_cursor(). */
+        atomic_store_explicit(&q->entry->state, SPMC_ENTRY_ACTIVE, memory_order_seq_cst);
+        /* Pairs with the seq_cst store of gate in refresh_limit(). */
+        uint64_t gate = atomic_load_explicit(&h->gate, memory_order_seq_cst);
+        if ((int64_t)(gate - start) <= 0) {
+            q->index = q->published = start;
+            return 0;
+        }
+    }
+    return -EPROTO; /* gate stays beyond head: not a writer we understand */
+}
+
+int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
+                      size_t capacity)
+{
+    if (q == NULL)
+        return -EINVAL;
+    memset(q, 0, sizeof *q);
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    int fd = shm_open(name, O_RDWR, 0);
+    if (fd < 0)
+        return -errno;
+
+    /* The creator may still be sizing the segment or writing the header:
+     * wait a bounded time for the size, then for the ready word. */
+    struct spmc_shm_header *h = MAP_FAILED;
+    struct stat st;
+    uint64_t deadline = mono_ns() + SPMC_ATTACH_WAIT_NS;
+    struct timespec nap = {0, 1000000}; /* 1 ms */
+    for (;;) {
+        if (fstat(fd, &st) != 0) {
+            rc = -errno;
+            goto fail;
+        }
+        if ((size_t)st.st_size >= sizeof *h)
+            break;
+        if (mono_ns() >= deadline) {
+            rc = -EPROTO;
+            goto fail;
+        }
+        nanosleep(&nap, NULL);
+    }
+    h = mmap(NULL, sizeof *h, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (h == MAP_FAILED) {
+        rc = -errno;
+        goto fail;
+    }
+    /* Pairs with the release store of ready in spmc_queue_create_opts(). */
+    while (atomic_load_explicit(&h->ready, memory_order_acquire) != SPMC_READY) {
+        if (mono_ns() >= deadline) {
+            rc = -EPROTO;
+            goto fail;
+        }
+        nanosleep(&nap, NULL);
+    }
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    struct header_copy c = {h->magic,     h->version,   h->header_size,
+                            h->cacheline, h->elem_size, h->capacity,
+                            h->slot_size, h->fanout,    h->max_readers};
+    rc = check_header(&c, elem_size, capacity, st.st_size);
+    if (rc != 0)
+        goto fail;
+
+    /* From here on only the checked copies are used. */
+    q->elem_size = (size_t)c.elem_size;
+    q->slot_size = c.slot_size;
+    q->seq_offset = q->slot_size - sizeof(uint64_t);
+    q->capacity = c.capacity;
+    q->mask = c.capacity - 1;
+    q->max_readers = c.max_readers;
+    q->fanout = (enum spmc_fanout)c.fanout;
+    q->map_size = segment_size(c.slot_size, c.capacity, c.max_readers, c.fanout);
+    munmap(h, sizeof *h);
+    h = mmap(NULL, q->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (h == MAP_FAILED) {
+        rc = -errno;
+        goto fail;
+    }
+    close(fd);
+    fd = -1;
+    locate(q, h);
+
+    /* Pairs with the release store of closed in spmc_queue_destroy(). */
+    if (atomic_load_explicit(&h->closed, memory_order_acquire)) {
+        rc = -EPIPE;
+        goto fail;
+    }
+    for (unsigned i = 0; i < q->max_readers && q->entry == NULL; i++) {
+        uint32_t free_state = SPMC_ENTRY_FREE;
+        /* Pairs with the acquire load of state in count_readers(). */
+        if (atomic_compare_exchange_strong_explicit(&q->readers[i].state, &free_state,
+                                                    SPMC_ENTRY_JOINING, memory_order_acq_rel,
+                                                    memory_order_relaxed))
+            q->entry = &q->readers[i];
+    }
+    if (q->entry == NULL) {
+        rc = -EUSERS;
+        goto fail;
+    }
+    if (q->fanout == SPMC_BROADCAST) {
+        q->publish_mask = q->capacity >= 4 ? q->capacity / 4 - 1 : 0;
+        rc = join_broadcast(q);
+        if (rc != 0) {
+            /* Pairs with the acquire load of state in count_readers(). */
+            atomic_store_explicit(&q->entry->state, SPMC_ENTRY_FREE, memory_order_seq_cst);
+            goto fail;
+        }
+    } else {
+        /* Pairs with the release store of state in spmc_queue_destroy(). */
+        atomic_store_explicit(&q->entry->state, SPMC_ENTRY_ACTIVE, memory_order_release);
+        /* A hint only: the compare-and-swap in pop_share() decides. */
+        q->index = atomic_load_explicit(&h->read_index, memory_order_relaxed);
+    }
+    q->mode = SPMC_READER;
+    memcpy(q->name, name, strlen(name) + 1);
+    return 0;
+
+fail:
+    if (h != MAP_FAILED)
+        munmap(h, q->hdr != NULL ? q->map_size : sizeof *h);
+    if (fd >= 0)
+        close(fd);
+    memset(q, 0, sizeof *q);
+    return rc;
+}
+
+/* ===================================================================== */
+/* Pushing                                                                 */
+/* ===================================================================== */
+
+/* Broadcast: the lowest cursor of the attached readers (index if none). */
+static uint64_t min_cursor(const struct spmc_queue *q, uint64_t index)
+{
+    uint64_t low = index;
+    for (unsigned i = 0; i < q->max_readers; i++) {
+        /* Pairs with the seq_cst store of state in join_broadcast(). */
+        if (atomic_load_explicit(&q->readers[i].state, memory_order_seq_cst) !=
+            SPMC_ENTRY_ACTIVE)
+            continue;
+        /* Pairs with the seq_cst store in join_broadcast() and with the
+         * release stores of cursor in publish_cursor(): the reader has
+         * copied every slot below its cursor out before it publishes. */
+        uint64_t cur = atomic_load_explicit(&q->readers[i].cursor, memory_order_seq_cst);
+        if ((int64_t)(cur - low) < 0)
+            low = cur;
+    }
+    return low;
+}
+
+/* Broadcast: the cached limit said "full"; look at the readers again. */
+static void refresh_limit(struct spmc_queue *q)
+{
+    uint64_t low = min_cursor(q, q->index);
+    /* Pairs with the seq_cst load of gate in join_broadcast(). */
+    atomic_store_explicit(&q->hdr->gate, low, memory_order_seq_cst);
+    uint64_t again = min_cursor(q, q->index); /* catches a reader that joined meanwhile */
+    if ((int64_t)(again - low) < 0)
+        low = again;
+    q->limit = low + q->capacity;
+}
+
+int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
+{
+    if (q == NULL || q->mode != SPMC_WRITER)
+        return -EINVAL;
+    uint64_t i = q->index;
+    _Atomic uint64_t *seq = slot_seq(q, i);
+    if (q->fanout == SPMC_BROADCAST) {
+        if ((int64_t)(i - q->limit) >= 0) { /* the cached limit says full */
+            refresh_limit(q);
+            if ((int64_t)(i - q->limit) >= 0)
+                return -EAGAIN;
+        }
+    } else {
+        /* Pairs with the release store in release_slots(): the reader that
+         * took this slot's last message has copied it out. */
+        if (atomic_load_explicit(&q->freed[i & q->mask], memory_order_acquire) != i)
+            return -EAGAIN;
+    }
+    memcpy(slot_data(q, i), msg, q->elem_size);
+    /* Pairs with the acquire loads of seq in pop_broadcast() and pop_share(). */
+    atomic_store_explicit(seq, i + 1, memory_order_release);
+    q->index = i + 1;
+    /* Position only (for late readers and end of stream); ordered by closed. */
+    atomic_store_explicit(&q->hdr->head, i + 1, memory_order_relaxed);
+    return 0;
+}
+
+int spmc_queue_push(struct spmc_queue *q, const void *msg, int64_t timeout_ns)
+{
+    int rc = spmc_queue_try_push(q, msg);
+    if (rc != -EAGAIN)
+        return rc;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while ((rc = spmc_queue_try_push(q, msg)) == -EAGAIN) {
+        rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return rc;
+}
+
+/* ===================================================================== */
+/* Popping                                                                 */
+/* ===================================================================== */
+
+/* Broadcast: tell the writer how far this reader has read. */
+static inline void publish_cursor(struct spmc_queue *q)
+{
+    /* Pairs with the seq_cst load of cursor in min_cursor(). */
+    atomic_store_explicit(&q->entry->cursor, q->index, memory_order_release);
+    q->published = q->index;
+}
+
+/* No message at our index: -EPIPE if the writer has closed and everything
+ * it pushed is taken, else -EAGAIN. */
+static int nothing_yet(struct spmc_queue *q, uint64_t index)
+{
+    /* Pairs with the release store of closed in spmc_queue_destroy(). */
+    if (!atomic_load_explicit(&q->hdr->closed, memory_order_acquire))
+        return -EAGAIN;
+    /* The writer's last head store is ordered before closed. */
+    uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_relaxed);
+    return (int64_t)(index - head) >= 0 ? -EPIPE : -EAGAIN;
+}
+
+static int pop_broadcast(struct spmc_queue *q, void *out)
+{
+    uint64_t i = q->index;
+    /* Pairs with the release store of seq in spmc_queue_try_push(). */
+    uint64_t seq = atomic_load_explicit(slot_seq(q, i), memory_order_acquire);
+    if (seq != i + 1) {
+        if ((int64_t)(seq - (i + 1)) > 0)
+            return -EPROTO; /* overrun: impossible while our cursor holds */
+        if (q->published != i) /* about to wait: let the writer see us */
+            publish_cursor(q);
+        return nothing_yet(q, i);
+    }
+    memcpy(out, slot_data(q, i), q->elem_size);
+    q->index = i + 1;
+    if ((q->index & q->publish_mask) == 0)
+        publish_cursor(q);
+    return 0;
+}
+
+/* Share: hand the slots we have copied out back to the writer, through
+ * the release words (eight to a cache line), a batch at a time: the writer
+ * then fetches one line per eight messages instead of one per message. */
+static void release_slots(struct spmc_queue *q)
+{
+    for (unsigned n = 0; n < q->pending; n++) {
+        uint64_t i = q->release[n];
+        /* Pairs with the acquire load of freed in spmc_queue_try_push(): our
+         * copy is done before the writer reuses the slot. */
+        atomic_store_explicit(&q->freed[i & q->mask], i + q->capacity, memory_order_release);
+    }
+    q->pending = 0;
+}
+
+static int pop_share(struct spmc_queue *q, void *out)
+{
+    _Atomic uint64_t *read_index = &q->hdr->read_index;
+    uint64_t i = q->index; /* cached guess: where our last claim ended */
+    for (int tries = 0; tries < MAX_RETRIES; tries++) {
+        _Atomic uint64_t *seq = slot_seq(q, i);
+        /* Pairs with the release store of seq in spmc_queue_try_push(). */
+        uint64_t s = atomic_load_explicit(seq, memory_order_acquire);
+        int64_t ahead = (int64_t)(s - (i + 1));
+        if (ahead == 0) {
+            /* Message i is there: claim it. Relaxed: the data's visibility
+             * comes from seq; the CAS only decides who takes it. */
+            if (atomic_compare_exchange_weak_explicit(read_index, &i, i + 1,
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed)) {
+                memcpy(out, slot_data(q, i), q->elem_size);
+                q->release[q->pending++] = i;
+                if (q->pending == SPMC_RELEASE_BATCH)
+                    release_slots(q);
+                q->index = i + 1;
+                return 0;
+            }
+            continue; /* i now holds the current read_index */
+        }
+        /* Not there at our guess: compare with the shared read index. */
+        uint64_t now = atomic_load_explicit(read_index, memory_order_relaxed);
+        if (now != i) {
+            i = now;
+            continue;
+        }
+        if (ahead > 0)
+            return -EPROTO; /* slot ahead of the unclaimed index: corrupted */
+        q->index = i;
+        release_slots(q); /* about to wait: the writer may need them */
+        return nothing_yet(q, i);
+    }
+    return -EAGAIN; /* heavy contention (or a scribbling peer): retry later */
+}
+
+int spmc_queue_try_pop(struct spmc_queue *q, void *out)
+{
+    if (q == NULL || q->mode != SPMC_READER)
+        return -EINVAL;
+    return q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
+}
+
+int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
+{
+    int rc = spmc_queue_try_pop(q, out);
+    if (rc != -EAGAIN)
+        return rc;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while ((rc = spmc_queue_try_pop(q, out)) == -EAGAIN) {
+        rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return rc;
+}
+
+/* ===================================================================== */
+/* Tearing down                                                            */
+/* ===================================================================== */
+
+int spmc_queue_destroy(struct spmc_queue *q)
+{
+    if (q == NULL || q->hdr == NULL)
+        return -EINVAL;
+    if (q->mode == SPMC_WRITER) {
+        /* Pairs with the acquire loads of closed in nothing_yet() and
+         * spmc_queue_attach(). */
+        atomic_store_explicit(&q->hdr->closed, 1, memory_order_release);
+        shm_unlink(q->name);
+    } else {
+        release_slots(q);
+        /* Pairs with the acquire load of state in count_readers() and the
+         * seq_cst load in min_cursor(): the writer stops waiting for us. */
+        atomic_store_explicit(&q->entry->state, SPMC_ENTRY_FREE, memory_order_seq_cst);
+    }
+    munmap(q->hdr, q->map_size);
+    memset(q, 0, sizeof *q);
+    return 0;
+}
