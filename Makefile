@@ -134,7 +134,8 @@ VALGRIND = timeout 900 valgrind -q --error-exitcode=99 --leak-check=full \
 memcheck: deps-check deps-valgrind $(TEST_BINS) $(foreach d,$(SEL),$(call day_progs,$(d)))
 	$(no_days)
 	@status=0; for t in $(TEST_BINS); do \
-	   echo "== memcheck $$t"; CK_FORK=no CK_VERBOSITY=normal $(VALGRIND) $$t || status=1; done; \
+	   echo "== memcheck $$t"; SPMC_STRESS_MESSAGES=20000 CK_FORK=no CK_VERBOSITY=normal \
+	     $(VALGRIND) $$t || status=1; done; \
 	 for d in $(SEL); do echo "== memcheck $$d demo"; \
 	   VALGRIND="$(VALGRIND)" BUILD=$(BUILD) ./common/demo.sh $$d >/dev/null || { echo "memcheck: $$d demo failed"; status=1; }; done; \
 	 exit $$status
@@ -145,11 +146,11 @@ SAN_TSAN := -fsanitize=thread
 sanitize: deps-check
 	$(no_days)
 	@echo "== ASan+UBSan: $(SEL)"
-	$(Q)ASAN_OPTIONS=detect_leaks=1 $(MAKE) --no-print-directory BUILD=build/asan SAN="$(SAN_ASAN)" OPT="-O1 -g" test $(NAMED_DAYS)
+	$(Q)SPMC_STRESS_MESSAGES=500000 ASAN_OPTIONS=detect_leaks=1 $(MAKE) --no-print-directory BUILD=build/asan SAN="$(SAN_ASAN)" OPT="-O1 -g" test $(NAMED_DAYS)
 	@tsan_days="$(filter-out day1 day2,$(SEL))"; \
 	 if [ -z "$$tsan_days" ]; then echo "== TSan: no day 3+ selected (days 1-2 are racy by design)"; exit 0; fi; \
 	 echo "== ThreadSanitizer: $$tsan_days"; \
-	 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" setarch $$(uname -m) -R \
+	 SPMC_STRESS_MESSAGES=200000 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" setarch $$(uname -m) -R \
 	   $(MAKE) --no-print-directory BUILD=build/tsan SAN="$(SAN_TSAN)" OPT="-O1 -g" test $$tsan_days
 
 run: all

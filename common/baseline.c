@@ -28,8 +28,8 @@ enum kind { PIPE, SOCKET, MQ };
 
 static struct bench_opts o;
 static enum kind kind;
-static unsigned char *buf; /* one message */
-static double *seconds;    /* per run */
+static unsigned char *buf;   /* one message */
+static double *run_seconds; /* file scope: a forked child must not leak it */
 
 /* Write all of @p len bytes; 0, or -1 when the reader is gone (EPIPE). */
 static int write_all(int fd, const void *p, size_t len)
@@ -132,18 +132,19 @@ static void channel_close(struct channel *ch, int keep)
         }
 }
 
-/* Send one message; 0, or -1 when the consumer is gone. */
-static int send_msg(struct channel *ch)
+/* Send @p len bytes as one message; 0, or -1 when the consumer is gone. */
+static int send_msg(struct channel *ch, const void *p, size_t len)
 {
     if (kind != MQ)
-        return write_all(ch->fd[1], buf, o.size);
-    while (mq_send(ch->mq, (const char *)buf, o.size, 0) != 0)
+        return write_all(ch->fd[1], p, len);
+    while (mq_send(ch->mq, p, len, 0) != 0)
         if (errno != EINTR)
             die("mq: mq_send:");
     return 0;
 }
 
-/* Receive one message; returns its length (less than size: end of file). */
+/* Receive one message; returns its length (less than size: end of file,
+ * or, from a queue, the producer's empty end message). */
 static size_t recv_msg(struct channel *ch)
 {
     if (kind != MQ)
@@ -168,7 +169,7 @@ static void consumer(struct channel *ch, int ctl)
         if (n != o.size) {
             fprintf(stderr, "baseline: %s: expected message %llu, got %s\n",
                     o.kind, (unsigned long long)seq,
-                    n == 0 ? "end of file" : "a truncated message");
+                    n == 0 ? "the end of the stream" : "a truncated message");
             _exit(1);
         }
         if (!bad && (msg_seq(buf) != seq || !msg_intact(buf, o.size))) {
@@ -220,10 +221,14 @@ static double run(void)
     uint64_t t0 = now_ns();
     for (uint64_t seq = 0; seq < o.messages; seq++) {
         msg_fill(buf, o.size, seq);
-        if (send_msg(&ch) != 0)
+        if (send_msg(&ch, buf, o.size) != 0)
             break; /* the consumer is gone; its exit status says why */
     }
-    channel_close(&ch, -1); /* end of file for a consumer still reading */
+    /* Tell a consumer still reading that nothing more comes: a queue has no
+     * end of file, so it gets an empty message; a pipe or socket is closed. */
+    if (kind == MQ)
+        send_msg(&ch, "", 0);
+    channel_close(&ch, -1);
 
     uint64_t end = 0;
     size_t got = read_all(ctl[0], &end, sizeof end);
@@ -259,15 +264,15 @@ int main(int argc, char **argv)
         die("signal:");
     bench_pin(&o, 0);
     buf = malloc(o.size);
-    seconds = malloc(o.runs * sizeof *seconds);
-    if (buf == NULL || seconds == NULL)
+    run_seconds = malloc(o.runs * sizeof *run_seconds);
+    if (buf == NULL || run_seconds == NULL)
         die("malloc:");
     for (unsigned i = 0; i < o.runs; i++) {
-        seconds[i] = run();
-        bench_report_run(&o, o.kind, seconds[i]);
+        run_seconds[i] = run();
+        bench_report_run(&o, o.kind, run_seconds[i]);
     }
-    bench_report_runs(&o, seconds, o.runs);
+    bench_report_runs(&o, run_seconds, o.runs);
     free(buf);
-    free(seconds);
+    free(run_seconds);
     return 0;
 }

@@ -1,12 +1,13 @@
 /* c2c.c - core-to-core latency: the round-trip time of one cache line.
  *
- * Two threads on two CPUs pass a counter back and forth through a single
- * cache line: A stores 2k+1 and waits for 2k+2, B waits for 2k+1 and stores
- * 2k+2. Each round trip moves the line A -> B -> A, so its time is the
- * hardware floor under any shared-memory queue's latency. bench.sh runs this
- * before and after each round to tell whether the CPUs are "near" or "far".
+ * Two threads on two CPUs pass a counter back and forth through one cache
+ * line: A stores 2k+1 and waits for 2k+2, B waits for 2k+1 and stores 2k+2.
+ * Each round trip moves the line A -> B -> A, so its time is the hardware
+ * floor under any shared-memory queue's latency. bench.sh runs this before
+ * and after each round to tell whether the CPUs are "near" or "far".
  *
- * Prints one line, e.g. "c2c_ns=63.4": the median over BATCHES batches.
+ * Prints one line, e.g. "c2c_ns=63.4": the median over BATCHES batches of
+ * round trips, each batch on a line of its own.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -21,25 +22,27 @@
 
 enum {
     BATCHES = 20,        /* timed batches; we print their median */
-    WARMUP = 10000,      /* untimed round trips first */
+    WARMUP = 500,        /* untimed round trips at the start of a batch */
     SPIN_LIMIT = 4096,   /* polls before each wait starts yielding */
 };
 
-/* The ping-pong line, alone in its 64 bytes. */
+/* The ping-pong lines, each alone in its 64 bytes. Each batch uses a line
+ * of its own: a line's time depends on where the CPU homes its address, and
+ * the median over many lines is the same from one run to the next. */
 static struct {
     _Alignas(64) _Atomic uint64_t v;
     char pad[64 - sizeof(uint64_t)];
-} line;
+} lines[BATCHES];
 
-static uint64_t total;   /* round trips B answers: WARMUP + BATCHES * iters */
+static uint64_t per_batch; /* round trips per batch: WARMUP + iters */
 static int cpu_b;
 
-/* Wait until the line holds @p want. Spin (the fast path we measure), but
+/* Wait until @p line holds @p want. Spin (the fast path we measure), but
  * yield after SPIN_LIMIT polls so a busy CPU cannot make us hang. */
-static void wait_for(uint64_t want)
+static void wait_for(_Atomic uint64_t *line, uint64_t want)
 {
     unsigned spins = 0;
-    while (atomic_load_explicit(&line.v, memory_order_acquire) != want) {
+    while (atomic_load_explicit(line, memory_order_acquire) != want) {
         if (spins < SPIN_LIMIT)
             spins++;
         else
@@ -54,18 +57,22 @@ static void *pong(void *arg)
     int rc = pin_to_cpu(cpu_b);
     if (rc != 0)
         die_rc(rc, "cannot pin to CPU %d", cpu_b);
-    for (uint64_t k = 0; k < total; k++) {
-        wait_for(2 * k + 1); /* acquire: pairs with A's release store */
-        atomic_store_explicit(&line.v, 2 * k + 2, memory_order_release);
+    for (int i = 0; i < BATCHES; i++) {
+        for (uint64_t k = 0; k < per_batch; k++) {
+            wait_for(&lines[i].v, 2 * k + 1); /* acquire: pairs with A's release */
+            atomic_store_explicit(&lines[i].v, 2 * k + 2, memory_order_release);
+        }
     }
     return NULL;
 }
 
-/* Thread A: one round trip, number k. */
-static void ping(uint64_t k)
+/* Thread A: round trips number @p k to @p end - 1 on @p line. */
+static void ping(_Atomic uint64_t *line, uint64_t k, uint64_t end)
 {
-    atomic_store_explicit(&line.v, 2 * k + 1, memory_order_release);
-    wait_for(2 * k + 2); /* acquire: pairs with B's release store */
+    for (; k < end; k++) {
+        atomic_store_explicit(line, 2 * k + 1, memory_order_release);
+        wait_for(line, 2 * k + 2); /* acquire: pairs with B's release */
+    }
 }
 
 static void usage(const char *prog, int status)
@@ -116,7 +123,7 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    total = WARMUP + BATCHES * iters;
+    per_batch = WARMUP + iters;
     int rc = pin_to_cpu(cpu_a);
     if (rc != 0)
         die_rc(rc, "cannot pin to CPU %d", cpu_a);
@@ -125,14 +132,11 @@ int main(int argc, char **argv)
     if (rc != 0)
         die_rc(rc, "pthread_create");
 
-    uint64_t k = 0;
-    for (; k < WARMUP; k++)
-        ping(k);
     double ns[BATCHES];
     for (int i = 0; i < BATCHES; i++) {
+        ping(&lines[i].v, 0, WARMUP);
         uint64_t t0 = now_ns();
-        for (uint64_t end = k + iters; k < end; k++)
-            ping(k);
+        ping(&lines[i].v, WARMUP, per_batch);
         ns[i] = (double)(now_ns() - t0) / (double)iters;
     }
 

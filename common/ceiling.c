@@ -3,7 +3,9 @@
  *
  * The day benchmarks are compared with this "ceiling". It keeps every trick
  * and none of the safety: no header, no names, no payload check (the consumer
- * only compares sequence numbers). What it does:
+ * only compares sequence numbers). Like every queue API of the days, it
+ * copies each message in (from the producer's buffer) and out (into the
+ * consumer's buffer): that is work any copying queue must do. What it does:
  *   - 64-byte slots; head, tail and data each on their own cache lines;
  *   - each side caches the other's index and re-reads it only when the cache
  *     says full (producer) or empty (consumer);
@@ -48,10 +50,11 @@ static struct ceiling_shm *shm;
 static unsigned char *slots;
 static size_t slot_size;
 static uint64_t mask;
-static double *seconds; /* per run; file scope so a forked child still sees it */
+static double *run_seconds; /* file scope: a forked child must not leak it */
 
-/* The other process, so that a wait notices when it is gone. 0 in thread
- * mode, where any failure exits the whole process anyway. */
+/* The other process, so that a wait notices when it is gone: the producer
+ * knows its child, the consumer its parent. Both 0 in thread mode, where
+ * any failure exits the whole process anyway. */
 static pid_t child, parent;
 
 /* The producer's verdict on a consumer process that has ended. */
@@ -86,6 +89,15 @@ static void relax(unsigned *spins)
     }
 }
 
+/* A message buffer of the process (or thread) that calls it. */
+static unsigned char *msg_buffer(void)
+{
+    static _Thread_local _Alignas(LINE) unsigned char buf[4096];
+    if (o.size > sizeof buf)
+        die("--size: at most %zu bytes for the ceiling", sizeof buf);
+    return buf;
+}
+
 static void wait_flag(_Atomic int *flag)
 {
     unsigned spins = 0;
@@ -99,6 +111,7 @@ static void consume(void)
     atomic_store_explicit(&shm->ready, 1, memory_order_release);
     wait_flag(&shm->start);
 
+    unsigned char *buf = msg_buffer();
     uint64_t tail = 0, head = 0; /* head: our cached copy of shm->head */
     while (tail < o.messages) {
         unsigned spins = 0;
@@ -109,10 +122,10 @@ static void consume(void)
             if (tail == head)
                 relax(&spins);
         }
-        const unsigned char *slot = slots + (tail & mask) * slot_size;
-        if (msg_seq(slot) != tail)
+        memcpy(buf, slots + (tail & mask) * slot_size, o.size);
+        if (msg_seq(buf) != tail)
             die("consumer: expected message %llu, got sequence number %llu",
-                (unsigned long long)tail, (unsigned long long)msg_seq(slot));
+                (unsigned long long)tail, (unsigned long long)msg_seq(buf));
         tail++;
         /* release: pairs with the producer's acquire of tail; our reads of
          * the slots are done before it may overwrite them */
@@ -129,6 +142,7 @@ static uint64_t produce(void)
     uint64_t t0 = now_ns();
     atomic_store_explicit(&shm->start, 1, memory_order_release);
 
+    unsigned char *buf = msg_buffer();
     uint64_t head = 0, tail = 0; /* tail: our cached copy of shm->tail */
     while (head < o.messages) {
         unsigned spins = 0;
@@ -137,7 +151,8 @@ static uint64_t produce(void)
             if (head - tail == o.capacity)
                 relax(&spins);
         }
-        msg_fill(slots + (head & mask) * slot_size, o.size, head);
+        msg_fill(buf, o.size, head);
+        memcpy(slots + (head & mask) * slot_size, buf, o.size);
         head++;
         /* Both indexes move in steps of PUBLISH_EVERY, which divides the
          * capacity: when we find the ring full, we have just published. */
@@ -167,16 +182,15 @@ static double run(void)
     uint64_t t0;
     if (o.process) {
         fflush(NULL); /* the child must not print our buffered output again */
-        parent = getpid();
+        pid_t me = getpid();
         child = fork();
         if (child < 0)
             die("fork:");
         if (child == 0) {
-            child = 0;
+            parent = me;
             consume();
             _exit(0);
         }
-        parent = 0;
         t0 = produce();
         int status;
         if (waitpid(child, &status, 0) != child)
@@ -193,10 +207,10 @@ static double run(void)
         if (rc != 0)
             die_rc(rc, "pthread_join");
     }
-    double seconds = (double)(shm->end_ns - t0) / 1e9;
+    double elapsed = (double)(shm->end_ns - t0) / 1e9;
     if (munmap(shm, len) != 0)
         die("munmap:");
-    return seconds;
+    return elapsed;
 }
 
 int main(int argc, char **argv)
@@ -216,14 +230,14 @@ int main(int argc, char **argv)
     mask = o.capacity - 1;
 
     bench_pin(&o, 0);
-    seconds = malloc(o.runs * sizeof *seconds);
-    if (seconds == NULL)
+    run_seconds = malloc(o.runs * sizeof *run_seconds);
+    if (run_seconds == NULL)
         die("malloc:");
     for (unsigned i = 0; i < o.runs; i++) {
-        seconds[i] = run();
-        bench_report_run(&o, "ceiling", seconds[i]);
+        run_seconds[i] = run();
+        bench_report_run(&o, "ceiling", run_seconds[i]);
     }
-    bench_report_runs(&o, seconds, o.runs);
-    free(seconds);
+    bench_report_runs(&o, run_seconds, o.runs);
+    free(run_seconds);
     return 0;
 }

@@ -64,30 +64,41 @@ static inline void cpu_relax(void)
 }
 
 /* Spin a little, then yield, then sleep: a waiter that shares its core with
- * the thread it waits for must let that thread run. */
+ * the thread it waits for must let that thread run. The clock is read only
+ * once spinning is over, so a short wait costs no system time at all. */
 struct waiter {
     unsigned rounds;
-    uint64_t deadline;
+    int64_t timeout_ns;
+    uint64_t deadline; /* 0 until the spinning is over */
 };
 
-enum { SPIN_ROUNDS = 256, YIELD_ROUNDS = 256 + 1024 };
+enum { PLAIN_ROUNDS = 64, SPIN_ROUNDS = 256, YIELD_ROUNDS = 256 + 1024 };
 
 static void wait_start(struct waiter *w, int64_t timeout_ns)
 {
     w->rounds = 0;
-    w->deadline = timeout_ns < 0 ? UINT64_MAX : mono_ns() + (uint64_t)timeout_ns;
+    w->timeout_ns = timeout_ns;
+    w->deadline = 0;
 }
 
-/* One more round of waiting; -ETIMEDOUT once the deadline has passed. */
+/* One more round of waiting; -ETIMEDOUT once the deadline has passed. The
+ * timeout counts from the end of the spinning (a few microseconds late). */
 static int wait_more(struct waiter *w)
 {
     unsigned r = ++w->rounds;
-    if ((r >= SPIN_ROUNDS || r % 64 == 0) && w->deadline != UINT64_MAX &&
-        mono_ns() >= w->deadline)
-        return -ETIMEDOUT;
     if (r < SPIN_ROUNDS) {
-        cpu_relax();
-    } else if (r < YIELD_ROUNDS) {
+        if (r > PLAIN_ROUNDS) /* first re-check at once, then politely */
+            cpu_relax();
+        return 0;
+    }
+    if (w->timeout_ns >= 0) {
+        uint64_t now = mono_ns();
+        if (w->deadline == 0)
+            w->deadline = now + (uint64_t)w->timeout_ns;
+        else if (now >= w->deadline)
+            return -ETIMEDOUT;
+    }
+    if (r < YIELD_ROUNDS) {
         sched_yield();
     } else {
         struct timespec nap = {0, 50000}; /* 50 us */

@@ -1,0 +1,309 @@
+#!/usr/bin/env bash
+# bench.sh - what `make bench` runs: every day's benchmark next to the
+# "ceiling" ring and the kernel channels a user would pick instead, in one
+# table of medians.
+#
+#   BUILD=build CC=cc CFLAGS_SHOWN="-O2 -g" common/bench.sh day3 day4 day5
+#
+# Arguments: the days that have a $BUILD/dayN/benchmark. Knobs (environment):
+#   ROUNDS=5 MESSAGES=2097152 SIZE=64 CAPACITY=1024 LAT_COUNT=100000
+#   LAT_ROUNDS=3, MQ_MESSAGES=MESSAGES/8 (a POSIX message queue moves only
+#   ~0.2 M msgs/s between two CPUs), RUN_TIMEOUT=300 (seconds per run, 0: none)
+#   BENCH_SMOKE=1: one small round that only proves every row runs and passes
+#   its message checks (the CI smoke run).
+#
+# Method. The machines are small shared VMs. Ours has two CPUs that are
+# sometimes "near" (a cache line goes there and back in ~63 ns) and sometimes
+# "far" (~300 ns), and every shared-memory figure drops about 3x when far.
+# So each round runs every row once, in order (A B C ... A B C: a row's runs
+# are never back to back), between two measurements of that round trip
+# (build/common/c2c, median of 3). A round whose c2c figures differ by >30%
+# is unstable; with at least 3 stable rounds the medians use only those.
+# A run that exits non-zero (a message check failed) fails the script.
+#
+# shellcheck disable=SC2034 # MSGS, CONS, P50... are read through series()
+set -u
+
+BUILD=${BUILD:-build}
+CC=${CC:-cc}
+CFLAGS_SHOWN=${CFLAGS_SHOWN:--O2 -g}
+if [ "${BENCH_SMOKE:-0}" = 1 ]; then
+    MESSAGES=${MESSAGES:-20000} ROUNDS=${ROUNDS:-1}
+    LAT_COUNT=${LAT_COUNT:-2000} LAT_ROUNDS=${LAT_ROUNDS:-1}
+fi
+ROUNDS=${ROUNDS:-5}
+MESSAGES=${MESSAGES:-2097152}
+SIZE=${SIZE:-64}
+CAPACITY=${CAPACITY:-1024}
+LAT_COUNT=${LAT_COUNT:-100000}
+LAT_ROUNDS=${LAT_ROUNDS:-3}
+MQ_MESSAGES=${MQ_MESSAGES:-$((MESSAGES / 8 > 0 ? MESSAGES / 8 : 1))}
+RUN_TIMEOUT=${RUN_TIMEOUT:-300}
+days=("$@")
+
+for tool in c2c ceiling baseline; do
+    if [ ! -x "$BUILD/common/$tool" ]; then
+        echo "bench.sh: $BUILD/common/$tool is missing (run: make tools)" >&2
+        exit 1
+    fi
+done
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/spmc-bench.XXXXXX") || exit 1
+trap 'rm -rf "$tmp"' EXIT
+out=$tmp/out # output of the last run
+failed=0
+
+# ---------------------------------------------------------------------------
+# Helpers: running one program, statistics, formatting.
+# ---------------------------------------------------------------------------
+
+# run CMD...: run CMD with its stdout and stderr in $out; its exit status.
+run() {
+    if [ "$RUN_TIMEOUT" != 0 ] && command -v timeout >/dev/null; then
+        timeout "$RUN_TIMEOUT" "$@" >"$out" 2>&1
+    else
+        "$@" >"$out" 2>&1
+    fi
+}
+
+# fail LABEL STATUS: remember that a run failed; its output is shown at the end.
+fail() {
+    failed=1
+    echo "bench.sh: $1 FAILED (exit status $2)" >&2
+    { echo "== $1: exit status $2"; cat "$out"; } >>"$tmp/failures"
+}
+
+# c2c: the core-to-core round trip now, in ns ("nan" if unknown): the median
+# of three runs of 15 ms, so that a blip of one run does not count.
+c2c() {
+    local n line
+    for n in 1 2 3; do
+        line=$("$BUILD/common/c2c" 2>/dev/null) || line=nan
+        echo "${line#c2c_ns=}"
+    done | median | awk '{ print ($1 == "nan" ? "nan" : sprintf("%.1f", $1)) }'
+}
+
+# series ARRAY KEY ROUNDS...: the values ARRAY[KEY,round] that exist, one a line.
+series() {
+    local -n arr=$1
+    local key=$2 r
+    shift 2
+    for r in "$@"; do
+        if [ -n "${arr[$key,$r]:-}" ]; then echo "${arr[$key,$r]}"; fi
+    done
+}
+
+# median: the median of the numbers on stdin, one a line ("nan" if none).
+median() {
+    sort -n | awk '$1 != "" && $1 != "nan" { v[++n] = $1 }
+        END { if (n == 0) print "nan"
+              else printf "%.6f\n", n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'
+}
+
+# num X DIVISOR FORMAT: X / DIVISOR printed with FORMAT, or "-" if X is nan.
+num() {
+    awk -v x="$1" -v d="$2" -v f="$3" 'BEGIN {
+        if (x == "nan") print "-"; else printf f "\n", x / d }'
+}
+
+# ratio A B: A / B as "1.42x" (3 decimals below 0.1), or "-" if unknown.
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a == "nan" || b == "nan" || b + 0 == 0) print "-"
+        else printf (a / b < 0.1 ? "%.3fx\n" : "%.2fx\n"), a / b }'
+}
+
+# stable BEFORE AFTER: true when the two c2c figures are within 30%.
+stable() {
+    if [ "$1" = nan ] || [ "$2" = nan ]; then return 0; fi # one CPU: no drift
+    awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= 1.3 * b && b <= 1.3 * a) }'
+}
+
+# ---------------------------------------------------------------------------
+# The rows of the table: a name, a mode, a program and its options.
+# ---------------------------------------------------------------------------
+ROW_NAME=() ROW_MODE=() ROW_BIN=() ROW_ARGS=()
+# add_row NAME MODE PROGRAM "OPTIONS" (options: words without spaces)
+add_row() {
+    ROW_NAME+=("$1") ROW_MODE+=("$2") ROW_BIN+=("$3") ROW_ARGS+=("$4")
+}
+opts="--size $SIZE --capacity $CAPACITY --csv --runs 1"
+
+add_row ceiling process "$BUILD/common/ceiling" "--mode process --messages $MESSAGES $opts"
+for d in "${days[@]}"; do
+    b=$BUILD/$d/benchmark
+    if [ ! -x "$b" ]; then
+        echo "bench.sh: $b is missing (run: make $d)" >&2
+        exit 1
+    fi
+    if "$b" --help 2>/dev/null | grep -q -- --fanout; then
+        for f in "broadcast 1" "share 1" "share 3" "broadcast 2"; do
+            read -r fanout k <<<"$f"
+            add_row "$d $fanout x$k" process "$b" \
+                "--mode process --fanout $fanout --consumers $k --messages $MESSAGES $opts"
+        done
+    else
+        add_row "$d" process "$b" "--mode process --messages $MESSAGES $opts"
+    fi
+    case $d in # the outline measured days 3 and 4 with two threads
+    day3 | day4) add_row "$d" thread "$b" "--mode thread --messages $MESSAGES $opts" ;;
+    esac
+done
+for k in pipe socket; do
+    add_row $k process "$BUILD/common/baseline" "--kind $k --mode process --messages $MESSAGES $opts"
+done
+add_row mq process "$BUILD/common/baseline" "--kind mq --mode process --messages $MQ_MESSAGES $opts"
+
+# ---------------------------------------------------------------------------
+# Heading.
+# ---------------------------------------------------------------------------
+cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null)
+ncpu=$(awk '/^processor/ { n++ } END { print n + 0 }' /proc/cpuinfo 2>/dev/null)
+echo "== make bench: the days' queues, the ceiling ring and the kernel channels"
+echo "CPU:       ${cpu:-unknown} ($ncpu CPUs)"
+echo "Compiler:  $($CC --version 2>/dev/null | head -n 1), flags $CFLAGS_SHOWN"
+echo "Messages:  $SIZE bytes, capacity $CAPACITY, $MESSAGES per run" \
+    "(mq: $MQ_MESSAGES), rounds: $ROUNDS"
+
+# ---------------------------------------------------------------------------
+# Throughput rounds.
+# ---------------------------------------------------------------------------
+declare -A MSGS MIB CONS # [row,round] and, per consumer, [row,consumer,round]
+NCONS=()                 # [row]: consumers that reported their own rate
+C2C_BEFORE=() C2C_AFTER=() STABLE=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    start=$SECONDS
+    before=$(c2c)
+    for i in "${!ROW_NAME[@]}"; do
+        label="${ROW_NAME[i]} (${ROW_MODE[i]}), round $r"
+        # shellcheck disable=SC2086 # the options are split into words on purpose
+        run "${ROW_BIN[i]}" ${ROW_ARGS[i]}
+        status=$?
+        if [ $status -ne 0 ]; then
+            fail "$label" $status
+            continue
+        fi
+        # The run's line: day,mode,fanout,consumers,msg_size,capacity,
+        # messages,seconds,msgs_per_s,mib_per_s.
+        line=$(awk -F, 'NF == 10 && $9 ~ /^[0-9.]+$/ { l = $0 } END { print l }' "$out")
+        if [ -z "$line" ]; then
+            fail "$label: no CSV line" 0
+            continue
+        fi
+        IFS=, read -r _ _ _ _ _ _ _ _ msgs mib <<<"$line"
+        MSGS[$i,$r]=$msgs MIB[$i,$r]=$mib
+        # A fan-out run may add one line per consumer: "# consumer,K,MSGS_PER_S".
+        while IFS=, read -r _ k rate; do
+            CONS[$i,$k,$r]=$rate
+            if [ "$k" -ge "${NCONS[i]:-0}" ]; then NCONS[i]=$((k + 1)); fi
+        done < <(grep '^# *consumer,[0-9][0-9]*,' "$out")
+    done
+    after=$(c2c)
+    C2C_BEFORE[r]=$before C2C_AFTER[r]=$after
+    if stable "$before" "$after"; then STABLE[r]=stable; else STABLE[r]=unstable; fi
+    echo "bench: round $r/$ROUNDS: c2c $before -> $after ns (${STABLE[r]})," \
+        "$((SECONDS - start)) s" >&2
+done
+
+# The rounds whose medians we report.
+used=()
+for ((r = 1; r <= ROUNDS; r++)); do
+    if [ "${STABLE[r]}" = stable ]; then used+=("$r"); fi
+done
+if [ ${#used[@]} -ge 3 ] || [ ${#used[@]} -eq "$ROUNDS" ]; then
+    basis="medians of the ${#used[@]} stable rounds of $ROUNDS"
+else
+    basis="medians of ALL $ROUNDS rounds, only ${#used[@]} stable (the CPUs"
+    basis+=" changed state during the run: trust the ratios more than the figures)"
+    used=()
+    for ((r = 1; r <= ROUNDS; r++)); do used+=("$r"); done
+fi
+
+# ---------------------------------------------------------------------------
+# Latency rounds: c2c, then each day's round trip.
+# ---------------------------------------------------------------------------
+declare -A P50 P99 P999 # [day,round]
+lat_c2c=()
+lat_rounds=()
+for ((r = 1; r <= LAT_ROUNDS; r++)); do
+    [ ${#days[@]} -gt 0 ] || break
+    lat_rounds+=("$r")
+    lat_c2c+=("$(c2c)")
+    for d in "${days[@]}"; do
+        run "$BUILD/$d/benchmark" --latency --mode process --count "$LAT_COUNT" \
+            --size "$SIZE" --capacity "$CAPACITY" --csv
+        status=$?
+        if [ $status -ne 0 ]; then
+            fail "$d latency, round $r" $status
+            continue
+        fi
+        # latency,day,mode,size,count,p50,p99,p999,max
+        line=$(awk -F, '$1 == "latency" && NF == 9 { l = $0 } END { print l }' "$out")
+        if [ -z "$line" ]; then
+            fail "$d latency, round $r: no latency line" 0
+            continue
+        fi
+        IFS=, read -r _ _ _ _ _ p50 p99 p999 _ <<<"$line"
+        P50[$d,$r]=$p50 P99[$d,$r]=$p99 P999[$d,$r]=$p999
+    done
+    echo "bench: latency round $r/$LAT_ROUNDS done" >&2
+done
+
+# ---------------------------------------------------------------------------
+# Report.
+# ---------------------------------------------------------------------------
+echo "Rounds:    c2c before -> after (ns); $basis"
+for ((r = 1; r <= ROUNDS; r++)); do
+    echo "           $r: ${C2C_BEFORE[r]} -> ${C2C_AFTER[r]}  ${STABLE[r]}"
+done
+
+MED=() NRUNS=()
+ref_day3=nan ref_ceiling=nan
+for i in "${!ROW_NAME[@]}"; do
+    MED[i]=$(series MSGS "$i" "${used[@]}" | median)
+    NRUNS[i]=$(series MSGS "$i" "${used[@]}" | grep -c .)
+    if [ "${ROW_NAME[i]} ${ROW_MODE[i]}" = "day3 process" ]; then ref_day3=${MED[i]}; fi
+    if [ "${ROW_NAME[i]}" = ceiling ]; then ref_ceiling=${MED[i]}; fi
+done
+
+echo
+printf '%-20s %-8s %9s %9s %8s %10s %5s\n' row mode "M msgs/s" "MiB/s" \
+    "vs day3" "vs ceiling" runs
+for i in "${!ROW_NAME[@]}"; do
+    printf '%-20s %-8s %9s %9s %8s %10s %5s\n' "${ROW_NAME[i]}" "${ROW_MODE[i]}" \
+        "$(num "${MED[i]}" 1e6 %.2f)" \
+        "$(num "$(series MIB "$i" "${used[@]}" | median)" 1 %.1f)" \
+        "$(ratio "${MED[i]}" "$ref_day3")" "$(ratio "${MED[i]}" "$ref_ceiling")" \
+        "${NRUNS[i]}"
+done
+
+# The fan-out rows whose consumers reported their own rates.
+for i in "${!NCONS[@]}"; do
+    line="  ${ROW_NAME[i]}, each consumer (M msgs/s):"
+    for ((k = 0; k < NCONS[i]; k++)); do
+        line+=" #$k $(num "$(series CONS "$i,$k" "${used[@]}" | median)" 1e6 %.2f)"
+    done
+    echo "$line"
+done
+
+if [ ${#days[@]} -gt 0 ]; then
+    c2c_med=$(printf '%s\n' "${lat_c2c[@]}" | median)
+    echo
+    echo "Latency:   round trip, --mode process, $LAT_COUNT per run, medians of" \
+        "$LAT_ROUNDS rounds; c2c median $(num "$c2c_med" 1 %.1f) ns"
+    printf '%-20s %9s %9s %9s %8s\n' day "p50 ns" "p99 ns" "p99.9 ns" "p50/c2c"
+    for d in "${days[@]}"; do
+        p50=$(series P50 "$d" "${lat_rounds[@]}" | median)
+        printf '%-20s %9s %9s %9s %8s\n' "$d" "$(num "$p50" 1 %.0f)" \
+            "$(num "$(series P99 "$d" "${lat_rounds[@]}" | median)" 1 %.0f)" \
+            "$(num "$(series P999 "$d" "${lat_rounds[@]}" | median)" 1 %.0f)" \
+            "$(ratio "$p50" "$c2c_med")"
+    done
+fi
+
+if [ "$failed" = 1 ]; then
+    echo
+    echo "FAILED runs (their output follows):"
+    cat "$tmp/failures"
+    exit 1
+fi
+exit 0
