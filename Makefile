@@ -123,8 +123,6 @@ test: deps-check $(TEST_BINS) $(foreach d,$(SEL),$(call day_progs,$(d)))
 	@if [ -z "$(strip $(TEST_BINS))" ]; then echo "test: no day with tests selected"; exit 0; fi; \
 	 status=0; for t in $(TEST_BINS); do \
 	   echo "== $$t"; $$t || status=1; done; \
-	 left=$$(ls /dev/shm 2>/dev/null | grep -E '^spmc-(t|test|bench)' || true); \
-	 if [ -n "$$left" ]; then echo "test: segments left in /dev/shm: $$left"; status=1; fi; \
 	 exit $$status
 
 VALGRIND = timeout 900 valgrind -q --error-exitcode=99 --leak-check=full \

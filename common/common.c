@@ -14,22 +14,27 @@
 
 extern char *program_invocation_short_name;
 
+/* "program: message[: strerror(err)]" on one line; err 0 adds nothing. */
 static void vreport(int err, const char *fmt, va_list ap)
 {
-    fprintf(stderr, "%s: ", program_invocation_short_name);
-    vfprintf(stderr, fmt, ap);
-    size_t n = strlen(fmt);
-    if (err != 0 && n > 0 && fmt[n - 1] == ':')
-        fprintf(stderr, " %s", strerror(err));
-    fputc('\n', stderr);
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    if (n > 0 && msg[n - 1] == ':')
+        msg[--n] = '\0';
+    if (err != 0)
+        fprintf(stderr, "%s: %s: %s\n", program_invocation_short_name, msg, strerror(err));
+    else
+        fprintf(stderr, "%s: %s\n", program_invocation_short_name, msg);
 }
 
 void die(const char *fmt, ...)
 {
     int err = errno;
+    size_t n = strlen(fmt);
     va_list ap;
     va_start(ap, fmt);
-    vreport(err, fmt, ap);
+    vreport(n > 0 && fmt[n - 1] == ':' ? err : 0, fmt, ap);
     va_end(ap);
     exit(1);
 }
@@ -38,10 +43,8 @@ void die_rc(int rc, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vreport(0, fmt, ap);
+    vreport(rc < 0 ? -rc : rc, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "%s: (%s)\n", program_invocation_short_name,
-            strerror(rc < 0 ? -rc : rc));
     exit(1);
 }
 

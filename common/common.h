@@ -24,7 +24,7 @@
  *  gets strerror(errno) appended. */
 SPMC_NORETURN void die(const char *fmt, ...) SPMC_PRINTF(1, 2);
 
-/** Like die(), but appends strerror(-rc) for a library's negative errno. */
+/** Like die(), but appends ": strerror(-rc)" for a library's negative errno. */
 SPMC_NORETURN void die_rc(int rc, const char *fmt, ...) SPMC_PRINTF(2, 3);
 
 /** Monotonic clock in nanoseconds. */

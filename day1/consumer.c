@@ -36,13 +36,15 @@ int main(int argc, char **argv)
     char *mem = mmap(NULL, QUEUE_SIZE, PROT_READ, MAP_SHARED, fd, 0);
     if (mem == MAP_FAILED)
         die("mmap %s:", name);
-    close(fd);
+    if (close(fd) != 0)
+        die("close %s:", name);
     printf("Consumer attached to the shared-memory queue %s.\n", name);
 
     /* Nothing guarantees a terminated string: print at most QUEUE_SIZE bytes. */
     printf("Consumer read a msg from queue: \"%.*s\"\n", (int)strnlen(mem, QUEUE_SIZE), mem);
 
-    munmap(mem, QUEUE_SIZE);
+    if (munmap(mem, QUEUE_SIZE) != 0)
+        die("munmap %s:", name);
     printf("Consumer closed the queue and exit...\n");
     return 0;
 }

@@ -19,10 +19,21 @@
 
 #define QUEUE_SIZE 100
 
+/* A call failed after the segment was created: remove it, then die. */
+static void die_unlink(const char *name, const char *what)
+{
+    int err = errno;
+    shm_unlink(name);
+    errno = err;
+    die("%s %s:", what, name);
+}
+
 int main(int argc, char **argv)
 {
     const char *name = argc > 1 ? argv[1] : "/queue";
-    unsigned seconds = argc > 2 ? (unsigned)parse_u64(argv[2], "SECONDS") : 5;
+    uint64_t seconds = argc > 2 ? parse_u64(argv[2], "SECONDS") : 5;
+    if (seconds > 3600)
+        die("SECONDS: at most 3600, got %llu", (unsigned long long)seconds);
     const char *text = "Hello from producer";
     setvbuf(stdout, NULL, _IOLBF, 0);
 
@@ -36,31 +47,26 @@ int main(int argc, char **argv)
         die("shm_open %s:", name);
     }
     /* A new segment has size 0: give it room before mapping it. */
-    if (ftruncate(fd, QUEUE_SIZE) != 0) {
-        int err = errno;
-        shm_unlink(name);
-        errno = err;
-        die("ftruncate %s to %d bytes:", name, QUEUE_SIZE);
-    }
+    if (ftruncate(fd, QUEUE_SIZE) != 0)
+        die_unlink(name, "ftruncate");
     char *mem = mmap(NULL, QUEUE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (mem == MAP_FAILED) {
-        int err = errno;
-        shm_unlink(name);
-        errno = err;
-        die("mmap %s:", name);
-    }
-    close(fd); /* the mapping stays valid without the descriptor */
+    if (mem == MAP_FAILED)
+        die_unlink(name, "mmap");
+    if (close(fd) != 0) /* the mapping stays valid without the descriptor */
+        die_unlink(name, "close");
     printf("Producer created the shared-memory queue %s of size %d and mapped it into memory.\n",
            name, QUEUE_SIZE);
 
     memcpy(mem, text, strlen(text) + 1);
     printf("Producer sent a msg \"%s\" into the queue.\n", text);
 
-    sleep(seconds); /* "long enough" for the consumer: the race we fix later */
+    sleep((unsigned)seconds); /* "long enough" for the consumer: the race we fix later */
 
-    munmap(mem, QUEUE_SIZE);
+    if (munmap(mem, QUEUE_SIZE) != 0)
+        die_unlink(name, "munmap");
     if (shm_unlink(name) != 0)
         die("shm_unlink %s:", name);
-    printf("Producer closed the queue after %u seconds and exit...\n", seconds);
+    printf("Producer closed the queue after %llu seconds and exit...\n",
+           (unsigned long long)seconds);
     return 0;
 }

@@ -84,6 +84,7 @@ struct spmc_queue {
     char name[SPMC_NAME_MAX + 1]; /**< the segment's name */
 };
 
+/** Marks a function whose result must be checked (gcc and clang warn). */
 #if defined(__GNUC__)
 #define SPMC_MUST_CHECK __attribute__((warn_unused_result))
 #else
@@ -109,6 +110,9 @@ struct spmc_queue {
  * @retval -EEXIST       a segment of that name exists already
  * @retval -ENOMEM       the segment cannot be sized or mapped
  * @retval -EACCES       permission denied by the system
+ * @retval -EMFILE       other negative errno values of shm_open(), ftruncate()
+ *                       or mmap() are passed through unchanged (-EMFILE,
+ *                       -ENFILE, -ENOSPC, ...)
  */
 SPMC_MUST_CHECK int spmc_queue_create(struct spmc_queue *q, const char *name,
                                       size_t elem_size, size_t capacity);
@@ -133,6 +137,8 @@ SPMC_MUST_CHECK int spmc_queue_create(struct spmc_queue *q, const char *name,
  *                       says
  * @retval -EBUSY        another reader is attached already
  * @retval -EACCES       permission denied by the system
+ * @retval -EMFILE       other negative errno values of shm_open(), fstat()
+ *                       or mmap() are passed through unchanged
  */
 SPMC_MUST_CHECK int spmc_queue_attach(struct spmc_queue *q, const char *name,
                                       size_t elem_size, size_t capacity);

@@ -167,6 +167,7 @@ struct spmc_queue {
     char name[SPMC_NAME_MAX + 1];    /**< the segment's name */
 };
 
+/** Marks a function whose result must be checked (gcc and clang warn). */
 #if defined(__GNUC__)
 #define SPMC_MUST_CHECK __attribute__((warn_unused_result))
 #else
@@ -193,6 +194,9 @@ struct spmc_queue {
  * @retval -EEXIST       a segment of that name exists already
  * @retval -ENOMEM       the segment cannot be sized or mapped
  * @retval -EACCES       permission denied by the system
+ * @retval -EMFILE       other negative errno values of shm_open(), ftruncate()
+ *                       or mmap() are passed through unchanged (-EMFILE,
+ *                       -ENFILE, -ENOSPC, ...)
  */
 SPMC_MUST_CHECK int spmc_queue_create(struct spmc_queue *q, const char *name,
                                       size_t elem_size, size_t capacity);
@@ -214,6 +218,9 @@ SPMC_MUST_CHECK int spmc_queue_create(struct spmc_queue *q, const char *name,
  * @retval -EEXIST       a segment of that name exists already
  * @retval -ENOMEM       the segment cannot be sized or mapped
  * @retval -EACCES       permission denied by the system
+ * @retval -EMFILE       other negative errno values of shm_open(), ftruncate()
+ *                       or mmap() are passed through unchanged (-EMFILE,
+ *                       -ENFILE, -ENOSPC, ...)
  */
 SPMC_MUST_CHECK int spmc_queue_create_opts(struct spmc_queue *q, const char *name,
                                            size_t elem_size, size_t capacity,
@@ -247,6 +254,8 @@ SPMC_MUST_CHECK int spmc_queue_create_opts(struct spmc_queue *q, const char *nam
  * @retval -EUSERS       every reader-table entry is taken
  * @retval -EPIPE        the writer has already closed the queue
  * @retval -EACCES       permission denied by the system
+ * @retval -EMFILE       other negative errno values of shm_open(), fstat()
+ *                       or mmap() are passed through unchanged
  */
 SPMC_MUST_CHECK int spmc_queue_attach(struct spmc_queue *q, const char *name,
                                       size_t elem_size, size_t capacity);
