@@ -1,0 +1,912 @@
+/* check_contract.c - what every day from 3 on promises, built once per day
+ * (the Makefile compiles it with -IdayN -DSPMC_DAY='"dayN"').
+ *
+ * Only the API every such day shares is used: create, attach,
+ * wait_readers(q, 1, t), try_push, try_pop, push, pop, destroy,
+ * SPMC_WAIT_FOREVER, SPMC_NAME_MAX, and the header fields magic, version,
+ * header_size, elem_size, capacity and ready for hostile segments. Every
+ * capacity is a power of two (day 5 requires it), a reader is attached
+ * before anything is pushed (in day 5's broadcast mode a queue without
+ * readers need not be "full"), and what holds only while a queue has a
+ * single reader is guarded by SPMC_VERSION < 5.
+ *
+ * Hostile segments are built from a real one: the test creates a queue,
+ * copies its bytes, changes one field, and writes the copy under a new name.
+ * So the tests do not depend on any day's layout, and the untouched copy is
+ * the control that must attach. */
+#define _GNU_SOURCE
+#include "spmc_queue.h"
+#include "common.h"
+#include "test_util.h"
+
+#include <pthread.h>
+#include <stdalign.h>
+
+#ifndef SPMC_DAY
+#error "SPMC_DAY must name the day under test (the Makefile sets it)"
+#endif
+
+#define ELEM 64u
+#define CAP 8u
+#define MS 1000000ll
+#define SEC 1000000000ll
+/* How long one blocking call in a stress run may wait before the run
+ * counts as hung; and the deadline for children and pipes. */
+#define STUCK_NS (30 * SEC)
+#define IO_TIMEOUT_MS 120000u
+
+/* The one place to change if a later day's create or attach takes more
+ * arguments (day 5 may choose a fan-out mode at creation). */
+static int t_create(struct spmc_queue *q, const char *name, size_t elem, size_t cap)
+{
+    return spmc_queue_create(q, name, elem, cap);
+}
+
+static int t_attach(struct spmc_queue *q, const char *name, size_t elem, size_t cap)
+{
+    return spmc_queue_attach(q, name, elem, cap);
+}
+
+/* Handles live outside the test functions, so that teardown can destroy
+ * whatever a failed test left open (destroying a zeroed or destroyed handle
+ * is a harmless -EINVAL). */
+static struct spmc_queue qw, qr, qx;
+
+static void setup(void)
+{
+    tu_setup();
+    memset(&qw, 0, sizeof qw);
+    memset(&qr, 0, sizeof qr);
+    memset(&qx, 0, sizeof qx);
+}
+
+static void teardown(void)
+{
+    (void)spmc_queue_destroy(&qr);
+    (void)spmc_queue_destroy(&qx);
+    (void)spmc_queue_destroy(&qw);
+    tu_teardown();
+}
+
+/* A writer on a fresh name, and a reader attached to it. */
+static const char *open_pair(size_t elem, size_t cap)
+{
+    const char *name = tu_name();
+    ck_assert_int_eq(t_create(&qw, name, elem, cap), 0);
+    ck_assert_int_eq(t_attach(&qr, name, elem, cap), 0);
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 10 * SEC), 0);
+    return name;
+}
+
+static void push_seq(struct spmc_queue *q, uint64_t seq)
+{
+    unsigned char m[ELEM];
+    msg_fill(m, ELEM, seq);
+    int rc = spmc_queue_try_push(q, m);
+    ck_assert_msg(rc == 0, "try_push of message %llu: %d (%s)", (unsigned long long)seq, rc,
+                  strerror(-rc));
+}
+
+static void pop_expect(struct spmc_queue *q, uint64_t seq)
+{
+    unsigned char m[ELEM];
+    memset(m, 0xee, sizeof m);
+    int rc = spmc_queue_try_pop(q, m);
+    ck_assert_msg(rc == 0, "try_pop of message %llu: %d (%s)", (unsigned long long)seq, rc,
+                  strerror(-rc));
+    ck_assert_msg(msg_seq(m) == seq, "popped message %llu, expected %llu",
+                  (unsigned long long)msg_seq(m), (unsigned long long)seq);
+    ck_assert_msg(msg_intact(m, ELEM), "message %llu is damaged", (unsigned long long)seq);
+}
+
+/* ===================================================================== */
+/* Lifecycle                                                               */
+/* ===================================================================== */
+
+START_TEST(test_lifecycle)
+{
+    const char *name = tu_name();
+    ck_assert_int_eq(t_create(&qw, name, ELEM, CAP), 0);
+    ck_assert_int_gt(tu_segment_size(name), 0);
+    ck_assert_int_eq(t_attach(&qr, name, ELEM, CAP), 0);
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 10 * SEC), 0);
+    push_seq(&qw, 42);
+    pop_expect(&qr, 42);
+
+    ck_assert_int_eq(spmc_queue_destroy(&qr), 0);
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    ck_assert_int_eq(tu_segment_size(name), -ENOENT); /* the writer removed it */
+    ck_assert_int_eq(spmc_queue_destroy(&qw), -EINVAL);
+    ck_assert_int_eq(spmc_queue_destroy(&qr), -EINVAL);
+    ck_assert_int_eq(spmc_queue_destroy(NULL), -EINVAL);
+    ck_assert_int_eq(t_attach(&qr, name, ELEM, CAP), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_blocking_calls_move_messages_too)
+{
+    open_pair(ELEM, CAP);
+    unsigned char m[ELEM];
+    for (uint64_t i = 0; i < CAP; i++) {
+        msg_fill(m, ELEM, i);
+        ck_assert_int_eq(spmc_queue_push(&qw, m, SPMC_WAIT_FOREVER), 0);
+    }
+    for (uint64_t i = 0; i < CAP; i++) {
+        memset(m, 0, sizeof m);
+        ck_assert_int_eq(spmc_queue_pop(&qr, m, SPMC_WAIT_FOREVER), 0);
+        ck_assert_uint_eq(msg_seq(m), i);
+        ck_assert(msg_intact(m, ELEM));
+    }
+}
+END_TEST
+
+START_TEST(test_reader_can_leave_and_another_attach)
+{
+    const char *name = open_pair(ELEM, CAP);
+    push_seq(&qw, 0);
+    pop_expect(&qr, 0);
+    ck_assert_int_eq(spmc_queue_destroy(&qr), 0);
+    ck_assert_int_eq(t_attach(&qx, name, ELEM, CAP), 0);
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 10 * SEC), 0);
+    push_seq(&qw, 1);
+    pop_expect(&qx, 1);
+}
+END_TEST
+
+#if SPMC_VERSION < 5
+START_TEST(test_second_reader_is_refused)
+{
+    const char *name = open_pair(ELEM, CAP);
+    ck_assert_int_eq(t_attach(&qx, name, ELEM, CAP), -EBUSY);
+}
+END_TEST
+#endif
+
+/* ===================================================================== */
+/* Limits                                                                  */
+/* ===================================================================== */
+
+START_TEST(test_full_and_empty)
+{
+    open_pair(ELEM, 4);
+    unsigned char m[ELEM];
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EAGAIN);
+    for (uint64_t i = 0; i < 4; i++)
+        push_seq(&qw, i);
+    msg_fill(m, ELEM, 4);
+    ck_assert_int_eq(spmc_queue_try_push(&qw, m), -EAGAIN);
+    ck_assert_int_eq(spmc_queue_try_push(&qw, m), -EAGAIN);
+    pop_expect(&qr, 0);
+    push_seq(&qw, 4); /* one slot free again: a ring */
+    ck_assert_int_eq(spmc_queue_try_push(&qw, m), -EAGAIN);
+    for (uint64_t i = 1; i < 5; i++)
+        pop_expect(&qr, i);
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EAGAIN);
+}
+END_TEST
+
+START_TEST(test_wraparound_in_lockstep)
+{
+    open_pair(ELEM, 4);
+    for (uint64_t i = 0; i < 10000; i++) {
+        push_seq(&qw, i);
+        pop_expect(&qr, i);
+    }
+    unsigned char m[ELEM];
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EAGAIN);
+}
+END_TEST
+
+START_TEST(test_wraparound_in_bursts)
+{
+    /* Bursts of 1..capacity, so that the ring is left at every offset and
+     * filled to every level, full included. */
+    open_pair(ELEM, 4);
+    unsigned char m[ELEM];
+    uint64_t pushed = 0, popped = 0;
+    for (unsigned round = 0; round < 4000; round++) {
+        unsigned burst = 1 + round % 4;
+        for (unsigned i = 0; i < burst; i++)
+            push_seq(&qw, pushed++);
+        if (burst == 4) {
+            msg_fill(m, ELEM, pushed);
+            ck_assert_int_eq(spmc_queue_try_push(&qw, m), -EAGAIN);
+        }
+        for (unsigned i = 0; i < burst; i++)
+            pop_expect(&qr, popped++);
+        ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EAGAIN);
+    }
+    ck_assert_uint_eq(popped, 10000);
+}
+END_TEST
+
+START_TEST(test_odd_message_size)
+{
+    /* 40 bytes: slots that do not fill cache lines evenly. */
+    open_pair(40, 4);
+    unsigned char in[40], out[40];
+    for (uint64_t i = 0; i < 100; i++) {
+        msg_fill(in, sizeof in, i);
+        ck_assert_int_eq(spmc_queue_try_push(&qw, in), 0);
+        memset(out, 0, sizeof out);
+        ck_assert_int_eq(spmc_queue_try_pop(&qr, out), 0);
+        ck_assert_uint_eq(msg_seq(out), i);
+        ck_assert(msg_intact(out, sizeof out));
+    }
+}
+END_TEST
+
+START_TEST(test_bad_names_are_refused)
+{
+    /* Every bad name starts like one of ours, so that if a bug let one
+     * through, the sweep in main() would still remove what it made. */
+    const char *good = tu_name();
+    char no_slash[TU_NAME_LEN], two_slashes[TU_NAME_LEN + 8], too_long[TU_NAME_LEN + 8];
+    snprintf(no_slash, sizeof no_slash, "%s", good + 1);
+    snprintf(two_slashes, sizeof two_slashes, "%s/x", good);
+    memset(too_long, 'a', sizeof too_long);
+    memcpy(too_long, good, strlen(good));
+    too_long[SPMC_NAME_MAX + 1] = '\0'; /* one character too many */
+    static const struct {
+        const char *what;
+        int expect;
+    } bad[] = {{"without a leading slash", -EINVAL}, {"with another slash", -EINVAL},
+               {"too long", -ENAMETOOLONG},         {"of a slash alone", -EINVAL},
+               {"empty", -EINVAL},                  {"NULL", -EINVAL}};
+    const char *names[] = {no_slash, two_slashes, too_long, "/", "", NULL};
+
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = t_create(&qw, names[i], ELEM, CAP);
+        ck_assert_msg(rc == bad[i].expect, "create, name %s: %d (%s), expected %d",
+                      bad[i].what, rc, strerror(-rc), bad[i].expect);
+        rc = t_attach(&qr, names[i], ELEM, CAP);
+        ck_assert_msg(rc == bad[i].expect, "attach, name %s: %d (%s), expected %d",
+                      bad[i].what, rc, strerror(-rc), bad[i].expect);
+    }
+    char slashed[TU_NAME_LEN + 1];
+    snprintf(slashed, sizeof slashed, "/%s", no_slash);
+    ck_assert_int_eq(tu_segment_size(slashed), -ENOENT); /* nothing was created */
+
+    /* The longest allowed name works. */
+    char longest[TU_NAME_LEN];
+    memcpy(longest, too_long, SPMC_NAME_MAX);
+    longest[SPMC_NAME_MAX] = '\0';
+    const char *kept = tu_track_name(longest);
+    ck_assert_int_eq(t_create(&qw, kept, ELEM, CAP), 0);
+    ck_assert_int_eq(t_attach(&qr, kept, ELEM, CAP), 0);
+}
+END_TEST
+
+START_TEST(test_bad_sizes_are_refused)
+{
+    const char *name = tu_name();
+    static const struct {
+        size_t elem, cap;
+    } bad[] = {
+        {0, CAP},
+        {ELEM, 0},
+        {0, 0},
+        {SIZE_MAX / 2, 2},
+        {SIZE_MAX, 1},
+        {1, (size_t)1 << 63},
+        {ELEM, (size_t)1 << 62},            /* product overflows */
+        {(size_t)1 << 32, (size_t)1 << 32}, /* product wraps to 0 */
+        {64, (size_t)1 << 58},              /* product wraps to 0 */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int rc = t_create(&qw, name, bad[i].elem, bad[i].cap);
+        ck_assert_msg(rc == -EINVAL, "create(%zu x %zu): %d (%s), expected -EINVAL",
+                      bad[i].elem, bad[i].cap, rc, strerror(-rc));
+        ck_assert_int_eq(tu_segment_size(name), -ENOENT);
+    }
+}
+END_TEST
+
+START_TEST(test_create_refuses_an_existing_name)
+{
+    const char *name = tu_name();
+    static const char theirs[] = "not a queue";
+    ck_assert_int_eq(tu_make_segment(name, 100, theirs, sizeof theirs), 0);
+    ck_assert_int_eq(t_create(&qw, name, ELEM, CAP), -EEXIST);
+    char now[128];
+    ck_assert_int_eq(tu_read_segment(name, now, sizeof now), 100); /* untouched */
+    ck_assert_mem_eq(now, theirs, sizeof theirs);
+
+    const char *other = tu_name();
+    ck_assert_int_eq(t_create(&qw, other, ELEM, CAP), 0);
+    ck_assert_int_eq(t_create(&qx, other, ELEM, CAP), -EEXIST);
+}
+END_TEST
+
+START_TEST(test_attach_to_a_missing_segment)
+{
+    ck_assert_int_eq(t_attach(&qr, tu_name(), ELEM, CAP), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_blocking_pop_times_out_on_empty)
+{
+    open_pair(ELEM, 4);
+    unsigned char m[ELEM];
+    ck_assert_int_eq(spmc_queue_pop(&qr, m, 50 * MS), -ETIMEDOUT);
+    push_seq(&qw, 0); /* and still works afterwards */
+    ck_assert_int_eq(spmc_queue_pop(&qr, m, 50 * MS), 0);
+    ck_assert_uint_eq(msg_seq(m), 0);
+}
+END_TEST
+
+START_TEST(test_blocking_push_times_out_on_full)
+{
+    open_pair(ELEM, 4);
+    for (uint64_t i = 0; i < 4; i++)
+        push_seq(&qw, i);
+    unsigned char m[ELEM];
+    msg_fill(m, ELEM, 4);
+    ck_assert_int_eq(spmc_queue_push(&qw, m, 50 * MS), -ETIMEDOUT);
+    pop_expect(&qr, 0);
+    ck_assert_int_eq(spmc_queue_push(&qw, m, 50 * MS), 0);
+    for (uint64_t i = 1; i < 5; i++)
+        pop_expect(&qr, i);
+}
+END_TEST
+
+START_TEST(test_end_of_stream_only_after_draining)
+{
+    open_pair(ELEM, CAP);
+    unsigned char m[ELEM];
+    for (uint64_t i = 0; i < 3; i++)
+        push_seq(&qw, i);
+    pop_expect(&qr, 0);
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    /* What the writer pushed before it left is still delivered, through
+     * either call... */
+    pop_expect(&qr, 1);
+    memset(m, 0, sizeof m);
+    ck_assert_int_eq(spmc_queue_pop(&qr, m, SPMC_WAIT_FOREVER), 0);
+    ck_assert_uint_eq(msg_seq(m), 2);
+    ck_assert(msg_intact(m, ELEM));
+    /* ...then the end of the stream, for good, and a blocking pop does not
+     * wait for a writer that is gone. */
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EPIPE);
+    ck_assert_int_eq(spmc_queue_pop(&qr, m, SPMC_WAIT_FOREVER), -EPIPE);
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EPIPE);
+}
+END_TEST
+
+START_TEST(test_drained_but_open_is_not_the_end)
+{
+    open_pair(ELEM, CAP);
+    unsigned char m[ELEM];
+    push_seq(&qw, 0);
+    pop_expect(&qr, 0);
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EAGAIN);
+    ck_assert_int_eq(spmc_queue_pop(&qr, m, 10 * MS), -ETIMEDOUT);
+}
+END_TEST
+
+/* ===================================================================== */
+/* Faults: hostile and half-written segments                              */
+/* ===================================================================== */
+
+/* A byte copy of a real, fresh CAP x ELEM queue with no reader. */
+static alignas(64) unsigned char snap[1 << 16];
+static size_t snap_size;
+
+static struct spmc_shm_header *take_snapshot(void)
+{
+    const char *name = tu_name();
+    ck_assert_int_eq(t_create(&qx, name, ELEM, CAP), 0);
+    long size = tu_read_segment(name, snap, sizeof snap);
+    ck_assert_msg(size >= (long)sizeof(struct spmc_shm_header), "snapshot: %ld", size);
+    snap_size = (size_t)size;
+    ck_assert_int_eq(spmc_queue_destroy(&qx), 0);
+    return (struct spmc_shm_header *)snap;
+}
+
+/* Write the snapshot (first @p size bytes, or all when 0) under a new name
+ * and attach to it, expecting @p elem x @p cap. */
+static int attach_copy(size_t size, size_t elem, size_t cap)
+{
+    const char *name = tu_name();
+    if (size == 0)
+        size = snap_size;
+    ck_assert_int_eq(tu_make_segment(name, size, snap, size < snap_size ? size : snap_size), 0);
+    return t_attach(&qr, name, elem, cap);
+}
+
+START_TEST(test_untouched_copy_attaches)
+{
+    /* The control for the hostile cases: a faithful copy is a queue. */
+    take_snapshot();
+    ck_assert_int_eq(attach_copy(0, ELEM, CAP), 0);
+    unsigned char m[ELEM];
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EAGAIN);
+}
+END_TEST
+
+START_TEST(test_hostile_bad_magic)
+{
+    take_snapshot()->magic ^= 0x20202020u;
+    ck_assert_int_eq(attach_copy(0, ELEM, CAP), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_hostile_bad_version)
+{
+    take_snapshot()->version += 1;
+    ck_assert_int_eq(attach_copy(0, ELEM, CAP), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_hostile_bad_header_size)
+{
+    take_snapshot()->header_size += 64;
+    ck_assert_int_eq(attach_copy(0, ELEM, CAP), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_hostile_other_element_size)
+{
+    take_snapshot()->elem_size = ELEM / 2; /* still fits the segment */
+    ck_assert_int_eq(attach_copy(0, ELEM, CAP), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_hostile_other_capacity)
+{
+    take_snapshot()->capacity = CAP / 2; /* still fits the segment */
+    ck_assert_int_eq(attach_copy(0, ELEM, CAP), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_hostile_segment_smaller_than_header_says)
+{
+    take_snapshot();
+    ck_assert_int_eq(attach_copy(snap_size - 1, ELEM, CAP), -EPROTO);
+    ck_assert_int_eq(attach_copy(snap_size - 1, 0, 0), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_hostile_sizes_with_nothing_expected)
+{
+    /* An attacher that takes the header's sizes (0, 0) must still check
+     * them: zero, too large for the segment, or overflowing. */
+    static const struct {
+        uint64_t elem, cap;
+    } bad[] = {{0, CAP},
+               {ELEM, 0},
+               {ELEM, CAP * 1024},
+               {ELEM, (uint64_t)1 << 62},
+               {UINT64_MAX / 2, 2},
+               {(uint64_t)1 << 32, (uint64_t)1 << 32},
+               {64, (uint64_t)1 << 58}};
+    struct spmc_shm_header *h = take_snapshot();
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        h->elem_size = bad[i].elem;
+        h->capacity = bad[i].cap;
+        int rc = attach_copy(0, 0, 0);
+        ck_assert_msg(rc == -EPROTO, "header saying %llu x %llu: %d (%s), expected -EPROTO",
+                      (unsigned long long)bad[i].elem, (unsigned long long)bad[i].cap, rc,
+                      strerror(-rc));
+    }
+}
+END_TEST
+
+START_TEST(test_half_written_empty_segment)
+{
+    const char *name = tu_name();
+    ck_assert_int_eq(tu_make_segment(name, 0, NULL, 0), 0);
+    ck_assert_int_eq(t_attach(&qr, name, ELEM, CAP), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_half_written_tiny_segment)
+{
+    take_snapshot();
+    ck_assert_int_eq(attach_copy(16, ELEM, CAP), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_half_written_ready_never_set)
+{
+    take_snapshot()->ready = 0;
+    ck_assert_int_eq(attach_copy(0, ELEM, CAP), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_header_completed_late_is_accepted)
+{
+    /* A slow creator: the segment has size 0 when attach starts; a child
+     * sizes it and writes the header about 100 ms later, ready last. */
+    struct spmc_shm_header *h = take_snapshot();
+    uint32_t ready = atomic_load(&h->ready);
+    atomic_store(&h->ready, 0);
+    const char *name = tu_name();
+    ck_assert_int_eq(tu_make_segment(name, 0, NULL, 0), 0);
+    pid_t child = tu_fork();
+    if (child == 0) {
+        tu_sleep_ms(100);
+        int fd = shm_open(name, O_RDWR, 0);
+        if (fd < 0 || ftruncate(fd, (off_t)snap_size) != 0)
+            _exit(2);
+        struct spmc_shm_header *s =
+            mmap(NULL, snap_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (s == MAP_FAILED)
+            _exit(3);
+        memcpy(s, snap, snap_size);
+        atomic_store_explicit(&s->ready, ready, memory_order_release); /* last */
+        munmap(s, snap_size);
+        close(fd);
+        _exit(0);
+    }
+    int rc = t_attach(&qr, name, ELEM, CAP);
+    int status = tu_wait(child, IO_TIMEOUT_MS);
+    ck_assert_msg(tu_exited_ok(status), "the late creator: %s", tu_status_str(status));
+    ck_assert_int_eq(rc, 0);
+    unsigned char m[ELEM];
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EAGAIN); /* empty, not corrupt */
+}
+END_TEST
+
+/* ===================================================================== */
+/* Concurrency                                                             */
+/* ===================================================================== */
+
+/* What one side of a stress run reports. */
+struct side_report {
+    int32_t open_rc;    /* create/attach/wait_readers */
+    int32_t last_rc;    /* consumer: -EPIPE when all is well; producer: 0 */
+    uint64_t count;     /* messages pushed or popped */
+    uint64_t bad;       /* consumer: out of order, duplicated or damaged */
+    uint64_t first_bad; /* consumer: index of the first bad one */
+};
+
+/* Push @p n checkable messages with the blocking call; no destroy. */
+static void produce(struct spmc_queue *q, size_t elem, uint64_t n, struct side_report *rep)
+{
+    unsigned char m[ELEM];
+    for (rep->count = 0; rep->count < n; rep->count++) {
+        msg_fill(m, elem, rep->count);
+        rep->last_rc = spmc_queue_push(q, m, STUCK_NS);
+        if (rep->last_rc != 0)
+            return;
+    }
+}
+
+/* Pop with the blocking call until the end of the stream, checking that
+ * message i carries sequence number i and an intact payload. Stops at the
+ * first bad message, or at message @p n + 1, so that a broken queue fails
+ * the test quickly instead of spinning on garbage. */
+static void consume(struct spmc_queue *q, size_t elem, uint64_t n, struct side_report *rep)
+{
+    unsigned char m[ELEM];
+    rep->first_bad = UINT64_MAX;
+    for (;;) {
+        memset(m, 0, elem);
+        rep->last_rc = spmc_queue_pop(q, m, STUCK_NS);
+        if (rep->last_rc != 0)
+            return;
+        if (msg_seq(m) != rep->count || !msg_intact(m, elem) || rep->count >= n) {
+            rep->bad++;
+            rep->first_bad = rep->count;
+            return;
+        }
+        rep->count++;
+    }
+}
+
+static void check_consumer(const struct side_report *rep, uint64_t n, const char *who)
+{
+    ck_assert_msg(rep->open_rc == 0, "%s could not attach: %d (%s)", who, rep->open_rc,
+                  strerror(-rep->open_rc));
+    ck_assert_msg(rep->bad == 0, "%s: message %llu is lost, duplicated, reordered or damaged",
+                  who, (unsigned long long)rep->first_bad);
+    ck_assert_msg(rep->count == n, "%s received %llu messages of %llu", who,
+                  (unsigned long long)rep->count, (unsigned long long)n);
+    ck_assert_msg(rep->last_rc == -EPIPE, "%s ended with %d (%s), expected -EPIPE", who,
+                  rep->last_rc, strerror(-rep->last_rc));
+}
+
+static void check_producer(const struct side_report *rep, uint64_t n, const char *who)
+{
+    ck_assert_msg(rep->open_rc == 0, "%s could not start: %d (%s)", who, rep->open_rc,
+                  strerror(-rep->open_rc));
+    ck_assert_msg(rep->last_rc == 0 && rep->count == n, "%s pushed %llu of %llu, then %d (%s)",
+                  who, (unsigned long long)rep->count, (unsigned long long)n, rep->last_rc,
+                  strerror(-rep->last_rc));
+}
+
+/* A consumer child: attach, consume, report, _exit. */
+static void consumer_child(const char *name, size_t elem, size_t cap, uint64_t n,
+                           int report_fd)
+{
+    struct side_report rep;
+    memset(&rep, 0, sizeof rep);
+    struct spmc_queue r;
+    rep.open_rc = t_attach(&r, name, elem, cap);
+    if (rep.open_rc == 0) {
+        consume(&r, elem, n, &rep);
+        (void)spmc_queue_destroy(&r);
+    }
+    ssize_t w = write(report_fd, &rep, sizeof rep);
+    _exit(w == (ssize_t)sizeof rep && rep.open_rc == 0 && rep.bad == 0 ? 0 : 1);
+}
+
+static struct side_report read_report(int fd, pid_t child, const char *who)
+{
+    struct side_report rep;
+    memset(&rep, 0, sizeof rep);
+    size_t got = tu_read_full(fd, &rep, sizeof rep, IO_TIMEOUT_MS);
+    int status = tu_wait(child, IO_TIMEOUT_MS);
+    ck_assert_msg(got == sizeof rep, "%s sent no report (%s)", who, tu_status_str(status));
+    ck_assert_msg(tu_exited_ok(status), "%s: %s", who, tu_status_str(status));
+    return rep;
+}
+
+START_TEST(test_stress_across_processes)
+{
+    /* The parent produces, a forked child consumes: 2^21-ish messages
+     * through a 1024-slot ring with the blocking calls. */
+    const uint64_t n = stress_messages(2000000);
+    const char *name = tu_name();
+    ck_assert_int_eq(t_create(&qw, name, ELEM, 1024), 0);
+    int rp[2];
+    tu_pipe(rp);
+    pid_t child = tu_fork();
+    if (child == 0)
+        consumer_child(name, ELEM, 1024, n, rp[1]);
+    tu_close(&rp[1]);
+
+    struct side_report prod;
+    memset(&prod, 0, sizeof prod);
+    prod.open_rc = spmc_queue_wait_readers(&qw, 1, STUCK_NS);
+    if (prod.open_rc == 0)
+        produce(&qw, ELEM, n, &prod);
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0); /* end of stream */
+
+    struct side_report cons = read_report(rp[0], child, "the consumer process");
+    check_producer(&prod, n, "the producer");
+    check_consumer(&cons, n, "the consumer process");
+}
+END_TEST
+
+START_TEST(test_stress_tiny_ring_across_processes)
+{
+    /* Both sides forked, capacity 4: the indices wrap every 4 messages and
+     * the two processes meet at the boundary all the time. */
+    const uint64_t n = stress_messages(500000);
+    const char *name = tu_name();
+    int pp[2], cp[2];
+    tu_pipe(pp);
+    tu_pipe(cp);
+
+    pid_t producer = tu_fork();
+    if (producer == 0) {
+        struct side_report rep;
+        memset(&rep, 0, sizeof rep);
+        struct spmc_queue w;
+        rep.open_rc = t_create(&w, name, ELEM, 4);
+        char created = rep.open_rc == 0 ? 'c' : 'x';
+        if (write(pp[1], &created, 1) != 1)
+            _exit(3);
+        if (rep.open_rc == 0) {
+            rep.open_rc = spmc_queue_wait_readers(&w, 1, STUCK_NS);
+            if (rep.open_rc == 0)
+                produce(&w, ELEM, n, &rep);
+            (void)spmc_queue_destroy(&w);
+        }
+        ssize_t wr = write(pp[1], &rep, sizeof rep);
+        _exit(wr == (ssize_t)sizeof rep && rep.open_rc == 0 && rep.last_rc == 0 ? 0 : 1);
+    }
+    tu_close(&pp[1]);
+    char created = 0;
+    ck_assert_uint_eq(tu_read_full(pp[0], &created, 1, IO_TIMEOUT_MS), 1);
+    ck_assert_msg(created == 'c', "the producer process could not create the queue");
+
+    pid_t consumer = tu_fork();
+    if (consumer == 0)
+        consumer_child(name, ELEM, 4, n, cp[1]);
+    tu_close(&cp[1]);
+
+    struct side_report cons = read_report(cp[0], consumer, "the consumer process");
+    struct side_report prod = read_report(pp[0], producer, "the producer process");
+    check_producer(&prod, n, "the producer process");
+    check_consumer(&cons, n, "the consumer process");
+}
+END_TEST
+
+/* Threads of this process: what ThreadSanitizer gets to check. */
+struct thread_side {
+    struct spmc_queue *q;
+    uint64_t n;
+    struct side_report rep;
+};
+
+static void *producer_thread(void *arg)
+{
+    struct thread_side *s = arg;
+    produce(s->q, ELEM, s->n, &s->rep);
+    (void)spmc_queue_destroy(s->q); /* end of stream, seen by the consumer */
+    return NULL;
+}
+
+static void *consumer_thread(void *arg)
+{
+    struct thread_side *s = arg;
+    consume(s->q, ELEM, s->n, &s->rep);
+    return NULL;
+}
+
+/* Run both threads to their end; returns 0 or a pthread error. */
+static int run_threads(struct thread_side *prod, struct thread_side *cons)
+{
+    pthread_t tp, tc;
+    int rc = pthread_create(&tc, NULL, consumer_thread, cons);
+    if (rc != 0)
+        return rc;
+    rc = pthread_create(&tp, NULL, producer_thread, prod);
+    if (rc != 0) {
+        /* The consumer ends once the writer is gone. */
+        (void)spmc_queue_destroy(prod->q);
+        pthread_join(tc, NULL);
+        return rc;
+    }
+    pthread_join(tp, NULL);
+    pthread_join(tc, NULL);
+    return 0;
+}
+
+START_TEST(test_stress_across_threads)
+{
+    const uint64_t n = stress_messages(1000000);
+    open_pair(ELEM, 1024);
+    struct thread_side prod = {&qw, n, {0, 0, 0, 0, 0}};
+    struct thread_side cons = {&qr, n, {0, 0, 0, 0, 0}};
+    int rc = run_threads(&prod, &cons);
+    ck_assert_msg(rc == 0, "pthread_create: %s", strerror(rc));
+    check_producer(&prod.rep, n, "the producer thread");
+    check_consumer(&cons.rep, n, "the consumer thread");
+}
+END_TEST
+
+START_TEST(test_stress_tiny_ring_across_threads)
+{
+    const uint64_t n = stress_messages(1000000) / 4;
+    open_pair(ELEM, 4);
+    struct thread_side prod = {&qw, n, {0, 0, 0, 0, 0}};
+    struct thread_side cons = {&qr, n, {0, 0, 0, 0, 0}};
+    int rc = run_threads(&prod, &cons);
+    ck_assert_msg(rc == 0, "pthread_create: %s", strerror(rc));
+    check_producer(&prod.rep, n, "the producer thread");
+    check_consumer(&cons.rep, n, "the consumer thread");
+}
+END_TEST
+
+static void *blocked_reader(void *arg)
+{
+    struct thread_side *s = arg;
+    unsigned char m[ELEM];
+    s->rep.last_rc = spmc_queue_pop(s->q, m, STUCK_NS);
+    return NULL;
+}
+
+START_TEST(test_end_of_stream_wakes_a_blocked_reader)
+{
+    open_pair(ELEM, CAP);
+    struct thread_side s = {&qr, 0, {0, 1, 0, 0, 0}};
+    pthread_t t;
+    int rc = pthread_create(&t, NULL, blocked_reader, &s);
+    ck_assert_msg(rc == 0, "pthread_create: %s", strerror(rc));
+    /* Not a synchronisation: only makes it likely that the reader is
+     * already waiting; the outcome must be the same either way. */
+    tu_sleep_ms(20);
+    (void)spmc_queue_destroy(&qw);
+    pthread_join(t, NULL);
+    ck_assert_msg(s.rep.last_rc == -EPIPE, "a blocked pop got %d (%s), expected -EPIPE",
+                  s.rep.last_rc, strerror(-s.rep.last_rc));
+}
+END_TEST
+
+START_TEST(test_end_of_stream_races_the_last_messages)
+{
+    /* Many short streams whose end races the last pushes: the writer
+     * pushes a few messages and leaves at once, while the reader is
+     * spinning in pop. A reader that decides "closed, so nothing left"
+     * from a stale head loses the last message. */
+    const uint64_t rounds = stress_messages(1000000) / 500 + 1;
+    const char *name = tu_name();
+    for (uint64_t i = 0; i < rounds; i++) {
+        const uint64_t n = 1 + i % CAP;
+        ck_assert_int_eq(t_create(&qw, name, ELEM, CAP), 0);
+        ck_assert_int_eq(t_attach(&qr, name, ELEM, CAP), 0);
+        ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 10 * SEC), 0);
+        struct thread_side prod = {&qw, n, {0, 0, 0, 0, 0}};
+        struct thread_side cons = {&qr, n, {0, 0, 0, 0, 0}};
+        int rc = run_threads(&prod, &cons);
+        ck_assert_msg(rc == 0, "pthread_create: %s", strerror(rc));
+        check_producer(&prod.rep, n, "the producer thread");
+        check_consumer(&cons.rep, n, "the consumer thread");
+        ck_assert_int_eq(spmc_queue_destroy(&qr), 0);
+    }
+}
+END_TEST
+
+/* ===================================================================== */
+/* The suite                                                               */
+/* ===================================================================== */
+
+static Suite *contract_suite(void)
+{
+    Suite *s = suite_create("contract " SPMC_DAY);
+
+    TCase *tc = tcase_create("lifecycle");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_lifecycle);
+    tcase_add_test(tc, test_blocking_calls_move_messages_too);
+    tcase_add_test(tc, test_reader_can_leave_and_another_attach);
+#if SPMC_VERSION < 5
+    tcase_add_test(tc, test_second_reader_is_refused);
+#endif
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("limits");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_full_and_empty);
+    tcase_add_test(tc, test_wraparound_in_lockstep);
+    tcase_add_test(tc, test_wraparound_in_bursts);
+    tcase_add_test(tc, test_odd_message_size);
+    tcase_add_test(tc, test_bad_names_are_refused);
+    tcase_add_test(tc, test_bad_sizes_are_refused);
+    tcase_add_test(tc, test_create_refuses_an_existing_name);
+    tcase_add_test(tc, test_attach_to_a_missing_segment);
+    tcase_add_test(tc, test_blocking_pop_times_out_on_empty);
+    tcase_add_test(tc, test_blocking_push_times_out_on_full);
+    tcase_add_test(tc, test_end_of_stream_only_after_draining);
+    tcase_add_test(tc, test_drained_but_open_is_not_the_end);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("faults");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_untouched_copy_attaches);
+    tcase_add_test(tc, test_hostile_bad_magic);
+    tcase_add_test(tc, test_hostile_bad_version);
+    tcase_add_test(tc, test_hostile_bad_header_size);
+    tcase_add_test(tc, test_hostile_other_element_size);
+    tcase_add_test(tc, test_hostile_other_capacity);
+    tcase_add_test(tc, test_hostile_segment_smaller_than_header_says);
+    tcase_add_test(tc, test_hostile_sizes_with_nothing_expected);
+    tcase_add_test(tc, test_half_written_empty_segment);
+    tcase_add_test(tc, test_half_written_tiny_segment);
+    tcase_add_test(tc, test_half_written_ready_never_set);
+    tcase_add_test(tc, test_header_completed_late_is_accepted);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("concurrency");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_end_of_stream_wakes_a_blocked_reader);
+    tcase_add_test(tc, test_end_of_stream_races_the_last_messages);
+    tcase_add_test(tc, test_stress_across_processes);
+    tcase_add_test(tc, test_stress_tiny_ring_across_processes);
+    tcase_add_test(tc, test_stress_across_threads);
+    tcase_add_test(tc, test_stress_tiny_ring_across_threads);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    tu_init();
+    SRunner *sr = srunner_create(contract_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    int left = tu_sweep();
+    if (failed == 0 && left > 0)
+        fprintf(stderr, "check_contract_%s: all tests passed but %d segment(s) were left\n",
+                SPMC_DAY, left);
+    return failed == 0 && left == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
