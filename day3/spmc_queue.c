@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -105,6 +106,81 @@ static int wait_more(struct waiter *w)
 }
 
 /* ===================================================================== */
+/* Mapping                                                                 */
+/* ===================================================================== */
+
+/* A process maps each segment once: a second handle on a segment this
+ * process has mapped already (a writer thread and a reader thread, say)
+ * shares that mapping. It saves address space, and it is what lets
+ * ThreadSanitizer check the queue at all: TSan compares addresses, and two
+ * mappings of one segment would look to it like unrelated memory. */
+struct mapping {
+    dev_t dev;
+    ino_t ino;
+    void *base;
+    size_t size;
+    unsigned users; /* 0: a free entry */
+};
+
+enum { MAX_MAPPINGS = 64 };
+static struct mapping mappings[MAX_MAPPINGS];
+static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Map @p size bytes of the segment open on @p fd read-write, or share this
+ * process's mapping of it. NULL with errno set on failure. */
+static void *map_segment(int fd, size_t size)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return NULL;
+    void *base = NULL;
+    int err = 0;
+    struct mapping *unused = NULL;
+    pthread_mutex_lock(&mappings_lock);
+    for (int i = 0; i < MAX_MAPPINGS && base == NULL; i++) {
+        struct mapping *m = &mappings[i];
+        if (m->users == 0) {
+            if (unused == NULL)
+                unused = m;
+        } else if (m->dev == st.st_dev && m->ino == st.st_ino && m->size == size) {
+            m->users++;
+            base = m->base;
+        }
+    }
+    if (base == NULL) {
+        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (base == MAP_FAILED) {
+            err = errno;
+            base = NULL;
+        } else if (unused != NULL) { /* else: not shared, still correct */
+            *unused = (struct mapping){st.st_dev, st.st_ino, base, size, 1};
+        }
+    }
+    pthread_mutex_unlock(&mappings_lock);
+    if (base == NULL)
+        errno = err;
+    return base;
+}
+
+/* Undo one map_segment(): unmap when the last handle of this process goes. */
+static void unmap_segment(void *base, size_t size)
+{
+    pthread_mutex_lock(&mappings_lock);
+    for (int i = 0; i < MAX_MAPPINGS; i++) {
+        struct mapping *m = &mappings[i];
+        if (m->users > 0 && m->base == base) {
+            if (--m->users > 0) {
+                pthread_mutex_unlock(&mappings_lock);
+                return;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&mappings_lock);
+    munmap(base, size);
+}
+
+/* ===================================================================== */
 /* Creating (writer)                                                       */
 /* ===================================================================== */
 
@@ -128,8 +204,8 @@ int spmc_queue_create(struct spmc_queue *q, const char *name, size_t elem_size,
         rc = errno == EFBIG ? -ENOMEM : -errno;
         goto fail_unlink;
     }
-    void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED) {
+    void *map = map_segment(fd, size);
+    if (map == NULL) {
         rc = -errno;
         goto fail_unlink;
     }
@@ -264,9 +340,10 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
     q->capacity = c.capacity;
     q->map_size = segment_size(c.elem_size, c.capacity);
     munmap(h, sizeof *h);
-    h = mmap(NULL, q->map_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (h == MAP_FAILED) {
+    h = map_segment(fd, q->map_size);
+    if (h == NULL) {
         rc = -errno;
+        h = MAP_FAILED;
         goto fail;
     }
     close(fd);
@@ -275,7 +352,7 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
     uint32_t none = 0;
     if (!atomic_compare_exchange_strong(&h->readers, &none, 1)) {
         rc = -EBUSY;
-        munmap(h, q->map_size);
+        unmap_segment(h, q->map_size);
         goto fail_clear;
     }
     q->hdr = h;
@@ -382,7 +459,7 @@ int spmc_queue_destroy(struct spmc_queue *q)
     } else {
         atomic_store(&q->hdr->readers, 0);
     }
-    munmap(q->hdr, q->map_size);
+    unmap_segment(q->hdr, q->map_size);
     memset(q, 0, sizeof *q);
     return 0;
 }

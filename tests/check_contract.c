@@ -517,7 +517,9 @@ END_TEST
 START_TEST(test_header_completed_late_is_accepted)
 {
     /* A slow creator: the segment has size 0 when attach starts; a child
-     * sizes it and writes the header about 100 ms later, ready last. */
+     * sizes it about 50 ms later (all zeros), and writes the header about
+     * 100 ms after that, ready last. Attach must wait through both stages
+     * and then succeed. */
     struct spmc_shm_header *h = take_snapshot();
     uint32_t ready = atomic_load(&h->ready);
     atomic_store(&h->ready, 0);
@@ -525,7 +527,7 @@ START_TEST(test_header_completed_late_is_accepted)
     ck_assert_int_eq(tu_make_segment(name, 0, NULL, 0), 0);
     pid_t child = tu_fork();
     if (child == 0) {
-        tu_sleep_ms(100);
+        tu_sleep_ms(50);
         int fd = shm_open(name, O_RDWR, 0);
         if (fd < 0 || ftruncate(fd, (off_t)snap_size) != 0)
             _exit(2);
@@ -533,6 +535,7 @@ START_TEST(test_header_completed_late_is_accepted)
             mmap(NULL, snap_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (s == MAP_FAILED)
             _exit(3);
+        tu_sleep_ms(100);
         memcpy(s, snap, snap_size);
         atomic_store_explicit(&s->ready, ready, memory_order_release); /* last */
         munmap(s, snap_size);
@@ -632,14 +635,14 @@ static void consumer_child(const char *name, size_t elem, size_t cap, uint64_t n
     _exit(w == (ssize_t)sizeof rep && rep.open_rc == 0 && rep.bad == 0 ? 0 : 1);
 }
 
-static struct side_report read_report(int fd, pid_t child, const char *who)
+/* The report a child sends through @p fd, and its wait status in @p status. */
+static struct side_report read_report(int fd, pid_t child, int *status, const char *who)
 {
     struct side_report rep;
     memset(&rep, 0, sizeof rep);
     size_t got = tu_read_full(fd, &rep, sizeof rep, IO_TIMEOUT_MS);
-    int status = tu_wait(child, IO_TIMEOUT_MS);
-    ck_assert_msg(got == sizeof rep, "%s sent no report (%s)", who, tu_status_str(status));
-    ck_assert_msg(tu_exited_ok(status), "%s: %s", who, tu_status_str(status));
+    *status = tu_wait(child, IO_TIMEOUT_MS);
+    ck_assert_msg(got == sizeof rep, "%s sent no report (%s)", who, tu_status_str(*status));
     return rep;
 }
 
@@ -664,9 +667,11 @@ START_TEST(test_stress_across_processes)
         produce(&qw, ELEM, n, &prod);
     ck_assert_int_eq(spmc_queue_destroy(&qw), 0); /* end of stream */
 
-    struct side_report cons = read_report(rp[0], child, "the consumer process");
-    check_producer(&prod, n, "the producer");
+    int status;
+    struct side_report cons = read_report(rp[0], child, &status, "the consumer process");
     check_consumer(&cons, n, "the consumer process");
+    check_producer(&prod, n, "the producer");
+    ck_assert_msg(tu_exited_ok(status), "the consumer process: %s", tu_status_str(status));
 }
 END_TEST
 
@@ -708,10 +713,13 @@ START_TEST(test_stress_tiny_ring_across_processes)
         consumer_child(name, ELEM, 4, n, cp[1]);
     tu_close(&cp[1]);
 
-    struct side_report cons = read_report(cp[0], consumer, "the consumer process");
-    struct side_report prod = read_report(pp[0], producer, "the producer process");
-    check_producer(&prod, n, "the producer process");
+    int cstatus, pstatus;
+    struct side_report cons = read_report(cp[0], consumer, &cstatus, "the consumer process");
+    struct side_report prod = read_report(pp[0], producer, &pstatus, "the producer process");
     check_consumer(&cons, n, "the consumer process");
+    check_producer(&prod, n, "the producer process");
+    ck_assert_msg(tu_exited_ok(cstatus), "the consumer process: %s", tu_status_str(cstatus));
+    ck_assert_msg(tu_exited_ok(pstatus), "the producer process: %s", tu_status_str(pstatus));
 }
 END_TEST
 
@@ -764,8 +772,8 @@ START_TEST(test_stress_across_threads)
     struct thread_side cons = {&qr, n, {0, 0, 0, 0, 0}};
     int rc = run_threads(&prod, &cons);
     ck_assert_msg(rc == 0, "pthread_create: %s", strerror(rc));
-    check_producer(&prod.rep, n, "the producer thread");
     check_consumer(&cons.rep, n, "the consumer thread");
+    check_producer(&prod.rep, n, "the producer thread");
 }
 END_TEST
 
@@ -777,8 +785,8 @@ START_TEST(test_stress_tiny_ring_across_threads)
     struct thread_side cons = {&qr, n, {0, 0, 0, 0, 0}};
     int rc = run_threads(&prod, &cons);
     ck_assert_msg(rc == 0, "pthread_create: %s", strerror(rc));
-    check_producer(&prod.rep, n, "the producer thread");
     check_consumer(&cons.rep, n, "the consumer thread");
+    check_producer(&prod.rep, n, "the producer thread");
 }
 END_TEST
 
@@ -824,8 +832,8 @@ START_TEST(test_end_of_stream_races_the_last_messages)
         struct thread_side cons = {&qr, n, {0, 0, 0, 0, 0}};
         int rc = run_threads(&prod, &cons);
         ck_assert_msg(rc == 0, "pthread_create: %s", strerror(rc));
-        check_producer(&prod.rep, n, "the producer thread");
         check_consumer(&cons.rep, n, "the consumer thread");
+        check_producer(&prod.rep, n, "the producer thread");
         ck_assert_int_eq(spmc_queue_destroy(&qr), 0);
     }
 }

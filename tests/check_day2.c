@@ -418,14 +418,15 @@ END_TEST
 
 START_TEST(test_header_completed_late_is_accepted)
 {
-    /* A creator that is slow, not dead: the segment exists with size 0
-     * when attach starts; a child sizes it and writes the header about
-     * 100 ms later, ready last. Attach must wait and then succeed. */
+    /* A creator that is slow, not dead: the segment has size 0 when attach
+     * starts; a child sizes it about 50 ms later (the header all zeros),
+     * and writes the header about 100 ms after that, ready last. Attach
+     * must wait through both stages and then succeed. */
     const char *name = tu_name();
     ck_assert_int_eq(tu_make_segment(name, 0, NULL, 0), 0);
     pid_t child = tu_fork();
     if (child == 0) {
-        tu_sleep_ms(100);
+        tu_sleep_ms(50);
         int fd = shm_open(name, O_RDWR, 0);
         if (fd < 0 || ftruncate(fd, (off_t)FULL_SIZE) != 0)
             _exit(2);
@@ -433,6 +434,7 @@ START_TEST(test_header_completed_late_is_accepted)
             mmap(NULL, FULL_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
         if (h == MAP_FAILED)
             _exit(3);
+        tu_sleep_ms(100);
         struct spmc_shm_header v = valid_header(ELEM, CAP);
         v.ready = 0;
         memcpy(h, &v, sizeof v);
