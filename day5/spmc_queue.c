@@ -87,7 +87,6 @@ static size_t segment_size(uint64_t slot_size, uint64_t capacity, uint64_t max_r
 static void locate(struct spmc_queue *q, struct spmc_shm_header *h)
 {
     q->hdr = h;
-    q->prefetch = q->capacity / 4 < 256 ? q->capacity / 4 : 256;
     q->readers = (struct spmc_shm_reader *)(h + 1);
     q->freed = (_Atomic uint64_t *)(q->readers + q->max_readers);
     q->slots = (unsigned char *)q->freed + freed_size(q->fanout, q->capacity);
@@ -106,24 +105,6 @@ static inline _Atomic uint64_t *slot_seq(const struct spmc_queue *q, uint64_t i)
 static inline unsigned char *slot_data(const struct spmc_queue *q, uint64_t i)
 {
     return q->slots + (i & q->mask) * q->slot_size;
-}
-
-/* A reader asks early for the slot it will read a quarter of the ring (at
- * most 256 slots) later. The writer filled that slot long ago when the
- * reader is behind, but its lines still sit in the writer's cache, and
- * fetching them one by one, on demand, is what limits a reader that is
- * behind. (Measured in day5/README.md.) A hint, not an access: it cannot
- * fault, and it is no data race. */
-static inline void prefetch_ahead(const struct spmc_queue *q, uint64_t i)
-{
-#if defined(__GNUC__)
-    const unsigned char *p = slot_data(q, i + q->prefetch);
-    __builtin_prefetch(p);
-    __builtin_prefetch(p + q->slot_size - 1);
-#else
-    (void)q;
-    (void)i;
-#endif
 }
 
 /* ===================================================================== */
@@ -687,7 +668,6 @@ static int pop_broadcast(struct spmc_queue *q, void *out)
         return nothing_yet(q, i);
     }
     memcpy(out, slot_data(q, i), q->elem_size);
-    prefetch_ahead(q, i);
     q->index = i + 1;
     if ((q->index & q->publish_mask) == 0)
         publish_cursor(q);
@@ -724,7 +704,6 @@ static int pop_share(struct spmc_queue *q, void *out)
                                                       memory_order_relaxed,
                                                       memory_order_relaxed)) {
                 memcpy(out, slot_data(q, i), q->elem_size);
-                prefetch_ahead(q, i);
                 q->release[q->pending++] = i;
                 if (q->pending == SPMC_RELEASE_BATCH)
                     release_slots(q);

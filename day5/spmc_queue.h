@@ -160,7 +160,6 @@ struct spmc_queue {
     uint64_t gate;                   /**< writer, broadcast: the gate it published last */
     uint64_t published;              /**< reader, broadcast: cursor last published */
     uint64_t publish_mask;           /**< reader, broadcast: publish when (index & mask) == 0 */
-    uint64_t prefetch;               /**< reader: how many slots ahead it prefetches */
     struct spmc_shm_reader *entry;   /**< reader: its table entry */
     unsigned pending;                /**< reader, share: slots copied out, not yet handed back */
     uint64_t release[SPMC_RELEASE_BATCH]; /**< reader, share: their indices */
