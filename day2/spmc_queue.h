@@ -163,6 +163,8 @@ SPMC_MUST_CHECK int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count
 /**
  * Writer: copy one message of elem_size bytes into the next free slot.
  *
+ * @param q          writer handle
+ * @param msg        the message: elem_size bytes to copy in
  * @retval 0       pushed
  * @retval -ENOSPC all @p capacity slots are used (no wrap-around before day 3)
  * @retval -EINVAL not a writer handle
@@ -173,6 +175,8 @@ SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
  * Reader: copy the oldest unread message into @p out (elem_size bytes) if
  * there is one.
  *
+ * @param q          reader handle
+ * @param out        where to copy the message: elem_size bytes
  * @retval 0       popped
  * @retval -EAGAIN no unread message
  * @retval -EPIPE  no unread message and the writer has closed the queue
@@ -190,6 +194,7 @@ SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
  * left, then gets -EPIPE), unmaps it and removes its name; a reader detaches and
  * unmaps. The handle is zeroed; destroying it again returns -EINVAL.
  *
+ * @param q          an open handle, writer or reader
  * @retval 0       done
  * @retval -EINVAL @p q is not an open handle
  */

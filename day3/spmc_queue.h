@@ -160,6 +160,8 @@ SPMC_MUST_CHECK int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count
 /**
  * Writer: copy one message of elem_size bytes into the ring if there is room.
  *
+ * @param q          writer handle
+ * @param msg        the message: elem_size bytes to copy in
  * @retval 0       pushed
  * @retval -EAGAIN the ring is full
  * @retval -EINVAL not a writer handle
@@ -170,6 +172,8 @@ SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
  * Reader: copy the oldest message into @p out (elem_size bytes) if there is
  * one.
  *
+ * @param q          reader handle
+ * @param out        where to copy the message: elem_size bytes
  * @retval 0       popped
  * @retval -EAGAIN the ring is empty
  * @retval -EPIPE  the ring is empty and the writer has closed it
@@ -183,6 +187,8 @@ SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
  * the CPU, then sleep in short steps, so that more threads than cores still
  * make progress.
  *
+ * @param q          writer handle
+ * @param msg        the message: elem_size bytes to copy in
  * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
  * @retval 0          pushed
  * @retval -ETIMEDOUT still full after @p timeout_ns
@@ -194,6 +200,8 @@ SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg,
 /**
  * Reader: pop, waiting while the ring is empty (spin, yield, then sleep).
  *
+ * @param q          reader handle
+ * @param out        where to copy the message: elem_size bytes
  * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
  * @retval 0          popped
  * @retval -EPIPE     the writer closed the queue and it is drained
@@ -213,6 +221,7 @@ SPMC_MUST_CHECK int spmc_queue_pop(struct spmc_queue *q, void *out,
  * then get -EPIPE), unmaps it and removes its name; a reader detaches and
  * unmaps. The handle is zeroed; destroying it again returns -EINVAL.
  *
+ * @param q          an open handle, writer or reader
  * @retval 0       done
  * @retval -EINVAL @p q is not an open handle
  */

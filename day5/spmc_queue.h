@@ -282,6 +282,8 @@ SPMC_MUST_CHECK int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count
  * previous message; with no reader attached, messages are overwritten
  * freely (nobody is owed them).
  *
+ * @param q          writer handle
+ * @param msg        the message: elem_size bytes to copy in
  * @retval 0       pushed
  * @retval -EAGAIN the ring is full
  * @retval -EINVAL not a writer handle
@@ -293,6 +295,8 @@ SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
  * one: in broadcast mode this reader's next message, in work-sharing mode
  * the oldest message no reader has claimed.
  *
+ * @param q          reader handle
+ * @param out        where to copy the message: elem_size bytes
  * @retval 0       popped
  * @retval -EAGAIN no message yet
  * @retval -EPIPE  the writer has closed the queue and this reader has
@@ -307,6 +311,8 @@ SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
  * the CPU, then sleep in short steps, so that more threads than cores still
  * make progress.
  *
+ * @param q          writer handle
+ * @param msg        the message: elem_size bytes to copy in
  * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
  * @retval 0          pushed
  * @retval -ETIMEDOUT still full after @p timeout_ns
@@ -318,6 +324,8 @@ SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg,
 /**
  * Reader: pop, waiting while there is no message (spin, yield, then sleep).
  *
+ * @param q          reader handle
+ * @param out        where to copy the message: elem_size bytes
  * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
  * @retval 0          popped
  * @retval -EPIPE     end of stream: the writer closed the queue, drained
@@ -338,6 +346,7 @@ SPMC_MUST_CHECK int spmc_queue_pop(struct spmc_queue *q, void *out,
  * table entry for a later reader and unmaps. The handle is zeroed;
  * destroying it again returns -EINVAL.
  *
+ * @param q          an open handle, writer or reader
  * @retval 0       done
  * @retval -EINVAL @p q is not an open handle
  */
