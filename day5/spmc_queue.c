@@ -340,14 +340,18 @@ fail_unlink:
     return rc;
 }
 
-/* Attached readers: entries that are joining or active. */
+/* Attached readers: active entries. A reader still joining is not counted
+ * yet: a writer that waited for it must not publish before the reader has
+ * chosen where it starts, or a broadcast reader would miss the first
+ * messages. */
 static unsigned count_readers(const struct spmc_queue *q)
 {
     unsigned n = 0;
     for (unsigned i = 0; i < q->max_readers; i++)
-        /* Pairs with the compare-and-swap on state in spmc_queue_attach(). */
-        n += atomic_load_explicit(&q->readers[i].state, memory_order_acquire) !=
-             SPMC_ENTRY_FREE;
+        /* Pairs with the stores of state SPMC_ENTRY_ACTIVE in
+         * join_broadcast() and spmc_queue_attach(). */
+        n += atomic_load_explicit(&q->readers[i].state, memory_order_acquire) ==
+             SPMC_ENTRY_ACTIVE;
     return n;
 }
 
@@ -508,7 +512,8 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
     }
     for (unsigned i = 0; i < q->max_readers && q->entry == NULL; i++) {
         uint32_t free_state = SPMC_ENTRY_FREE;
-        /* Pairs with the acquire load of state in count_readers(). */
+        /* Pairs with the store of SPMC_ENTRY_FREE in spmc_queue_destroy():
+         * the entry's previous reader is done with it. */
         if (atomic_compare_exchange_strong_explicit(&q->readers[i].state, &free_state,
                                                     SPMC_ENTRY_JOINING, memory_order_acq_rel,
                                                     memory_order_relaxed))

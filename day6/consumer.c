@@ -1,0 +1,159 @@
+/* consumer.c - day 6: one of several consumers; checks every message;
+ * Ctrl-C or SIGTERM detaches cleanly, a producer that died is reported.
+ *
+ * Broadcast: the messages must be consecutive from the first one received
+ * (a consumer that attaches late starts at the producer's position).
+ * Share: each consumer gets some of the messages, in increasing order. */
+#define _GNU_SOURCE
+#include "spmc_queue.h"
+#include "common.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ===================================================================== */
+/* Options                                                                 */
+/* ===================================================================== */
+
+struct options {
+    const char *name;
+    size_t size;
+    uint64_t capacity;
+};
+
+static void parse_options(struct options *o, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"name", required_argument, 0, 'n'},
+        {"size", required_argument, 0, 's'},
+        {"capacity", required_argument, 0, 'c'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    *o = (struct options){"/spmc_test_queue", 64, 0}; /* capacity 0: the queue's */
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'n': o->name = optarg; break;
+        case 's': o->size = (size_t)parse_u64(optarg, "--size"); break;
+        case 'c': o->capacity = parse_u64(optarg, "--capacity"); break;
+        case 'h':
+            printf("usage: %s [--name /NAME] [--size BYTES] [--capacity N]\n", argv[0]);
+            exit(0);
+        default: exit(2);
+        }
+    }
+    if (o->size < 8)
+        die("--size must be at least 8 (room for the sequence number)");
+}
+
+/* Attach, giving a producer that is just starting up to 5 s to appear. */
+static int attach(struct spmc_queue *q, const struct options *o)
+{
+    struct timespec nap = {0, 10000000}; /* 10 ms */
+    int rc = -ENOENT;
+    for (int i = 0; i < 500 && rc == -ENOENT; i++) {
+        rc = spmc_queue_attach(q, o->name, o->size, o->capacity);
+        if (rc == -ENOENT)
+            nanosleep(&nap, NULL);
+    }
+    return rc;
+}
+
+/* ===================================================================== */
+/* Signals                                                                 */
+/* ===================================================================== */
+
+static volatile sig_atomic_t stop; /* set by SIGINT or SIGTERM */
+
+static void on_signal(int sig)
+{
+    stop = sig;
+}
+
+static void catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        die("sigaction:");
+}
+
+/* Pop in 100 ms slices, at most 10 s in all; -EINTR when a signal came. */
+static int pop_or_stop(struct spmc_queue *q, void *out)
+{
+    int rc = -ETIMEDOUT;
+    for (int slice = 0; slice < 100 && rc == -ETIMEDOUT && !stop; slice++)
+        rc = spmc_queue_pop(q, out, 100000000ll);
+    return stop ? -EINTR : rc;
+}
+
+/* ===================================================================== */
+/* Main                                                                    */
+/* ===================================================================== */
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    parse_options(&o, argc, argv);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    catch_signals();
+
+    struct spmc_queue q;
+    printf("creating spmc_queue %s of size %zu with mode reader\n", o.name, o.size);
+    int rc = attach(&q, &o);
+    if (rc != 0)
+        die_rc(rc, "cannot attach to %s", o.name);
+    printf("spmc_queue created\n");
+
+    unsigned char *msg = malloc(o.size);
+    if (msg == NULL)
+        die("out of memory:");
+    uint64_t received = 0, sum = 0, next = 0;
+    int status = 0;
+    const int share = q.fanout == SPMC_SHARE;
+    while ((rc = pop_or_stop(&q, msg)) == 0) {
+        uint64_t seq = msg_seq(msg);
+        int in_order = share ? seq >= next : (received == 0 || seq == next);
+        if (!in_order || !msg_intact(msg, o.size)) {
+            fprintf(stderr, "consumer: message %" PRIu64 " is wrong (carries seq %" PRIu64
+                    ", expected %s%" PRIu64 "%s)\n", received, seq, share ? ">= " : "",
+                    next, msg_intact(msg, o.size) ? "" : ", damaged payload");
+            status = 1;
+            break;
+        }
+        next = seq + 1;
+        sum += msg_checksum(msg, o.size);
+        received++;
+    }
+    free(msg);
+    if (status == 0 && rc == -EINTR) {
+        printf("%s: detaching after %" PRIu64 " messages\n",
+               stop == SIGINT ? "interrupted" : "terminated", received);
+        status = 128 + stop;
+    } else if (status == 0 && rc == -EOWNERDEAD) {
+        fprintf(stderr, "consumer: the producer died after %" PRIu64 " messages "
+                "(all it published was received)\n", received);
+        status = 2;
+    } else if (status == 0 && rc != -EPIPE) {
+        fprintf(stderr, "consumer: pop failed after %" PRIu64 " messages: %s\n", received,
+                rc == -ETIMEDOUT ? "no message for 10 s" : "corrupted queue");
+        status = 1;
+    }
+    printf("received %" PRIu64 " messages in order (%s), checksum %016" PRIx64 "%s\n",
+           received, share ? "share" : "broadcast", sum,
+           status == 0 ? " (end of stream)" : "");
+
+    printf("destroying spmc_queue %s of mode reader\n", o.name);
+    (void)spmc_queue_destroy(&q);
+    printf("spmc_queue destroyed\n");
+    return status;
+}

@@ -1,0 +1,173 @@
+/* producer.c - day 6: stream numbered messages to K consumers; Ctrl-C or
+ * SIGTERM closes the queue cleanly (consumers drain, then end of stream). */
+#define _GNU_SOURCE
+#include "spmc_queue.h"
+#include "common.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ===================================================================== */
+/* Options                                                                 */
+/* ===================================================================== */
+
+struct options {
+    const char *name;
+    size_t size;
+    uint64_t capacity;
+    uint64_t messages;
+    enum spmc_fanout fanout;
+    unsigned consumers;
+    unsigned mode;
+};
+
+static void parse_options(struct options *o, int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"name", required_argument, 0, 'n'},
+        {"size", required_argument, 0, 's'},
+        {"capacity", required_argument, 0, 'c'},
+        {"messages", required_argument, 0, 'm'},
+        {"fanout", required_argument, 0, 'f'},
+        {"consumers", required_argument, 0, 'k'},
+        {"group", no_argument, 0, 'g'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    *o = (struct options){"/spmc_test_queue", 64, 1024, 1000000, SPMC_BROADCAST, 1, 0600};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'n': o->name = optarg; break;
+        case 's': o->size = (size_t)parse_u64(optarg, "--size"); break;
+        case 'c': o->capacity = parse_u64(optarg, "--capacity"); break;
+        case 'm': o->messages = parse_u64(optarg, "--messages"); break;
+        case 'f':
+            if (strcmp(optarg, "broadcast") == 0) o->fanout = SPMC_BROADCAST;
+            else if (strcmp(optarg, "share") == 0) o->fanout = SPMC_SHARE;
+            else die("--fanout: expected broadcast or share, got '%s'", optarg);
+            break;
+        case 'k': o->consumers = (unsigned)parse_u64(optarg, "--consumers"); break;
+        case 'g': o->mode = 0660; break;
+        case 'h':
+            printf("usage: %s [--name /NAME] [--size BYTES] [--capacity N] "
+                   "[--messages N] [--fanout broadcast|share] [--consumers K] [--group]\n", argv[0]);
+            exit(0);
+        default: exit(2);
+        }
+    }
+    if (o->size < 8)
+        die("--size must be at least 8 (room for the sequence number)");
+    if (o->consumers > SPMC_MAX_READERS)
+        die("--consumers: at most %u", SPMC_MAX_READERS);
+}
+
+/* ===================================================================== */
+/* Signals                                                                 */
+/* ===================================================================== */
+
+static volatile sig_atomic_t stop; /* set by SIGINT or SIGTERM */
+
+static void on_signal(int sig)
+{
+    stop = sig;
+}
+
+/* No SA_RESTART: a blocking call returns, and the loops look at stop. */
+static void catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        die("sigaction:");
+}
+
+/* The blocking calls wait in 100 ms slices, for at most 10 s in all, so
+ * that a signal is noticed quickly; -EINTR when one asked us to stop. */
+#define SLICE_NS 100000000ll
+
+static int push_or_stop(struct spmc_queue *q, const void *msg)
+{
+    int rc = -ETIMEDOUT;
+    for (int slice = 0; slice < 100 && rc == -ETIMEDOUT && !stop; slice++)
+        rc = spmc_queue_push(q, msg, SLICE_NS);
+    return stop ? -EINTR : rc;
+}
+
+static int wait_or_stop(struct spmc_queue *q, unsigned count)
+{
+    int rc = -ETIMEDOUT;
+    for (int slice = 0; slice < 100 && rc == -ETIMEDOUT && !stop; slice++)
+        rc = spmc_queue_wait_readers(q, count, SLICE_NS);
+    return stop ? -EINTR : rc;
+}
+
+/* ===================================================================== */
+/* Main                                                                    */
+/* ===================================================================== */
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    parse_options(&o, argc, argv);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    catch_signals();
+
+    struct spmc_queue q;
+    const char *fanout = o.fanout == SPMC_SHARE ? "share" : "broadcast";
+    printf("creating spmc_queue %s of size %zu and capacity %" PRIu64
+           " with mode writer, fanout %s\n", o.name, o.size, o.capacity, fanout);
+    struct spmc_options opts = {o.fanout, o.consumers > SPMC_DEFAULT_READERS
+                                              ? o.consumers : SPMC_DEFAULT_READERS, o.mode};
+    int rc = spmc_queue_create_opts(&q, o.name, o.size, o.capacity, &opts);
+    int owner;
+    if (rc == -EEXIST && spmc_queue_owner(o.name, &owner) == 0)
+        die("cannot create %s: it belongs to the live process %d", o.name, owner);
+    if (rc == -ENOSPC)
+        die("cannot create %s: /dev/shm is full (df -h /dev/shm; in a container, "
+            "raise --shm-size)", o.name);
+    if (rc != 0)
+        die_rc(rc, "cannot create %s", o.name);
+    printf("spmc_queue created\n");
+
+    printf("waiting up to 10 s for %u reader(s)...\n", o.consumers);
+    rc = wait_or_stop(&q, o.consumers);
+    if (rc != 0) {
+        (void)spmc_queue_destroy(&q);
+        die_rc(rc, "fewer than %u readers attached to %s", o.consumers, o.name);
+    }
+
+    unsigned char *msg = malloc(o.size);
+    if (msg == NULL)
+        die("out of memory:");
+    uint64_t sum = 0, sent = 0;
+    for (; sent < o.messages; sent++) {
+        msg_fill(msg, o.size, sent);
+        rc = push_or_stop(&q, msg);
+        if (rc == -EINTR)
+            break;
+        if (rc != 0) {
+            free(msg);
+            (void)spmc_queue_destroy(&q);
+            die_rc(rc, "push of message %" PRIu64 " failed", sent);
+        }
+        sum += msg_checksum(msg, o.size);
+    }
+    free(msg);
+    if (stop)
+        printf("%s: closing the queue after %" PRIu64 " messages\n",
+               stop == SIGINT ? "interrupted" : "terminated", sent);
+    printf("sent %" PRIu64 " messages, checksum %016" PRIx64 "\n", sent, sum);
+
+    printf("destroying spmc_queue %s of mode writer\n", o.name);
+    (void)spmc_queue_destroy(&q);
+    printf("spmc_queue destroyed\n");
+    return stop ? 128 + stop : 0;
+}

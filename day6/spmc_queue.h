@@ -1,0 +1,413 @@
+/**
+ * @file day6/spmc_queue.h
+ * @brief Day 6: the day-5 queue, surviving crashed peers, stale segments,
+ *        full disks and hostile segment contents.
+ *
+ * What day 6 adds to day 5 (see day6/README.md):
+ * - every process's identity (pid and start time, one 64-bit word, so a
+ *   reused pid is not mistaken for the old process) is in the segment; a
+ *   writer held back by a reader whose process is gone frees that reader's
+ *   entry and goes on; readers of a writer that died drain what was
+ *   published and then get -EOWNERDEAD;
+ * - creating over a stale segment whose writer is gone reclaims it;
+ *   creating over a live writer's queue is refused (-EEXIST, and
+ *   spmc_queue_owner() names the live process);
+ * - the segment's memory is reserved at creation (posix_fallocate), so a
+ *   full /dev/shm fails there with -ENOSPC instead of SIGBUS later;
+ * - segments are 0600 unless the options ask for more.
+ *
+ * One writer process creates the queue; up to `max_readers` reader
+ * processes attach to it by name, at any time, and detach when they like.
+ * The fan-out mode is chosen at creation and recorded in the header:
+ *
+ * - **broadcast** (SPMC_BROADCAST): every reader receives every message, in
+ *   order. Each reader owns an entry of the reader table in the header and
+ *   publishes its cursor there; the writer never overwrites a slot that an
+ *   attached reader has not read (the slowest reader holds it back). A
+ *   reader that attaches late starts at the writer's current position.
+ * - **work-sharing** (SPMC_SHARE): each message goes to exactly one reader.
+ *   Readers claim the next index with a compare-and-swap on a shared read
+ *   index; a slot is handed back to the writer through its sequence word
+ *   only after the reader has copied it out.
+ *
+ * Every slot is `[payload][seq]`: a 64-bit sequence word packed right after
+ * the payload. `seq == i` means "free for message i", `seq == i + 1` means
+ * "holds message i". The writer publishes a message by storing its seq with
+ * release after the payload; a reader sees it with an acquire load of the
+ * same word, in the same cache line as the payload, so one message costs
+ * about one cache-line transfer and no shared index at all. Indices are
+ * free-running 64-bit counters; the slot of index i is `i & (capacity - 1)`.
+ *
+ * Concurrency: one thread per handle. Any number of reader handles (in any
+ * processes) may pop concurrently with the one writer handle.
+ *
+ * Every function returns 0 or a negative errno and prints nothing.
+ */
+#ifndef SPMC_QUEUE_H
+#define SPMC_QUEUE_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ===================================================================== */
+/* The shared-memory layout                                               */
+/* ===================================================================== */
+
+/** First word of every segment: "SPMC" in ASCII. */
+#define SPMC_MAGIC 0x434d5053u
+/** Layout version of this day's header; an attacher refuses any other. */
+#define SPMC_VERSION 6u
+/** Value of the ready word once the creator has written the whole header. */
+#define SPMC_READY 0x52454459u
+/** Cache-line size the layout assumes (recorded in the header). */
+#define SPMC_CACHELINE 64u
+/** Longest accepted name, leading '/' included (macOS allows 31). */
+#define SPMC_NAME_MAX 31
+/** Timeout value meaning "wait as long as it takes". */
+#define SPMC_WAIT_FOREVER (-1)
+/** How long attach waits for a creator still writing the header (ns). */
+#ifndef SPMC_ATTACH_WAIT_NS
+#define SPMC_ATTACH_WAIT_NS 1000000000
+#endif
+/** How long a work-sharing writer waits on a slot claimed by a reader that
+ *  died before it could mark the slot as its own (ns). */
+#define SPMC_ORPHAN_GRACE_NS 1000000000
+/** Reader-table entries of a queue made by spmc_queue_create(). */
+#define SPMC_DEFAULT_READERS 16u
+/** Largest reader table a queue may have. */
+#define SPMC_MAX_READERS 1024u
+/** Work-sharing: slots a reader hands back to the writer at once. */
+#define SPMC_RELEASE_BATCH 8
+
+/** How messages fan out to the readers. */
+enum spmc_fanout {
+    SPMC_BROADCAST = 1, /**< every reader gets every message */
+    SPMC_SHARE = 2,     /**< each message goes to exactly one reader */
+};
+
+/** State of a reader-table entry. */
+enum spmc_entry_state {
+    SPMC_ENTRY_FREE = 0,    /**< unused; a new reader may claim it */
+    SPMC_ENTRY_JOINING = 1, /**< claimed, cursor not yet valid */
+    SPMC_ENTRY_ACTIVE = 2,  /**< a reader is attached; cursor is valid */
+};
+
+/**
+ * One reader's entry in the reader table: a cache line of its own, so that
+ * readers publishing their cursors do not disturb one another.
+ */
+struct spmc_shm_reader {
+    alignas(SPMC_CACHELINE) _Atomic uint64_t cursor; /**< broadcast: next index this reader takes, published every capacity/4 messages and before it waits */
+    _Atomic uint32_t state;                          /**< enum spmc_entry_state */
+    _Atomic uint32_t generation;                     /**< share: bumped each time the entry is claimed */
+    _Atomic uint64_t owner;                          /**< the reader's process identity (pid and start time) */
+};
+
+/**
+ * The header at offset 0 of the shared segment. Written by the creator,
+ * `ready` last; read by an attacher only after it has seen
+ * `ready == SPMC_READY`.
+ *
+ * Wire format (all fields native-endian, fixed width):
+ *
+ * | offset | size | field                                       | written by |
+ * |-------:|-----:|---------------------------------------------|------------|
+ * |      0 |   48 | magic, version, header_size, cacheline, elem_size, capacity, slot_size, fanout, max_readers, reserved | creator, once |
+ * |     48 |   16 | ready, closed, writer identity              | writer     |
+ * |     64 |   16 | head, gate (own cache line)                 | writer     |
+ * |    128 |    8 | read_index (own cache line)                 | readers (share) |
+ * |    192 | 64 x max_readers | reader table                     | readers    |
+ * |    ...  | capacity x slot_size | slots: payload, then seq     | writer, readers |
+ */
+struct spmc_shm_header {
+    uint32_t magic;          /**< SPMC_MAGIC */
+    uint32_t version;        /**< SPMC_VERSION */
+    uint32_t header_size;    /**< sizeof(struct spmc_shm_header) */
+    uint32_t cacheline;      /**< SPMC_CACHELINE */
+    uint64_t elem_size;      /**< payload bytes per message */
+    uint64_t capacity;       /**< slots in the ring, a power of two */
+    uint32_t slot_size;      /**< bytes from one slot to the next */
+    uint32_t fanout;         /**< enum spmc_fanout */
+    uint32_t max_readers;    /**< entries in the reader table */
+    uint32_t reserved;       /**< zero */
+    _Atomic uint32_t ready;  /**< SPMC_READY once the header is complete */
+    _Atomic uint32_t closed; /**< 1 once the writer has finished */
+    _Atomic uint64_t writer; /**< the writer's process identity (pid and start time) */
+    alignas(SPMC_CACHELINE) _Atomic uint64_t head; /**< next index the writer fills (where a late reader starts) */
+    _Atomic uint64_t gate;   /**< broadcast: lowest cursor the writer is currently relying on (see spmc_queue_attach) */
+    alignas(SPMC_CACHELINE) _Atomic uint64_t read_index; /**< share: next index a reader claims */
+};
+
+/* ===================================================================== */
+/* The handle                                                              */
+/* ===================================================================== */
+
+/** Which side of the queue a handle is. */
+enum spmc_mode {
+    SPMC_WRITER = 1, /**< created the queue; pushes */
+    SPMC_READER = 2, /**< attached to it; pops */
+};
+
+/** Options for spmc_queue_create_opts(). */
+struct spmc_options {
+    enum spmc_fanout fanout; /**< SPMC_BROADCAST or SPMC_SHARE */
+    unsigned max_readers;    /**< reader-table entries, 1..SPMC_MAX_READERS */
+    unsigned mode;           /**< permission bits of the segment: 0 means 0600; 0660 opens it to the group */
+};
+
+/** A process's handle on a queue. The caller owns the storage; the
+ *  functions below fill it in and tear it down. Read-only to the caller.
+ *  The cached indices live here, in process-local memory, never in the
+ *  shared segment. */
+struct spmc_queue {
+    struct spmc_shm_header *hdr;     /**< the mapped segment */
+    struct spmc_shm_reader *readers; /**< the reader table */
+    _Atomic uint64_t *freed;         /**< share: per-slot release words */
+    unsigned char *slots;            /**< first slot */
+    size_t map_size;                 /**< bytes mapped */
+    size_t elem_size;                /**< payload bytes (validated copy) */
+    size_t slot_size;                /**< slot stride (validated copy) */
+    size_t seq_offset;               /**< offset of seq inside a slot */
+    uint64_t capacity;               /**< slots (validated copy) */
+    uint64_t mask;                   /**< capacity - 1 */
+    unsigned max_readers;            /**< reader-table entries */
+    enum spmc_fanout fanout;         /**< validated copy */
+    enum spmc_mode mode;             /**< writer or reader */
+    uint64_t index;                  /**< writer: next index to fill; reader: next index to take */
+    uint64_t limit;                  /**< writer, broadcast: push freely while index < limit */
+    uint64_t gate;                   /**< writer, broadcast: the gate it published last */
+    uint64_t published;              /**< reader, broadcast: cursor last published */
+    uint64_t publish_mask;           /**< reader, broadcast: publish when (index & mask) == 0 */
+    struct spmc_shm_reader *entry;   /**< reader: its table entry */
+    unsigned pending;                /**< reader, share: slots copied out, not yet handed back */
+    uint64_t tag;                    /**< reader, share: marks a slot as claimed by this reader */
+    uint64_t idle_polls;             /**< empty or full polls since the last liveness check */
+    uint64_t last_check_ns;          /**< when the peer's liveness was last checked */
+    uint64_t stuck_index;            /**< writer, share: the index an unmarked claim holds back */
+    uint64_t stuck_since_ns;         /**< writer, share: since when */
+    uint64_t reclaimed;              /**< writer: entries of dead readers freed so far */
+    uint64_t dropped;                /**< writer, share: slots taken back from dead readers (their messages went with them) */
+    uint64_t release[SPMC_RELEASE_BATCH]; /**< reader, share: their indices */
+    char name[SPMC_NAME_MAX + 1];    /**< the segment's name */
+};
+
+/** Marks a function whose result must be checked (gcc and clang warn). */
+#if defined(__GNUC__)
+#define SPMC_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#define SPMC_MUST_CHECK
+#endif
+
+/* ===================================================================== */
+/* Creating and attaching                                                  */
+/* ===================================================================== */
+
+/**
+ * Create the queue @p name as its writer, in broadcast mode with
+ * SPMC_DEFAULT_READERS reader entries. Same as spmc_queue_create_opts()
+ * with those options.
+ *
+ * @param q         handle to fill in
+ * @param name      "/name": leading '/', no other '/', at most SPMC_NAME_MAX
+ * @param elem_size bytes per message, > 0
+ * @param capacity  slots in the ring, a power of two
+ * @retval 0             created; @p q is a writer handle
+ * @retval -EINVAL       bad name, zero size, capacity not a power of two, or
+ *                       a segment size that overflows
+ * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
+ * @retval -EEXIST       the name belongs to a live writer's queue, or to a
+ *                       segment that is not a queue of this version (a stale
+ *                       queue whose writer is gone is reclaimed instead)
+ * @retval -ENOSPC       /dev/shm has no room for the segment
+ * @retval -ENOMEM       the segment cannot be sized or mapped
+ * @retval -EACCES       permission denied by the system
+ * @retval -EMFILE       other negative errno values of shm_open(), ftruncate()
+ *                       or mmap() are passed through unchanged (-EMFILE,
+ *                       -ENFILE, ...)
+ */
+SPMC_MUST_CHECK int spmc_queue_create(struct spmc_queue *q, const char *name,
+                                      size_t elem_size, size_t capacity);
+
+/**
+ * Create the queue @p name as its writer with a chosen fan-out mode,
+ * reader-table size and permissions (0600 unless @p opts says otherwise).
+ * The segment's memory is reserved now, so a full /dev/shm fails here.
+ * A segment of the same name left by a writer that is gone (crashed) is
+ * removed and made anew.
+ *
+ * @param q         handle to fill in
+ * @param name      "/name": leading '/', no other '/', at most SPMC_NAME_MAX
+ * @param elem_size bytes per message, > 0
+ * @param capacity  slots in the ring, a power of two (never rounded)
+ * @param opts      fan-out mode and table size; NULL for the defaults
+ * @retval 0             created; @p q is a writer handle
+ * @retval -EINVAL       bad name, zero size, capacity not a power of two,
+ *                       unknown fan-out, max_readers outside
+ *                       1..SPMC_MAX_READERS, a mode outside 0..0777, or a
+ *                       size that overflows
+ * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
+ * @retval -EEXIST       the name belongs to a live writer's queue (see
+ *                       spmc_queue_owner()) or to something that is not a
+ *                       queue of this version
+ * @retval -ENOSPC       /dev/shm has no room for the segment
+ * @retval -ENOMEM       the segment cannot be sized or mapped
+ * @retval -EACCES       permission denied by the system
+ * @retval -EMFILE       other negative errno values of shm_open(), ftruncate()
+ *                       or mmap() are passed through unchanged (-EMFILE,
+ *                       -ENFILE, -ENOSPC, ...)
+ */
+SPMC_MUST_CHECK int spmc_queue_create_opts(struct spmc_queue *q, const char *name,
+                                           size_t elem_size, size_t capacity,
+                                           const struct spmc_options *opts);
+
+/**
+ * Attach to the queue @p name as one of its readers. Waits up to
+ * SPMC_ATTACH_WAIT_NS for a creator that is still writing the header, then
+ * checks every header field against the segment's real size before it maps
+ * the slots, then claims a free entry of the reader table.
+ *
+ * In broadcast mode the reader starts at the writer's current position: it
+ * receives the messages pushed after it attached, not those before. (The
+ * writer may be in the middle of a push; the join protocol makes sure the
+ * writer sees the new cursor before it can overwrite anything the reader
+ * expects.) In work-sharing mode it takes part in the next claims.
+ *
+ * @param q         handle to fill in
+ * @param name      the queue's name
+ * @param elem_size expected bytes per message, or 0 to accept the header's
+ * @param capacity  expected slots, or 0 to accept the header's
+ * @retval 0             attached; @p q is a reader handle
+ * @retval -EINVAL       bad name
+ * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
+ * @retval -ENOENT       no segment of that name
+ * @retval -EPROTO       not a complete queue of this version: bad magic,
+ *                       version, header size, slot size, fan-out, table size,
+ *                       a capacity that is not a power of two, sizes that
+ *                       differ from the expected ones, or a segment smaller
+ *                       than its header says
+ * @retval -EUSERS       every reader-table entry is taken
+ * @retval -EPIPE        the writer has already closed the queue
+ * @retval -EACCES       permission denied by the system
+ * @retval -EMFILE       other negative errno values of shm_open(), fstat()
+ *                       or mmap() are passed through unchanged
+ */
+SPMC_MUST_CHECK int spmc_queue_attach(struct spmc_queue *q, const char *name,
+                                      size_t elem_size, size_t capacity);
+
+/**
+ * Writer: wait until at least @p count readers are attached.
+ *
+ * @param q          writer handle
+ * @param count      readers to wait for, at most the table size
+ * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
+ * @retval 0          that many readers are attached
+ * @retval -EINVAL    not a writer handle, or @p count larger than the table
+ * @retval -ETIMEDOUT they did not come in time
+ */
+SPMC_MUST_CHECK int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count,
+                                            int64_t timeout_ns);
+
+/* ===================================================================== */
+/* Pushing and popping                                                     */
+/* ===================================================================== */
+
+/**
+ * Writer: copy one message of elem_size bytes into the ring if there is room.
+ * In broadcast mode "room" means every attached reader has read the slot's
+ * previous message; with no reader attached, messages are overwritten
+ * freely (nobody is owed them). A reader whose process has died stops
+ * counting: when it holds the writer back, its entry is freed (broadcast),
+ * or the message it had claimed is dropped with it (work-sharing; counted
+ * in the handle's `dropped`).
+ *
+ * @param q          writer handle
+ * @param msg        the message: elem_size bytes to copy in
+ * @retval 0       pushed
+ * @retval -EAGAIN the ring is full
+ * @retval -EINVAL not a writer handle
+ */
+SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
+
+/**
+ * Reader: copy the next message into @p out (elem_size bytes) if there is
+ * one: in broadcast mode this reader's next message, in work-sharing mode
+ * the oldest message no reader has claimed.
+ *
+ * @param q          reader handle
+ * @param out        where to copy the message: elem_size bytes
+ * @retval 0       popped
+ * @retval -EAGAIN no message yet
+ * @retval -EPIPE  the writer has closed the queue and this reader has
+ *                 drained everything it was owed (end of stream)
+ * @retval -EOWNERDEAD the writer's process is gone without closing the
+ *                 queue, and everything it published has been drained
+ * @retval -EPROTO the shared state is impossible (corrupted segment)
+ * @retval -EINVAL not a reader handle
+ */
+SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
+
+/**
+ * Writer: push, waiting while the ring is full: spin briefly, then yield
+ * the CPU, then sleep in short steps, so that more threads than cores still
+ * make progress.
+ *
+ * @param q          writer handle
+ * @param msg        the message: elem_size bytes to copy in
+ * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
+ * @retval 0          pushed
+ * @retval -ETIMEDOUT still full after @p timeout_ns
+ * @retval -EINVAL    not a writer handle
+ */
+SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg,
+                                    int64_t timeout_ns);
+
+/**
+ * Reader: pop, waiting while there is no message (spin, yield, then sleep).
+ *
+ * @param q          reader handle
+ * @param out        where to copy the message: elem_size bytes
+ * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
+ * @retval 0          popped
+ * @retval -EPIPE     end of stream: the writer closed the queue, drained
+ * @retval -EOWNERDEAD the writer's process died; everything it published
+ *                    has been drained
+ * @retval -ETIMEDOUT still nothing after @p timeout_ns
+ * @retval -EPROTO    the shared state is impossible (corrupted segment)
+ * @retval -EINVAL    not a reader handle
+ */
+SPMC_MUST_CHECK int spmc_queue_pop(struct spmc_queue *q, void *out,
+                                   int64_t timeout_ns);
+
+/**
+ * Who owns the queue @p name: the pid of its writer, if that process is
+ * alive. For a program that was refused with -EEXIST and wants to say why.
+ *
+ * @param name  the queue's name
+ * @param pid   where to store the live writer's pid
+ * @retval 0       @p pid holds the live writer's pid
+ * @retval -ESRCH  the queue exists but its writer is gone (stale)
+ * @retval -ENOENT no segment of that name
+ * @retval -EPROTO the segment is not a complete queue of this version
+ * @retval -EINVAL bad name or NULL @p pid
+ */
+SPMC_MUST_CHECK int spmc_queue_owner(const char *name, int *pid);
+
+/* ===================================================================== */
+/* Tearing down                                                            */
+/* ===================================================================== */
+
+/**
+ * Leave the queue. A writer marks it closed (readers drain what is left,
+ * then get -EPIPE), unmaps it and removes its name; a reader frees its
+ * table entry for a later reader and unmaps. The handle is zeroed;
+ * destroying it again returns -EINVAL.
+ *
+ * @param q          an open handle, writer or reader
+ * @retval 0       done
+ * @retval -EINVAL @p q is not an open handle
+ */
+int spmc_queue_destroy(struct spmc_queue *q);
+
+#endif /* SPMC_QUEUE_H */

@@ -1,0 +1,434 @@
+/* check_day6.c - what day 6 adds: peers that die with SIGKILL, stale and
+ * live segments at creation, a full /dev/shm, permissions. Real processes
+ * throughout; no timing thresholds (Check's per-test timeouts bound waits). */
+#define _GNU_SOURCE
+#include "spmc_queue.h"
+#include "common.h"
+#include "test_util.h"
+
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+
+#define ELEM 64u
+#define MS 1000000ll
+#define SEC 1000000000ll
+#define IO_TIMEOUT_MS 60000u
+
+static struct spmc_queue qw, qr;
+
+static void setup(void)
+{
+    tu_setup();
+    memset(&qw, 0, sizeof qw);
+    memset(&qr, 0, sizeof qr);
+}
+
+static void teardown(void)
+{
+    (void)spmc_queue_destroy(&qw);
+    (void)spmc_queue_destroy(&qr);
+    tu_teardown();
+}
+
+static int create_mode(struct spmc_queue *q, const char *name, enum spmc_fanout f,
+                       size_t cap, unsigned mode)
+{
+    struct spmc_options o = {.fanout = f, .max_readers = 4, .mode = mode};
+    return spmc_queue_create_opts(q, name, ELEM, cap, &o);
+}
+
+static void push_seq(struct spmc_queue *q, uint64_t seq)
+{
+    unsigned char m[ELEM];
+    msg_fill(m, ELEM, seq);
+    ck_assert_int_eq(spmc_queue_push(q, m, 30 * SEC), 0);
+}
+
+/* Kill @p pid with SIGKILL and reap it: from now on it is verifiably gone. */
+static void kill_and_reap(pid_t pid)
+{
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    int status = tu_wait(pid, IO_TIMEOUT_MS);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+}
+
+/* A child that attaches and pops until told otherwise; it reports the
+ * messages it got through @p fd (one uint64_t per message, then EOF). */
+static void reader_child(const char *name, int fd, uint64_t stop_after, int die_silently)
+{
+    struct spmc_queue q;
+    if (spmc_queue_attach(&q, name, ELEM, 0) != 0)
+        _exit(10);
+    unsigned char m[ELEM];
+    uint64_t got = 0;
+    int rc;
+    while (got < stop_after && (rc = spmc_queue_pop(&q, m, 30 * SEC)) == 0) {
+        uint64_t s = msg_intact(m, ELEM) ? msg_seq(m) : UINT64_MAX;
+        if (write(fd, &s, sizeof s) != (ssize_t)sizeof s)
+            _exit(11);
+        got++;
+    }
+    if (die_silently) { /* hold what we took: stop here, the parent kills us */
+        uint64_t done = UINT64_MAX - 1;
+        if (write(fd, &done, sizeof done) != (ssize_t)sizeof done)
+            _exit(12);
+        for (;;)
+            pause();
+    }
+    (void)spmc_queue_destroy(&q);
+    _exit(0);
+}
+
+/* ===================================================================== */
+/* Crashes                                                                 */
+/* ===================================================================== */
+
+START_TEST(test_broadcast_dead_consumer_does_not_stall_the_producer)
+{
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), 0);
+    int slow[2], fast[2];
+    tu_pipe(slow);
+    tu_pipe(fast);
+    /* The slow reader takes one message and then stops reading. */
+    pid_t s = tu_fork();
+    if (s == 0)
+        reader_child(name, slow[1], 1, 1);
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 10 * SEC), 0);
+    pid_t f = tu_fork();
+    if (f == 0)
+        reader_child(name, fast[1], UINT64_MAX, 0);
+    tu_close(&slow[1]);
+    tu_close(&fast[1]);
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 2, 10 * SEC), 0);
+    push_seq(&qw, 0);
+    uint64_t v;
+    ck_assert_uint_eq(tu_read_full(slow[0], &v, sizeof v, IO_TIMEOUT_MS), sizeof v);
+    ck_assert_uint_eq(v, 0);
+    ck_assert_uint_eq(tu_read_full(slow[0], &v, sizeof v, IO_TIMEOUT_MS), sizeof v);
+    kill_and_reap(s); /* SIGKILL while it holds the writer back */
+    const uint64_t n = 200; /* many laps of the 8-slot ring */
+    for (uint64_t i = 1; i < n; i++)
+        push_seq(&qw, i);
+    ck_assert_uint_ge(qw.reclaimed, 1);
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    for (uint64_t i = 0; i < n; i++) { /* the survivor lost nothing, in order */
+        ck_assert_uint_eq(tu_read_full(fast[0], &v, sizeof v, IO_TIMEOUT_MS), sizeof v);
+        ck_assert_uint_eq(v, i);
+    }
+    ck_assert_uint_eq(tu_read_full(fast[0], &v, sizeof v, 1000), 0); /* then EOF */
+    ck_assert(tu_exited_ok(tu_wait(f, IO_TIMEOUT_MS)));
+}
+END_TEST
+
+START_TEST(test_share_dead_consumer_loses_only_what_it_held)
+{
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_SHARE, 8, 0), 0);
+    for (uint64_t i = 0; i < 5; i++) /* waiting before any reader comes */
+        push_seq(&qw, i);
+    int held[2], rest[2];
+    tu_pipe(held);
+    tu_pipe(rest);
+    pid_t d = tu_fork();
+    if (d == 0) /* takes the five, holds them (not handed back yet), stops */
+        reader_child(name, held[1], 5, 1);
+    tu_close(&held[1]);
+    uint64_t v;
+    for (uint64_t i = 0; i < 5; i++) {
+        ck_assert_uint_eq(tu_read_full(held[0], &v, sizeof v, IO_TIMEOUT_MS), sizeof v);
+        ck_assert_uint_eq(v, i);
+    }
+    ck_assert_uint_eq(tu_read_full(held[0], &v, sizeof v, IO_TIMEOUT_MS), sizeof v);
+    kill_and_reap(d);
+    pid_t r = tu_fork();
+    if (r == 0)
+        reader_child(name, rest[1], UINT64_MAX, 0);
+    tu_close(&rest[1]);
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 10 * SEC), 0);
+    const uint64_t n = 100;
+    for (uint64_t i = 5; i < n; i++)
+        push_seq(&qw, i); /* laps the slots the dead reader held */
+    /* It had copied them out but not handed the slots back: the writer took
+     * them back and counts them as gone with the dead reader. */
+    ck_assert_uint_eq(qw.dropped, 5);
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    for (uint64_t i = 5; i < n; i++) {
+        ck_assert_uint_eq(tu_read_full(rest[0], &v, sizeof v, IO_TIMEOUT_MS), sizeof v);
+        ck_assert_uint_eq(v, i);
+    }
+    ck_assert(tu_exited_ok(tu_wait(r, IO_TIMEOUT_MS)));
+}
+END_TEST
+
+START_TEST(test_share_slot_claimed_by_a_dead_reader_is_taken_back)
+{
+    /* A reader that dies between its claim and its copy: simulated by
+     * claiming in the test process (a real claim, through a second handle)
+     * while the slot's mark names an entry whose process is gone. */
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_SHARE, 4, 0), 0);
+    int fds[2];
+    tu_pipe(fds);
+    pid_t d = tu_fork();
+    if (d == 0) { /* attach, then die at once: its entry stays claimed */
+        struct spmc_queue q;
+        uint64_t ok = spmc_queue_attach(&q, name, ELEM, 0) == 0;
+        if (write(fds[1], &ok, sizeof ok) != (ssize_t)sizeof ok)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    uint64_t ok;
+    ck_assert_uint_eq(tu_read_full(fds[0], &ok, sizeof ok, IO_TIMEOUT_MS), sizeof ok);
+    ck_assert_uint_eq(ok, 1);
+    for (uint64_t i = 0; i < 4; i++)
+        push_seq(&qw, i);
+    /* Mark slot 0 as claimed by the child's entry (as its pop would). */
+    unsigned e = 0;
+    while (e < qw.max_readers &&
+           atomic_load(&qw.readers[e].state) != SPMC_ENTRY_ACTIVE)
+        e++;
+    ck_assert_uint_lt(e, qw.max_readers);
+    uint64_t mark = 1ull << 63 | (uint64_t)e << 32 | atomic_load(&qw.readers[e].generation);
+    atomic_store(&qw.hdr->read_index, 1);
+    atomic_store(&qw.freed[0], mark);
+    unsigned char m[ELEM];
+    msg_fill(m, ELEM, 4);
+    ck_assert_int_eq(spmc_queue_try_push(&qw, m), -EAGAIN); /* its owner lives */
+    kill_and_reap(d);
+    ck_assert_int_eq(spmc_queue_push(&qw, m, 30 * SEC), 0); /* taken back */
+    ck_assert_uint_eq(qw.dropped, 1);
+    ck_assert_uint_ge(qw.reclaimed, 1);
+}
+END_TEST
+
+START_TEST(test_dead_producer_is_reported_after_draining)
+{
+    const char *name = tu_name();
+    const enum spmc_fanout modes[] = {SPMC_BROADCAST, SPMC_SHARE};
+    for (int k = 0; k < 2; k++) {
+        int fds[2];
+        tu_pipe(fds);
+        pid_t p = tu_fork();
+        if (p == 0) { /* create, wait for the reader, push 10, die */
+            struct spmc_queue q;
+            if (create_mode(&q, name, modes[k], 16, 0) != 0)
+                _exit(1);
+            uint64_t ready = 1;
+            if (write(fds[1], &ready, sizeof ready) != (ssize_t)sizeof ready ||
+                spmc_queue_wait_readers(&q, 1, 30 * SEC) != 0)
+                _exit(2);
+            unsigned char m[ELEM];
+            for (uint64_t i = 0; i < 10; i++) {
+                msg_fill(m, ELEM, i);
+                if (spmc_queue_push(&q, m, 30 * SEC) != 0)
+                    _exit(3);
+            }
+            raise(SIGKILL);
+        }
+        uint64_t ready;
+        ck_assert_uint_eq(tu_read_full(fds[0], &ready, sizeof ready, IO_TIMEOUT_MS),
+                          sizeof ready);
+        ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 0), 0);
+        unsigned char m[ELEM];
+        for (uint64_t i = 0; i < 10; i++) {
+            ck_assert_int_eq(spmc_queue_pop(&qr, m, 30 * SEC), 0);
+            ck_assert_uint_eq(msg_seq(m), i);
+        }
+        ck_assert_int_eq(spmc_queue_pop(&qr, m, 30 * SEC), -EOWNERDEAD);
+        int status = tu_wait(p, IO_TIMEOUT_MS);
+        ck_assert(WIFSIGNALED(status));
+        ck_assert_int_eq(spmc_queue_destroy(&qr), 0);
+        /* The dead producer could not unlink: a restart reclaims the name. */
+        ck_assert_int_eq(create_mode(&qw, name, modes[k], 16, 0), 0);
+        ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+        tu_close(&fds[0]);
+        tu_close(&fds[1]);
+    }
+}
+END_TEST
+
+/* ===================================================================== */
+/* Stale, live and foreign segments                                        */
+/* ===================================================================== */
+
+START_TEST(test_restart_over_a_stale_segment)
+{
+    const char *name = tu_name();
+    pid_t p = tu_fork();
+    if (p == 0) {
+        struct spmc_queue q;
+        _exit(create_mode(&q, name, SPMC_BROADCAST, 8, 0) == 0 ? 0 : 1);
+        /* exits without destroy: the segment stays, its writer is gone */
+    }
+    ck_assert(tu_exited_ok(tu_wait(p, IO_TIMEOUT_MS)));
+    ck_assert_int_gt(tu_segment_size(name), 0);
+    int pid;
+    ck_assert_int_eq(spmc_queue_owner(name, &pid), -ESRCH);
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_SHARE, 16, 0), 0);
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 16), 0);
+    ck_assert_int_eq(qr.fanout, SPMC_SHARE); /* the new queue, not the old */
+}
+END_TEST
+
+START_TEST(test_create_over_a_live_queue_is_refused)
+{
+    const char *name = tu_name();
+    int fds[2];
+    tu_pipe(fds);
+    pid_t p = tu_fork();
+    if (p == 0) {
+        struct spmc_queue q;
+        uint64_t ok = create_mode(&q, name, SPMC_BROADCAST, 8, 0) == 0;
+        if (write(fds[1], &ok, sizeof ok) != (ssize_t)sizeof ok)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    uint64_t ok;
+    ck_assert_uint_eq(tu_read_full(fds[0], &ok, sizeof ok, IO_TIMEOUT_MS), sizeof ok);
+    ck_assert_uint_eq(ok, 1);
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), -EEXIST);
+    int pid = 0;
+    ck_assert_int_eq(spmc_queue_owner(name, &pid), 0);
+    ck_assert_int_eq(pid, p);
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 8), 0); /* untouched */
+    kill_and_reap(p);
+}
+END_TEST
+
+START_TEST(test_foreign_segment_is_left_alone)
+{
+    const char *name = tu_name();
+    unsigned char junk[4096];
+    memset(junk, 0x5a, sizeof junk);
+    ck_assert_int_eq(tu_make_segment(name, sizeof junk, junk, sizeof junk), 0);
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), -EEXIST);
+    unsigned char back[4096];
+    ck_assert_int_eq(tu_read_segment(name, back, sizeof back), (long)sizeof back);
+    ck_assert_mem_eq(back, junk, sizeof junk);
+    int pid;
+    ck_assert_int_eq(spmc_queue_owner(name, &pid), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_half_written_segment_is_stale_once_old)
+{
+    const char *name = tu_name();
+    ck_assert_int_eq(tu_make_segment(name, 0, NULL, 0), 0); /* died after shm_open */
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), -EEXIST); /* young */
+    tu_sleep_ms(2100); /* let it age past the one-second grace */
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), 0);
+}
+END_TEST
+
+/* ===================================================================== */
+/* Resources and permissions                                               */
+/* ===================================================================== */
+
+START_TEST(test_full_dev_shm_fails_at_create)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "skipped: mounting a small /dev/shm needs root\n");
+        return;
+    }
+    pid_t p = tu_fork();
+    if (p == 0) { /* a private mount namespace with a 1 MiB /dev/shm */
+        if (unshare(CLONE_NEWNS) != 0 ||
+            mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=1m") != 0)
+            _exit(77);
+        struct spmc_queue q;
+        int rc = create_mode(&q, "/spmc-t-full", SPMC_BROADCAST, 1u << 16, 0); /* 4.6 MiB */
+        int left = access("/dev/shm/spmc-t-full", F_OK) == 0;
+        _exit(rc == -ENOSPC && !left ? 0 : 1);
+    }
+    int status = tu_wait(p, IO_TIMEOUT_MS);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
+        fprintf(stderr, "skipped: cannot mount a tmpfs here\n");
+        return;
+    }
+    ck_assert_msg(tu_exited_ok(status), "create on a full /dev/shm: %s", tu_status_str(status));
+}
+END_TEST
+
+START_TEST(test_other_user_cannot_attach_by_default)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "skipped: switching users needs root\n");
+        return;
+    }
+    const char *priv = tu_name(), *group = tu_name();
+    ck_assert_int_eq(create_mode(&qw, priv, SPMC_BROADCAST, 8, 0), 0);
+    struct spmc_queue g;
+    ck_assert_int_eq(create_mode(&g, group, SPMC_BROADCAST, 8, 0660), 0);
+    pid_t p = tu_fork();
+    if (p == 0) { /* nobody, but in our group */
+        if (setgid(getgid()) != 0 || setuid(65534) != 0)
+            _exit(77);
+        struct spmc_queue q;
+        int denied = spmc_queue_attach(&q, priv, ELEM, 0) == -EACCES;
+        int allowed = spmc_queue_attach(&q, group, ELEM, 0) == 0;
+        _exit(denied && allowed ? 0 : 1);
+    }
+    int status = tu_wait(p, IO_TIMEOUT_MS);
+    (void)spmc_queue_destroy(&g);
+    ck_assert_msg(tu_exited_ok(status), "permissions: %s", tu_status_str(status));
+}
+END_TEST
+
+START_TEST(test_bad_mode_is_refused)
+{
+    ck_assert_int_eq(create_mode(&qw, tu_name(), SPMC_BROADCAST, 8, 01777), -EINVAL);
+}
+END_TEST
+
+/* ===================================================================== */
+/* The suite                                                               */
+/* ===================================================================== */
+
+static Suite *day6_suite(void)
+{
+    Suite *s = suite_create("day6");
+    TCase *tc = tcase_create("crashes");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_broadcast_dead_consumer_does_not_stall_the_producer);
+    tcase_add_test(tc, test_share_dead_consumer_loses_only_what_it_held);
+    tcase_add_test(tc, test_share_slot_claimed_by_a_dead_reader_is_taken_back);
+    tcase_add_test(tc, test_dead_producer_is_reported_after_draining);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("segments");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_restart_over_a_stale_segment);
+    tcase_add_test(tc, test_create_over_a_live_queue_is_refused);
+    tcase_add_test(tc, test_foreign_segment_is_left_alone);
+    tcase_add_test(tc, test_half_written_segment_is_stale_once_old);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("resources");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_full_dev_shm_fails_at_create);
+    tcase_add_test(tc, test_other_user_cannot_attach_by_default);
+    tcase_add_test(tc, test_bad_mode_is_refused);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    tu_init();
+    SRunner *sr = srunner_create(day6_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    int left = tu_sweep();
+    if (failed == 0 && left > 0)
+        fprintf(stderr, "check_day6: all tests passed but %d segment(s) were left\n", left);
+    return failed == 0 && left == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
