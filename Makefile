@@ -56,7 +56,7 @@ day_tests = $(if $(wildcard tests/check_$(1).c),$(BUILD)/tests/check_$(1)) \
 
 TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
 
-.PHONY: all $(ALL_DAYS) test bench run memcheck sanitize docs diff deps \
+.PHONY: all $(ALL_DAYS) test bench run memcheck sanitize docs diff deps soak fuzz \
         deps-check deps-valgrind deps-docs clean help tools
 
 all: $(foreach d,$(SEL),$(call day_progs,$(d)))
@@ -162,6 +162,10 @@ bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TO
 	   echo "== $$d benchmark"; $(BUILD)/$$d/benchmark $(ARGS) || exit 1; done; \
 	 else BUILD=$(BUILD) CC="$(CC)" CFLAGS_SHOWN="$(OPT)" ./common/bench.sh $(SEL_BENCH); fi
 
+SOAK_SECONDS ?= 60
+soak: $(BUILD)/day6/soak
+	$(Q)$(BUILD)/day6/soak --seconds $(SOAK_SECONDS)
+
 docs: deps-docs
 	$(Q)mkdir -p $(BUILD)/docs
 	$(Q)./docs/build.sh $(BUILD)/docs
@@ -198,9 +202,14 @@ help:
 	@echo "make sanitize             tests under ASan+UBSan, then ThreadSanitizer (days 3+)"
 	@echo "make docs                 Doxygen HTML in build/docs, fails on any warning"
 	@echo "make diff FROM=dayA TO=dayB   unified diff of two days' sources"
+	@echo "make soak                 day 6 for SOAK_SECONDS (60): consumers killed at random"
+	@echo "make fuzz                 hostile segment bytes into attach/pop of days 2-6 (clang)"
 	@echo "make deps                 install Check, Valgrind and Doxygen"
 	@echo "make clean                remove build/"
 	@echo "Examples: make day3 bench   make day2 test   make -C day4 test   V=1 make"
 	@echo "Days present: $(DAYS)"
+
+# Keep object files that chains of implicit rules would delete.
+.SECONDARY:
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -261,6 +261,31 @@ static int time_to_check(struct spmc_queue *q)
     return 1;
 }
 
+/* Free the entries of readers whose process is gone; how many. A dead
+ * reader's cursor would hold a broadcast writer back for ever. */
+static unsigned reap_readers(struct spmc_queue *q)
+{
+    unsigned n = 0;
+    for (unsigned e = 0; e < q->max_readers; e++) {
+        struct spmc_shm_reader *r = &q->readers[e];
+        /* Pairs with the seq_cst store of state in join_broadcast() and the
+         * release store in spmc_queue_attach(): owner was stored before. */
+        uint32_t state = atomic_load_explicit(&r->state, memory_order_acquire);
+        uint64_t owner = atomic_load_explicit(&r->owner, memory_order_relaxed);
+        if (state == SPMC_ENTRY_FREE || owner == 0 || is_alive(owner))
+            continue;
+        /* Pairs with the seq_cst loads of state in min_cursor(). */
+        if (atomic_compare_exchange_strong_explicit(&r->state, &state, SPMC_ENTRY_FREE,
+                                                    memory_order_seq_cst,
+                                                    memory_order_relaxed)) {
+            atomic_store_explicit(&r->owner, 0, memory_order_relaxed);
+            q->reclaimed++;
+            n++;
+        }
+    }
+    return n;
+}
+
 /* ===================================================================== */
 /* Mapping                                                                 */
 /* ===================================================================== */
@@ -626,6 +651,21 @@ static int join_broadcast(struct spmc_queue *q)
     return -EPROTO; /* gate stays beyond head: not a writer we understand */
 }
 
+/* Claim a free entry of the reader table; NULL when all are taken. */
+static struct spmc_shm_reader *claim_entry(struct spmc_queue *q)
+{
+    for (unsigned i = 0; i < q->max_readers; i++) {
+        uint32_t free_state = SPMC_ENTRY_FREE;
+        /* Pairs with the stores of SPMC_ENTRY_FREE in spmc_queue_destroy()
+         * and reap_readers(): the entry's previous reader is done with it. */
+        if (atomic_compare_exchange_strong_explicit(&q->readers[i].state, &free_state,
+                                                    SPMC_ENTRY_JOINING, memory_order_acq_rel,
+                                                    memory_order_relaxed))
+            return &q->readers[i];
+    }
+    return NULL;
+}
+
 int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
                       size_t capacity)
 {
@@ -707,15 +747,9 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
         rc = -EPIPE;
         goto fail;
     }
-    for (unsigned i = 0; i < q->max_readers && q->entry == NULL; i++) {
-        uint32_t free_state = SPMC_ENTRY_FREE;
-        /* Pairs with the store of SPMC_ENTRY_FREE in spmc_queue_destroy():
-         * the entry's previous reader is done with it. */
-        if (atomic_compare_exchange_strong_explicit(&q->readers[i].state, &free_state,
-                                                    SPMC_ENTRY_JOINING, memory_order_acq_rel,
-                                                    memory_order_relaxed))
-            q->entry = &q->readers[i];
-    }
+    q->entry = claim_entry(q);
+    if (q->entry == NULL && reap_readers(q) > 0) /* dead readers' entries */
+        q->entry = claim_entry(q);
     if (q->entry == NULL) {
         rc = -EUSERS;
         goto fail;
@@ -797,31 +831,6 @@ static void refresh_limit(struct spmc_queue *q)
             low = again;
     }
     q->limit = low + q->capacity;
-}
-
-/* Free the entries of readers whose process is gone; how many. A dead
- * reader's cursor would hold a broadcast writer back for ever. */
-static unsigned reap_readers(struct spmc_queue *q)
-{
-    unsigned n = 0;
-    for (unsigned e = 0; e < q->max_readers; e++) {
-        struct spmc_shm_reader *r = &q->readers[e];
-        /* Pairs with the seq_cst store of state in join_broadcast() and the
-         * release store in spmc_queue_attach(): owner was stored before. */
-        uint32_t state = atomic_load_explicit(&r->state, memory_order_acquire);
-        uint64_t owner = atomic_load_explicit(&r->owner, memory_order_relaxed);
-        if (state == SPMC_ENTRY_FREE || owner == 0 || is_alive(owner))
-            continue;
-        /* Pairs with the seq_cst loads of state in min_cursor(). */
-        if (atomic_compare_exchange_strong_explicit(&r->state, &state, SPMC_ENTRY_FREE,
-                                                    memory_order_seq_cst,
-                                                    memory_order_relaxed)) {
-            atomic_store_explicit(&r->owner, 0, memory_order_relaxed);
-            q->reclaimed++;
-            n++;
-        }
-    }
-    return n;
 }
 
 /* Share: the slot for message i is not free; its release word holds @p v.
