@@ -43,8 +43,10 @@ MISSING    := $(filter-out $(DAYS),$(NAMED_DAYS))
 SEL        := $(if $(NAMED_DAYS),$(filter $(DAYS),$(NAMED_DAYS)),$(DAYS))
 BENCH_DAYS := $(patsubst %/,%,$(dir $(wildcard day*/benchmark.c)))
 SEL_BENCH  := $(filter $(BENCH_DAYS),$(SEL))
-# The contract suite (tests/check_contract.c) runs against day 3 and later.
+# The contract suite (tests/check_contract.c) runs against day 3 and later;
+# day 5's fan-out suite also runs against the days after it.
 CONTRACT_DAYS := $(filter-out day1 day2,$(DAYS))
+FANOUT_DAYS   := $(filter-out day1 day2 day3 day4 day5,$(DAYS))
 
 COMMON_OBJ := $(BUILD)/common/common.o $(BUILD)/common/bench.o
 
@@ -52,12 +54,13 @@ COMMON_OBJ := $(BUILD)/common/common.o $(BUILD)/common/bench.o
 day_progs = $(patsubst $(1)/%.c,$(BUILD)/$(1)/%,$(filter-out $(1)/spmc_queue.c,$(wildcard $(1)/*.c)))
 day_lib   = $(if $(wildcard $(1)/spmc_queue.c),$(BUILD)/$(1)/spmc_queue.o)
 day_tests = $(if $(wildcard tests/check_$(1).c),$(BUILD)/tests/check_$(1)) \
-            $(if $(filter $(1),$(CONTRACT_DAYS)),$(BUILD)/tests/check_contract_$(1))
+            $(if $(filter $(1),$(CONTRACT_DAYS)),$(BUILD)/tests/check_contract_$(1)) \
+            $(if $(filter $(1),$(FANOUT_DAYS)),$(BUILD)/tests/check_day5_$(1))
 
 TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
 
 .PHONY: all $(ALL_DAYS) test bench run memcheck sanitize docs diff deps soak fuzz \
-        deps-check deps-valgrind deps-docs clean help tools
+        deps-check deps-valgrind deps-docs deps-fuzz clean help tools
 
 all: $(foreach d,$(SEL),$(call day_progs,$(d)))
 	@true
@@ -95,6 +98,15 @@ $(BUILD)/tests/check_$(1).o: tests/check_$(1).c | deps-check
 $(BUILD)/tests/check_contract_$(1): $(BUILD)/tests/contract_$(1).o $(call day_lib,$(1)) $(COMMON_OBJ)
 	$$(quiet) LD $$@
 	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(CHECK_LIBS) $$(LDLIBS)
+
+$(BUILD)/tests/check_day5_$(1): $(BUILD)/tests/fanout_$(1).o $(call day_lib,$(1)) $(COMMON_OBJ)
+	$$(quiet) LD $$@
+	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(CHECK_LIBS) $$(LDLIBS)
+
+$(BUILD)/tests/fanout_$(1).o: tests/check_day5.c | deps-check
+	$$(quiet) CC "$$< ($(1))"
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) $$(CHECK_CFLAGS) -c $$< -o $$@
 
 $(BUILD)/tests/contract_$(1).o: tests/check_contract.c | deps-check
 	$$(quiet) CC "$$< ($(1))"
@@ -165,6 +177,30 @@ bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TO
 SOAK_SECONDS ?= 60
 soak: $(BUILD)/day6/soak
 	$(Q)$(BUILD)/day6/soak --seconds $(SOAK_SECONDS)
+
+# Fuzzing: every day with a queue library, under ASan+UBSan (clang).
+FUZZ_DAYS    = $(filter-out day1,$(DAYS))
+FUZZ_SECONDS ?= 12
+FUZZ_CC      ?= clang
+FUZZ_FLAGS   = -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+               -DSPMC_ATTACH_WAIT_NS=0
+
+fuzz: deps-fuzz $(foreach d,$(FUZZ_DAYS),$(BUILD)/fuzz/fuzz_$(d))
+	@for d in $(FUZZ_DAYS); do \
+	   echo "== fuzz $$d for $(FUZZ_SECONDS) s (seeds: tests/fuzz-corpus/$$d)"; \
+	   work=$(BUILD)/fuzz/corpus-$$d; mkdir -p $$work; cp tests/fuzz-corpus/$$d/* $$work/; \
+	   if ! $(BUILD)/fuzz/fuzz_$$d -max_total_time=$(FUZZ_SECONDS) -timeout=10 -max_len=8192 \
+	        -artifact_prefix=$(BUILD)/fuzz/$$d- $$work > $(BUILD)/fuzz/$$d.log 2>&1; then \
+	     tail -n 40 $(BUILD)/fuzz/$$d.log; echo "fuzz: $$d FAILED (input saved as $(BUILD)/fuzz/$$d-*)"; exit 1; fi; \
+	   grep -E '^#[0-9]+.*DONE' $(BUILD)/fuzz/$$d.log | tail -n 1; done
+
+$(BUILD)/fuzz/fuzz_%: tests/fuzz_segment.c %/spmc_queue.c %/spmc_queue.h | deps-fuzz
+	$(quiet) FUZZ $@
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -I$* tests/fuzz_segment.c $*/spmc_queue.c -o $@ -pthread
+
+deps-fuzz:
+	@./common/deps.sh fuzz
 
 docs: deps-docs
 	$(Q)mkdir -p $(BUILD)/docs

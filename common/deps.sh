@@ -15,6 +15,14 @@ for what in "$@"; do
     doxygen)  command -v doxygen  >/dev/null 2>&1 || need+=(doxygen) ;
               command -v dot      >/dev/null 2>&1 || need+=(graphviz) ;;
     plot)     command -v gnuplot  >/dev/null 2>&1 || need+=(gnuplot-nox) ;;
+    fuzz)     # clang, and its runtime with libFuzzer (a separate package on Debian)
+              if ! command -v clang >/dev/null 2>&1; then need+=(clang)
+              fi
+              if ! echo 'int LLVMFuzzerTestOneInput(const char *d, long n){(void)d;(void)n;return 0;}' |
+                   clang -x c -fsanitize=fuzzer - -o /dev/null >/dev/null 2>&1; then
+                v=$(clang --version 2>/dev/null | sed -n 's/.*clang version \([0-9]*\).*/\1/p')
+                need+=("libclang-rt-${v:-14}-dev")
+              fi ;;
     *) echo "deps.sh: unknown tool '$what'" >&2; exit 2 ;;
   esac
 done

@@ -39,7 +39,9 @@
 /** Timeout value meaning "wait as long as it takes". */
 #define SPMC_WAIT_FOREVER (-1)
 /** How long attach waits for a creator still writing the header (ns). */
+#ifndef SPMC_ATTACH_WAIT_NS
 #define SPMC_ATTACH_WAIT_NS 1000000000
+#endif
 
 /**
  * The header at offset 0 of the shared segment; the message slots follow at

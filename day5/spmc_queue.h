@@ -55,7 +55,9 @@
 /** Timeout value meaning "wait as long as it takes". */
 #define SPMC_WAIT_FOREVER (-1)
 /** How long attach waits for a creator still writing the header (ns). */
+#ifndef SPMC_ATTACH_WAIT_NS
 #define SPMC_ATTACH_WAIT_NS 1000000000
+#endif
 /** Reader-table entries of a queue made by spmc_queue_create(). */
 #define SPMC_DEFAULT_READERS 16u
 /** Largest reader table a queue may have. */

@@ -68,7 +68,7 @@ static void consumer(const char *name, unsigned id)
     }
     const int share = q.fanout == SPMC_SHARE;
     unsigned char m[ELEM];
-    int rc;
+    int rc = 0;
     uint64_t next = 0, n = 0;
     while (!detach_now && (rc = spmc_queue_pop(&q, m, 100000000ll)) != -EPIPE) {
         if (rc == -ETIMEDOUT)

@@ -1,6 +1,7 @@
 /* check_day5.c - what day 5 adds to the contract: many readers in two
  * fan-out modes, readers that come and go, a power-of-two ring, end of
- * stream, and the header fields that describe all that.
+ * stream, and the header fields that describe all that. Built against
+ * day 5 and against every later day (the Makefile's FANOUT_DAYS).
  *
  * Processes are real (fork) wherever the promise is about IPC; the thread
  * versions of the stress runs are what ThreadSanitizer checks. */
@@ -38,7 +39,7 @@ static void teardown(void)
 static void create_mode(const char *name, enum spmc_fanout fanout, unsigned readers,
                         size_t cap)
 {
-    struct spmc_options o = {fanout, readers};
+    struct spmc_options o = {.fanout = fanout, .max_readers = readers};
     ck_assert_int_eq(spmc_queue_create_opts(&qw, name, ELEM, cap, &o), 0);
 }
 
@@ -78,11 +79,11 @@ END_TEST
 
 START_TEST(test_bad_options_are_refused)
 {
-    struct spmc_options o = {SPMC_BROADCAST, 0};
+    struct spmc_options o = {.fanout = SPMC_BROADCAST, .max_readers = 0};
     ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 8, &o), -EINVAL);
     o.max_readers = SPMC_MAX_READERS + 1;
     ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 8, &o), -EINVAL);
-    o = (struct spmc_options){(enum spmc_fanout)7, 4};
+    o = (struct spmc_options){.fanout = (enum spmc_fanout)7, .max_readers = 4};
     ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 8, &o), -EINVAL);
     ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 8, NULL), 0);
 }

@@ -337,7 +337,7 @@ START_TEST(test_full_dev_shm_fails_at_create)
     pid_t p = tu_fork();
     if (p == 0) { /* a private mount namespace with a 1 MiB /dev/shm */
         if (unshare(CLONE_NEWNS) != 0 ||
-            mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) != 0 ||
             mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=1m") != 0)
             _exit(77);
         struct spmc_queue q;
