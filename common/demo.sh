@@ -40,7 +40,7 @@ day2)
   finish consumer; finish producer
   show producer ./producer; show consumer ./consumer
   no_segment /spmc_test_queue ;;
-day3|day4|day6)
+day3|day4)
   echo "== $day: one million 64-byte messages through the ring, each checked"
   start producer "$bin/producer" --messages 1000000
   until_line producer "spmc_queue created"
@@ -60,6 +60,37 @@ day5)
     no_segment /spmc_test_queue
     echo
   done ;;
+day6)
+  echo "== day 6: one consumer killed with SIGKILL mid-stream; the producer goes on"
+  start producer "$bin/producer" --consumers 2 --messages 50000000
+  until_line producer "spmc_queue created"
+  start consumer1 "$bin/consumer"; start consumer2 "$bin/consumer"
+  until_line producer "reader(s)"
+  sleep 0.3; kill -KILL "$(cat "$tmp/consumer2.pid")" 2>/dev/null
+  wait "$(cat "$tmp/consumer2.pid")" 2>/dev/null
+  echo "(killed consumer 2 with SIGKILL)" >>"$tmp/consumer2"
+  finish consumer1; finish producer
+  show producer "./producer --consumers 2 --messages 50000000"
+  show consumer1 "./consumer   # consumer 1"; show consumer2 "./consumer   # consumer 2, killed"
+  no_segment /spmc_test_queue
+  echo
+  echo "== day 6: the producer killed with SIGKILL; its consumer drains, then is told; a restart reclaims the name"
+  start producer "$bin/producer" --messages 1000000000
+  until_line producer "reader(s)"
+  start consumer "$bin/consumer"
+  sleep 0.3; kill -KILL "$(cat "$tmp/producer.pid")" 2>/dev/null
+  wait "$(cat "$tmp/producer.pid")" 2>/dev/null
+  echo "(killed the producer with SIGKILL)" >>"$tmp/producer"
+  wait "$(cat "$tmp/consumer.pid")"; rc=$?
+  [ "$rc" -eq 2 ] || { echo "!! consumer exited with $rc, expected 2 (producer gone)"; status=1; }
+  show producer "./producer --messages 1000000000"; show consumer "./consumer"
+  start producer "$bin/producer" --messages 1000
+  until_line producer "spmc_queue created"
+  start consumer "$bin/consumer"
+  finish consumer; finish producer
+  show producer "./producer --messages 1000   # over the dead producer's segment"
+  show consumer "./consumer"
+  no_segment /spmc_test_queue ;;
 *) echo "demo.sh: no demo for $day"; exit 2 ;;
 esac
 exit $status

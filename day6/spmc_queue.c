@@ -1033,7 +1033,15 @@ int spmc_queue_try_pop(struct spmc_queue *q, void *out)
 {
     if (q == NULL || q->mode != SPMC_READER)
         return -EINVAL;
-    return q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
+    int rc = q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
+    if (rc == -EOWNERDEAD) {
+        /* The writer's process is gone, so all its stores are visible now:
+         * one more look, for a message it published just before it died. */
+        int again = q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
+        if (again == 0 || again == -EPIPE || again == -EPROTO)
+            return again;
+    }
+    return rc;
 }
 
 int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
