@@ -59,7 +59,7 @@ day_tests = $(if $(wildcard tests/check_$(1).c),$(BUILD)/tests/check_$(1)) \
 
 TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
 
-.PHONY: all $(ALL_DAYS) test bench run memcheck sanitize docs diff deps soak fuzz \
+.PHONY: all $(ALL_DAYS) test bench run memcheck sanitize docs diff deps soak fuzz plot \
         deps-check deps-valgrind deps-docs deps-fuzz clean help tools
 
 all: $(foreach d,$(SEL),$(call day_progs,$(d)))
@@ -174,6 +174,16 @@ bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TO
 	   echo "== $$d benchmark"; $(BUILD)/$$d/benchmark $(ARGS) || exit 1; done; \
 	 else BUILD=$(BUILD) CC="$(CC)" CFLAGS_SHOWN="$(OPT)" ./common/bench.sh $(SEL_BENCH); fi
 
+# The chart: from the last make bench (run first if there is none).
+plot:
+	@[ -f $(BUILD)/bench/medians.csv ] || $(MAKE) --no-print-directory bench
+	@./common/deps.sh plot doxygen
+	$(Q)gnuplot -e "infile='$(BUILD)/bench/medians.csv'; machine_title='make bench, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $$(nproc) CPUs, 64-byte messages, two processes'" \
+	   docs/plot.gp > docs/throughput.svg
+	@echo "plot: wrote docs/throughput.svg from $(BUILD)/bench/medians.csv"
+	$(Q)for f in docs/layout/*.dot; do dot -Tsvg $$f -o $${f%.dot}.svg; done
+	@echo "plot: redrew the segment layouts docs/layout/*.svg"
+
 SOAK_SECONDS ?= 60
 soak: $(BUILD)/day6/soak
 	$(Q)$(BUILD)/day6/soak --seconds $(SOAK_SECONDS)
@@ -210,12 +220,13 @@ FROM ?= day3
 TO   ?= day4
 DIFF_SRC := spmc_queue.h spmc_queue.c producer.c consumer.c benchmark.c
 diff:
+	@for d in $(FROM) $(TO); do [ -d $$d ] || { echo "diff: no folder $$d (days: $(DAYS))" >&2; exit 2; }; done
 	@for f in $(DIFF_SRC); do \
 	   a=$(FROM)/$$f; b=$(TO)/$$f; \
 	   [ -f $$a ] || a=/dev/null; [ -f $$b ] || b=/dev/null; \
 	   [ $$a = /dev/null ] && [ $$b = /dev/null ] && continue; \
 	   diff -u --label $(FROM)/$$f --label $(TO)/$$f $$a $$b; \
-	   [ $$? -le 1 ] || exit 2; done; true
+	   st=$$?; [ $$st -le 1 ] || [ $$st -ge 128 ] || exit 2; done; true
 
 deps: deps-check deps-valgrind deps-docs
 deps-check:
@@ -226,7 +237,7 @@ deps-docs:
 	@./common/deps.sh doxygen
 
 clean:
-	rm -rf $(BUILD) build
+	rm -rf $(sort $(BUILD) build)
 
 help:
 	@echo "make                      build every day"
@@ -239,6 +250,7 @@ help:
 	@echo "make docs                 Doxygen HTML in build/docs, fails on any warning"
 	@echo "make diff FROM=dayA TO=dayB   unified diff of two days' sources"
 	@echo "make soak                 day 6 for SOAK_SECONDS (60): consumers killed at random"
+	@echo "make plot                 docs/throughput.svg from the last make bench (gnuplot)"
 	@echo "make fuzz                 hostile segment bytes into attach/pop of days 2-6 (clang)"
 	@echo "make deps                 install Check, Valgrind and Doxygen"
 	@echo "make clean                remove build/"

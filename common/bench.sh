@@ -281,6 +281,15 @@ for i in "${!ROW_NAME[@]}"; do
         "${NRUNS[i]}"
 done
 
+# The medians as CSV, for `make plot` (docs/plot.gp).
+mkdir -p "$BUILD/bench"
+{
+    echo "row,mode,msgs_per_s,mib_per_s"
+    for i in "${!ROW_NAME[@]}"; do
+        echo "${ROW_NAME[i]},${ROW_MODE[i]},${MED[i]},$(series MIB "$i" "${used[@]}" | median)"
+    done
+} >"$BUILD/bench/medians.csv"
+
 # The fan-out rows whose consumers reported their own rates.
 for i in "${!NCONS[@]}"; do
     line="  ${ROW_NAME[i]}, each consumer (M msgs/s):"

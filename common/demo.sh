@@ -41,7 +41,7 @@ day2)
   show producer ./producer; show consumer ./consumer
   no_segment /spmc_test_queue ;;
 day3|day4)
-  echo "== $day: one million 64-byte messages through the ring, each checked"
+  echo "== day ${day#day}: one million 64-byte messages through the ring, each checked"
   start producer "$bin/producer" --messages 1000000
   until_line producer "spmc_queue created"
   start consumer "$bin/consumer"
@@ -61,8 +61,17 @@ day5)
     echo
   done ;;
 day6)
+  if [ -n "$vg" ]; then # under Valgrind: the plain path (the tests kill peers)
+    start producer "$bin/producer" --consumers 2 --messages 200000
+    until_line producer "spmc_queue created"
+    start consumer1 "$bin/consumer"; start consumer2 "$bin/consumer"
+    finish consumer1; finish consumer2; finish producer
+    no_segment /spmc_test_queue
+    exit $status
+  fi
+  many=50000000
   echo "== day 6: one consumer killed with SIGKILL mid-stream; the producer goes on"
-  start producer "$bin/producer" --consumers 2 --messages 50000000
+  start producer "$bin/producer" --consumers 2 --messages $many
   until_line producer "spmc_queue created"
   start consumer1 "$bin/consumer"; start consumer2 "$bin/consumer"
   until_line producer "reader(s)"
@@ -70,7 +79,7 @@ day6)
   wait "$(cat "$tmp/consumer2.pid")" 2>/dev/null
   echo "(killed consumer 2 with SIGKILL)" >>"$tmp/consumer2"
   finish consumer1; finish producer
-  show producer "./producer --consumers 2 --messages 50000000"
+  show producer "./producer --consumers 2 --messages $many"
   show consumer1 "./consumer   # consumer 1"; show consumer2 "./consumer   # consumer 2, killed"
   no_segment /spmc_test_queue
   echo

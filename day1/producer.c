@@ -66,7 +66,7 @@ int main(int argc, char **argv)
         die_unlink(name, "munmap");
     if (shm_unlink(name) != 0)
         die("shm_unlink %s:", name);
-    printf("Producer closed the queue after %llu seconds and exit...\n",
-           (unsigned long long)seconds);
+    printf("Producer closed the queue after %llu second%s and exit...\n",
+           (unsigned long long)seconds, seconds == 1 ? "" : "s");
     return 0;
 }

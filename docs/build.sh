@@ -30,6 +30,11 @@ for d in day[0-9]; do
   run "$out/$d" "SPMC queue in C: $d" $inputs
 done
 
+# The pictures the pages show, where their relative links expect them.
+mkdir -p "$out/docs/layout"
+cp docs/layout/*.svg "$out/docs/layout/"
+[ -f docs/throughput.svg ] && cp docs/throughput.svg "$out/docs/"
+
 if [ -s "$warnings" ]; then
   echo "docs: Doxygen warnings (fix them; the build fails on any):" >&2
   cat "$warnings" >&2
