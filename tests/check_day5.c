@@ -378,6 +378,20 @@ END_TEST
 /* Concurrency: real processes                                             */
 /* ===================================================================== */
 
+/* Work-sharing: each of the n messages is in exactly one of the readers'
+ * bitmaps (@p bytes each, one after the other in @p seen). */
+static void assert_exactly_once(const unsigned char *seen, size_t bytes, unsigned readers,
+                                uint64_t n)
+{
+    for (uint64_t s = 0; s < n; s++) {
+        unsigned takers = 0;
+        for (unsigned k = 0; k < readers; k++)
+            takers += (seen[k * bytes + s / 8] >> (s % 8)) & 1u;
+        ck_assert_msg(takers == 1, "message %llu taken %u times", (unsigned long long)s,
+                      takers);
+    }
+}
+
 /* What a consumer process reports through its pipe. */
 struct report {
     uint64_t received, first, last, errors;
@@ -455,13 +469,7 @@ static void run_processes(enum spmc_fanout fanout, unsigned consumers, uint64_t 
         ck_assert(tu_exited_ok(tu_wait(pids[k], IO_TIMEOUT_MS)));
     if (share) {
         ck_assert_uint_eq(total, n);
-        for (uint64_t s = 0; s < n; s++) {
-            unsigned takers = 0;
-            for (unsigned k = 0; k < consumers; k++)
-                takers += (seen[k * bytes + s / 8] >> (s % 8)) & 1u;
-            ck_assert_msg(takers == 1, "message %llu taken %u times",
-                          (unsigned long long)s, takers);
-        }
+        assert_exactly_once(seen, bytes, consumers, n);
     }
     munmap(seen, bytes * consumers);
 }
@@ -536,13 +544,7 @@ static void run_threads(enum spmc_fanout fanout, unsigned readers, uint64_t n, s
     }
     if (share) {
         ck_assert_uint_eq(total, n);
-        for (uint64_t s = 0; s < n; s++) {
-            unsigned takers = 0;
-            for (unsigned k = 0; k < readers; k++)
-                takers += (seen[k * bytes + s / 8] >> (s % 8)) & 1u;
-            ck_assert_msg(takers == 1, "message %llu taken %u times",
-                          (unsigned long long)s, takers);
-        }
+        assert_exactly_once(seen, bytes, readers, n);
     }
     free(seen);
 }
