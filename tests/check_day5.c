@@ -420,7 +420,8 @@ static struct report consume_all(struct spmc_queue *q, int share, unsigned char 
     return r;
 }
 
-static void run_processes(enum spmc_fanout fanout, unsigned consumers, uint64_t n)
+/* Returns how many messages the consumers received in all. */
+static uint64_t run_processes(enum spmc_fanout fanout, unsigned consumers, uint64_t n)
 {
     const char *name = tu_name();
     const int share = fanout == SPMC_SHARE;
@@ -472,17 +473,20 @@ static void run_processes(enum spmc_fanout fanout, unsigned consumers, uint64_t 
         assert_exactly_once(seen, bytes, consumers, n);
     }
     munmap(seen, bytes * consumers);
+    return total;
 }
 
 START_TEST(test_broadcast_three_processes_in_order)
 {
-    run_processes(SPMC_BROADCAST, 3, stress_messages(300000));
+    const uint64_t n = stress_messages(300000);
+    ck_assert_uint_eq(run_processes(SPMC_BROADCAST, 3, n), 3 * n); /* each got all */
 }
 END_TEST
 
 START_TEST(test_share_three_processes_exactly_once)
 {
-    run_processes(SPMC_SHARE, 3, stress_messages(300000));
+    const uint64_t n = stress_messages(300000);
+    ck_assert_uint_eq(run_processes(SPMC_SHARE, 3, n), n); /* and each exactly once */
 }
 END_TEST
 
@@ -490,8 +494,9 @@ START_TEST(test_more_consumers_than_cores)
 {
     /* Four consumer processes and a producer on a two-core machine: the
      * waiting must yield, or this takes scheduler ticks per message. */
-    run_processes(SPMC_SHARE, 4, stress_messages(200000));
-    run_processes(SPMC_BROADCAST, 4, stress_messages(100000));
+    const uint64_t n = stress_messages(200000), m = stress_messages(100000);
+    ck_assert_uint_eq(run_processes(SPMC_SHARE, 4, n), n);
+    ck_assert_uint_eq(run_processes(SPMC_BROADCAST, 4, m), 4 * m);
 }
 END_TEST
 
@@ -513,7 +518,8 @@ static void *reader_thread(void *p)
     return NULL;
 }
 
-static void run_threads(enum spmc_fanout fanout, unsigned readers, uint64_t n, size_t cap)
+/* Returns how many messages the readers received in all. */
+static uint64_t run_threads(enum spmc_fanout fanout, unsigned readers, uint64_t n, size_t cap)
 {
     const char *name = tu_name();
     const int share = fanout == SPMC_SHARE;
@@ -547,23 +553,27 @@ static void run_threads(enum spmc_fanout fanout, unsigned readers, uint64_t n, s
         assert_exactly_once(seen, bytes, readers, n);
     }
     free(seen);
+    return total;
 }
 
 START_TEST(test_broadcast_threads)
 {
-    run_threads(SPMC_BROADCAST, 3, stress_messages(200000), 64);
+    const uint64_t n = stress_messages(200000);
+    ck_assert_uint_eq(run_threads(SPMC_BROADCAST, 3, n, 64), 3 * n);
 }
 END_TEST
 
 START_TEST(test_share_threads)
 {
-    run_threads(SPMC_SHARE, 3, stress_messages(200000), 64);
+    const uint64_t n = stress_messages(200000);
+    ck_assert_uint_eq(run_threads(SPMC_SHARE, 3, n, 64), n);
 }
 END_TEST
 
 START_TEST(test_share_threads_tiny_ring)
 {
-    run_threads(SPMC_SHARE, 3, stress_messages(100000), 2);
+    const uint64_t n = stress_messages(100000);
+    ck_assert_uint_eq(run_threads(SPMC_SHARE, 3, n, 2), n);
 }
 END_TEST
 
