@@ -44,10 +44,11 @@ for readme in README.md day[0-9]/README.md; do
     }
     {
       s = $0
-      while (match(s, /`(make |build\/day[0-9]\/[a-z]+( |`))[^`]*`/)) {
+      while (match(s, /`[^`]*`/)) { # each code span; keep the commands
         cmd = substr(s, RSTART + 1, RLENGTH - 2)
-        f = sprintf("%s.%04d", out, ++u); print "# " src > f; print cmd > f; close(f)
         s = substr(s, RSTART + RLENGTH)
+        if (cmd !~ /^(make |build\/day[0-9]\/[a-z]+( |$))/) continue
+        f = sprintf("%s.%04d", out, ++u); print "# " src > f; print cmd > f; close(f)
       }
     }
     END { print u > (out ".count") }
@@ -79,6 +80,7 @@ for unit in "$tmp"/unit.[0-9]*; do
     echo 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; exit 0'
   } >"$unit.sh"
   printf 'run: %s   (%s)\n' "$(IFS='|'; echo "${cmds[*]}" | sed 's/|/ ; /g')" "$src"
+  if [ -n "${DRY_RUN:-}" ]; then continue; fi
   if ! LOG="$unit.log" bash "$unit.sh"; then
     tail -n 20 "$unit.log"; status=1
   fi
