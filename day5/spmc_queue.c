@@ -50,6 +50,14 @@ static int is_power_of_two(uint64_t x)
     return x != 0 && (x & (x - 1)) == 0;
 }
 
+/* Work-sharing needs two slots at least: a reader hands slot i back as
+ * "free for message i + capacity", which with one slot is i + 1, the same
+ * value as "holds message i", and the writer would overwrite it unread. */
+static int capacity_fits_fanout(uint64_t capacity, uint64_t fanout)
+{
+    return fanout != SPMC_SHARE || capacity >= 2;
+}
+
 /* Stride of a slot holding elem_size payload bytes and the seq word; 0 if
  * it would not fit in 32 bits. */
 static uint64_t slot_size_for(uint64_t elem_size)
@@ -62,25 +70,17 @@ static uint64_t slot_size_for(uint64_t elem_size)
     return packed;
 }
 
-/* Bytes of the work-sharing release words: one per slot, whole lines. */
-static uint64_t freed_size(uint64_t fanout, uint64_t capacity)
-{
-    if (fanout != SPMC_SHARE)
-        return 0;
-    return (capacity * sizeof(uint64_t) + SPMC_CACHELINE - 1) / SPMC_CACHELINE * SPMC_CACHELINE;
-}
-
-/* Bytes of a whole segment; 0 when the sizes make no sense or overflow. */
-static size_t segment_size(uint64_t slot_size, uint64_t capacity, uint64_t max_readers,
-                           uint64_t fanout)
+/* Bytes of a whole segment (header, reader table, slots); 0 when the sizes
+ * make no sense or overflow. */
+static size_t segment_size(uint64_t slot_size, uint64_t capacity, uint64_t max_readers)
 {
     const size_t room = SIZE_MAX / 4;
     size_t table = sizeof(struct spmc_shm_header) +
                    (size_t)max_readers * sizeof(struct spmc_shm_reader);
     if (slot_size == 0 || !is_power_of_two(capacity) || max_readers == 0 ||
-        max_readers > SPMC_MAX_READERS || capacity > (room - table) / (slot_size + 8))
+        max_readers > SPMC_MAX_READERS || capacity > (room - table) / slot_size)
         return 0;
-    return table + (size_t)freed_size(fanout, capacity) + (size_t)(slot_size * capacity);
+    return table + (size_t)(slot_size * capacity);
 }
 
 /* Point the handle into a mapped segment laid out as above. */
@@ -88,8 +88,7 @@ static void locate(struct spmc_queue *q, struct spmc_shm_header *h)
 {
     q->hdr = h;
     q->readers = (struct spmc_shm_reader *)(h + 1);
-    q->freed = (_Atomic uint64_t *)(q->readers + q->max_readers);
-    q->slots = (unsigned char *)q->freed + freed_size(q->fanout, q->capacity);
+    q->slots = (unsigned char *)(q->readers + q->max_readers);
 }
 
 /* Bound on lock-free retry loops, so that no value a hostile process writes
@@ -273,8 +272,8 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
     if (opts->fanout != SPMC_BROADCAST && opts->fanout != SPMC_SHARE)
         return -EINVAL;
     uint64_t slot_size = slot_size_for(elem_size);
-    size_t size = segment_size(slot_size, capacity, opts->max_readers, opts->fanout);
-    if (size == 0)
+    size_t size = segment_size(slot_size, capacity, opts->max_readers);
+    if (size == 0 || !capacity_fits_fanout(capacity, opts->fanout))
         return -EINVAL;
 
     int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
@@ -324,12 +323,9 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
         atomic_store_explicit(&q->readers[i].cursor, 0, memory_order_relaxed);
         atomic_store_explicit(&q->readers[i].state, SPMC_ENTRY_FREE, memory_order_relaxed);
     }
-    for (uint64_t i = 0; i < capacity; i++) {
-        /* Slot i holds no message yet (message i would be seq i + 1) ... */
+    for (uint64_t i = 0; i < capacity; i++)
+        /* Slot i is free for message i (which would make it seq i + 1). */
         atomic_store_explicit(slot_seq(q, i), i, memory_order_relaxed); /* published by ready */
-        if (opts->fanout == SPMC_SHARE) /* ... and is free for message i */
-            atomic_store_explicit(&q->freed[i], i, memory_order_relaxed); /* published by ready */
-    }
     /* Last: pairs with the acquire load of ready in spmc_queue_attach(). */
     atomic_store_explicit(&h->ready, SPMC_READY, memory_order_release);
     return 0;
@@ -393,9 +389,10 @@ static int check_header(const struct header_copy *c, size_t elem_size,
         (capacity != 0 && c->capacity != capacity))
         return -EPROTO;
     if ((c->fanout != SPMC_BROADCAST && c->fanout != SPMC_SHARE) ||
-        c->slot_size != slot_size_for(c->elem_size))
+        c->slot_size != slot_size_for(c->elem_size) ||
+        !capacity_fits_fanout(c->capacity, c->fanout))
         return -EPROTO;
-    size_t size = segment_size(c->slot_size, c->capacity, c->max_readers, c->fanout);
+    size_t size = segment_size(c->slot_size, c->capacity, c->max_readers);
     if (size == 0 || (uint64_t)file_size < size)
         return -EPROTO;
     return 0;
@@ -493,7 +490,7 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
     q->mask = c.capacity - 1;
     q->max_readers = c.max_readers;
     q->fanout = (enum spmc_fanout)c.fanout;
-    q->map_size = segment_size(c.slot_size, c.capacity, c.max_readers, c.fanout);
+    q->map_size = segment_size(c.slot_size, c.capacity, c.max_readers);
     munmap(h, sizeof *h);
     h = map_segment(fd, q->map_size);
     if (h == NULL) {
@@ -607,9 +604,11 @@ int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
                 return -EAGAIN;
         }
     } else {
-        /* Pairs with the release store in release_slots(): the reader that
-         * took this slot's last message has copied it out. */
-        if (atomic_load_explicit(&q->freed[i & q->mask], memory_order_acquire) != i)
+        /* Pairs with the release store of seq in pop_share(): seq == i says
+         * the reader that took this slot's last message, i - capacity, has
+         * copied it out (seq == i - capacity + 1: not yet). Only that one
+         * slot can hold us back, never a slot already copied. */
+        if (atomic_load_explicit(seq, memory_order_acquire) != i)
             return -EAGAIN;
     }
     memcpy(slot_data(q, i), msg, q->elem_size);
@@ -679,27 +678,16 @@ static int pop_broadcast(struct spmc_queue *q, void *out)
     return 0;
 }
 
-/* Share: hand the slots we have copied out back to the writer, through
- * the release words (eight to a cache line), a batch at a time: the writer
- * then fetches one line per eight messages instead of one per message. */
-static void release_slots(struct spmc_queue *q)
-{
-    for (unsigned n = 0; n < q->pending; n++) {
-        uint64_t i = q->release[n];
-        /* Pairs with the acquire load of freed in spmc_queue_try_push(): our
-         * copy is done before the writer reuses the slot. */
-        atomic_store_explicit(&q->freed[i & q->mask], i + q->capacity, memory_order_release);
-    }
-    q->pending = 0;
-}
-
 static int pop_share(struct spmc_queue *q, void *out)
 {
     _Atomic uint64_t *read_index = &q->hdr->read_index;
     uint64_t i = q->index; /* cached guess: where our last claim ended */
     for (int tries = 0; tries < MAX_RETRIES; tries++) {
         _Atomic uint64_t *seq = slot_seq(q, i);
-        /* Pairs with the release store of seq in spmc_queue_try_push(). */
+        /* Pairs with the release stores of seq in spmc_queue_try_push() (a
+         * message is there) and below (a slot handed back: the claim that
+         * came before it is visible too, so the read_index load below is
+         * already past i). */
         uint64_t s = atomic_load_explicit(seq, memory_order_acquire);
         int64_t ahead = (int64_t)(s - (i + 1));
         if (ahead == 0) {
@@ -709,9 +697,12 @@ static int pop_share(struct spmc_queue *q, void *out)
                                                       memory_order_relaxed,
                                                       memory_order_relaxed)) {
                 memcpy(out, slot_data(q, i), q->elem_size);
-                q->release[q->pending++] = i;
-                if (q->pending == SPMC_RELEASE_BATCH)
-                    release_slots(q);
+                /* Hand the slot back at once: "free for message i +
+                 * capacity". Pairs with the acquire load of seq in
+                 * spmc_queue_try_push(): our copy is done before the writer
+                 * reuses the slot. No other reader touches seq meanwhile:
+                 * only the one whose CAS took i may move it on. */
+                atomic_store_explicit(seq, i + q->capacity, memory_order_release);
                 q->index = i + 1;
                 return 0;
             }
@@ -723,10 +714,9 @@ static int pop_share(struct spmc_queue *q, void *out)
             i = now;
             continue;
         }
-        if (ahead > 0)
+        if (ahead > 0) /* handed back or refilled, yet i is unclaimed */
             return -EPROTO; /* slot ahead of the unclaimed index: corrupted */
         q->index = i;
-        release_slots(q); /* about to wait: the writer may need them */
         return nothing_yet(q, i);
     }
     return -EAGAIN; /* heavy contention (or a scribbling peer): retry later */
@@ -768,7 +758,6 @@ int spmc_queue_destroy(struct spmc_queue *q)
         atomic_store_explicit(&q->hdr->closed, 1, memory_order_release);
         shm_unlink(q->name);
     } else {
-        release_slots(q);
         /* Pairs with the acquire load of state in count_readers() and the
          * seq_cst load in min_cursor(): the writer stops waiting for us. */
         atomic_store_explicit(&q->entry->state, SPMC_ENTRY_FREE, memory_order_seq_cst);

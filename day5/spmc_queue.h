@@ -14,16 +14,21 @@
  *   reader that attaches late starts at the writer's current position.
  * - **work-sharing** (SPMC_SHARE): each message goes to exactly one reader.
  *   Readers claim the next index with a compare-and-swap on a shared read
- *   index; a slot is handed back to the writer through its sequence word
- *   only after the reader has copied it out.
+ *   index; the reader that took message i hands its slot back to the writer
+ *   through the slot's sequence word right after it has copied the message
+ *   out, so a reader busy with a message holds no other slot.
  *
  * Every slot is `[payload][seq]`: a 64-bit sequence word packed right after
  * the payload. `seq == i` means "free for message i", `seq == i + 1` means
  * "holds message i". The writer publishes a message by storing its seq with
  * release after the payload; a reader sees it with an acquire load of the
  * same word, in the same cache line as the payload, so one message costs
- * about one cache-line transfer and no shared index at all. Indices are
- * free-running 64-bit counters; the slot of index i is `i & (capacity - 1)`.
+ * about one cache-line transfer and no shared index at all. In work-sharing
+ * mode the reader that copied message i out stores `seq = i + capacity`
+ * ("free for message i + capacity") with release, and the writer writes
+ * message i only once an acquire load says `seq == i` (so a work-sharing
+ * ring has two slots at least). Indices are free-running 64-bit counters;
+ * the slot of index i is `i & (capacity - 1)`.
  *
  * Concurrency: one thread per handle. Any number of reader handles (in any
  * processes) may pop concurrently with the one writer handle.
@@ -62,8 +67,6 @@
 #define SPMC_DEFAULT_READERS 16u
 /** Largest reader table a queue may have. */
 #define SPMC_MAX_READERS 1024u
-/** Work-sharing: slots a reader hands back to the writer at once. */
-#define SPMC_RELEASE_BATCH 8
 
 /** How messages fan out to the readers. */
 enum spmc_fanout {
@@ -102,7 +105,10 @@ struct spmc_shm_reader {
  * |     64 |   16 | head, gate (own cache line)                 | writer     |
  * |    128 |    8 | read_index (own cache line)                 | readers (share) |
  * |    192 | 64 x max_readers | reader table                     | readers    |
- * |    ...  | capacity x slot_size | slots: payload, then seq     | writer, readers |
+ * | 192 + 64 x max_readers | capacity x slot_size | slots: payload, then seq | writer; seq also by readers (share) |
+ *
+ * Nothing lies between the reader table and the slots, in either mode: a
+ * work-sharing reader hands a slot back through the slot's own seq word.
  */
 struct spmc_shm_header {
     uint32_t magic;          /**< SPMC_MAGIC */
@@ -110,7 +116,7 @@ struct spmc_shm_header {
     uint32_t header_size;    /**< sizeof(struct spmc_shm_header) */
     uint32_t cacheline;      /**< SPMC_CACHELINE */
     uint64_t elem_size;      /**< payload bytes per message */
-    uint64_t capacity;       /**< slots in the ring, a power of two */
+    uint64_t capacity;       /**< slots in the ring, a power of two (2 or more in share mode) */
     uint32_t slot_size;      /**< bytes from one slot to the next */
     uint32_t fanout;         /**< enum spmc_fanout */
     uint32_t max_readers;    /**< entries in the reader table */
@@ -146,7 +152,6 @@ struct spmc_options {
 struct spmc_queue {
     struct spmc_shm_header *hdr;     /**< the mapped segment */
     struct spmc_shm_reader *readers; /**< the reader table */
-    _Atomic uint64_t *freed;         /**< share: per-slot release words */
     unsigned char *slots;            /**< first slot */
     size_t map_size;                 /**< bytes mapped */
     size_t elem_size;                /**< payload bytes (validated copy) */
@@ -163,8 +168,6 @@ struct spmc_queue {
     uint64_t published;              /**< reader, broadcast: cursor last published */
     uint64_t publish_mask;           /**< reader, broadcast: publish when (index & mask) == 0 */
     struct spmc_shm_reader *entry;   /**< reader: its table entry */
-    unsigned pending;                /**< reader, share: slots copied out, not yet handed back */
-    uint64_t release[SPMC_RELEASE_BATCH]; /**< reader, share: their indices */
     char name[SPMC_NAME_MAX + 1];    /**< the segment's name */
 };
 
@@ -209,10 +212,12 @@ SPMC_MUST_CHECK int spmc_queue_create(struct spmc_queue *q, const char *name,
  * @param q         handle to fill in
  * @param name      "/name": leading '/', no other '/', at most SPMC_NAME_MAX
  * @param elem_size bytes per message, > 0
- * @param capacity  slots in the ring, a power of two (never rounded)
+ * @param capacity  slots in the ring, a power of two (never rounded), 2 or
+ *                  more for SPMC_SHARE
  * @param opts      fan-out mode and table size; NULL for the defaults
  * @retval 0             created; @p q is a writer handle
- * @retval -EINVAL       bad name, zero size, capacity not a power of two,
+ * @retval -EINVAL       bad name, zero size, capacity not a power of two
+ *                       (or 1 in work-sharing mode: see the file comment),
  *                       unknown fan-out, max_readers outside
  *                       1..SPMC_MAX_READERS, or a size that overflows
  * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
@@ -249,7 +254,8 @@ SPMC_MUST_CHECK int spmc_queue_create_opts(struct spmc_queue *q, const char *nam
  * @retval -ENOENT       no segment of that name
  * @retval -EPROTO       not a complete queue of this version: bad magic,
  *                       version, header size, slot size, fan-out, table size,
- *                       a capacity that is not a power of two, sizes that
+ *                       a capacity that is not a power of two (or 1 in
+ *                       work-sharing mode), sizes that
  *                       differ from the expected ones, or a segment smaller
  *                       than its header says
  * @retval -EUSERS       every reader-table entry is taken

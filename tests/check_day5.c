@@ -85,6 +85,12 @@ START_TEST(test_bad_options_are_refused)
     ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 8, &o), -EINVAL);
     o = (struct spmc_options){.fanout = (enum spmc_fanout)7, .max_readers = 4};
     ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 8, &o), -EINVAL);
+    /* Work-sharing needs two slots: with one, "free for the next message"
+     * would read the same as "holds this one". */
+    o = (struct spmc_options){.fanout = SPMC_SHARE, .max_readers = 4};
+    ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 1, &o), -EINVAL);
+    ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 2, &o), 0);
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
     ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 8, NULL), 0);
 }
 END_TEST
@@ -245,14 +251,38 @@ START_TEST(test_share_full_ring_holds_the_writer)
     msg_fill(m, ELEM, 4);
     ck_assert_int_eq(spmc_queue_try_push(&qw, m), -EAGAIN);
     pop_expect(&qr[0], 0);
-    /* A reader hands slots back in batches; waiting hands them back now. */
+    push_seq(&qw, 4); /* the slot just copied out is free again at once */
+    msg_fill(m, ELEM, 5);
+    ck_assert_int_eq(spmc_queue_try_push(&qw, m), -EAGAIN); /* 1..4 are unread */
     for (uint64_t s = 1; s < 4; s++)
         pop_expect(&qr[0], s);
-    ck_assert_int_eq(spmc_queue_try_pop(&qr[0], m), -EAGAIN);
-    for (uint64_t s = 4; s < 8; s++)
+    for (uint64_t s = 5; s < 8; s++)
         push_seq(&qw, s);
     msg_fill(m, ELEM, 8);
     ck_assert_int_eq(spmc_queue_try_push(&qw, m), -EAGAIN);
+}
+END_TEST
+
+START_TEST(test_share_busy_reader_holds_only_the_slot_it_copies)
+{
+    /* Reader 0 takes one message and then works on it for a long time (it
+     * stops popping); reader 1 takes the rest. Every slot has been copied
+     * out, so the writer must be able to refill the whole ring at once: a
+     * reader hands each slot back right after its copy, and one busy
+     * reader holds nothing back. */
+    const char *name = tu_name();
+    create_mode(name, SPMC_SHARE, 4, 4);
+    ck_assert_int_eq(spmc_queue_attach(&qr[0], name, ELEM, 4), 0);
+    ck_assert_int_eq(spmc_queue_attach(&qr[1], name, ELEM, 4), 0);
+    for (uint64_t s = 0; s < 4; s++)
+        push_seq(&qw, s);
+    pop_expect(&qr[0], 0); /* ... and reader 0 is busy from now on */
+    for (uint64_t s = 1; s < 4; s++)
+        pop_expect(&qr[1], s);
+    for (uint64_t s = 4; s < 8; s++)
+        push_seq(&qw, s); /* try_push: 0 each time, never -EAGAIN */
+    for (uint64_t s = 4; s < 8; s++)
+        pop_expect(&qr[1], s);
 }
 END_TEST
 
@@ -266,7 +296,7 @@ START_TEST(test_share_detach_hands_slots_back)
     pop_expect(&qr[0], 0);
     pop_expect(&qr[0], 1);
     ck_assert_int_eq(spmc_queue_destroy(&qr[0]), 0);
-    push_seq(&qw, 4); /* slots 0 and 1 were handed back at detach */
+    push_seq(&qw, 4); /* slots 0 and 1 were handed back as they were copied */
     push_seq(&qw, 5);
     ck_assert_int_eq(spmc_queue_attach(&qr[1], name, ELEM, 4), 0);
     for (uint64_t s = 2; s < 6; s++)
@@ -339,7 +369,12 @@ START_TEST(test_hostile_day5_fields)
     ck_assert_int_eq(attach_copy(), -EPROTO);
     snapshot(SPMC_BROADCAST)->capacity = 6; /* not a power of two */
     ck_assert_int_eq(attach_copy(), -EPROTO);
-    snapshot(SPMC_BROADCAST)->fanout = SPMC_SHARE; /* share needs room it lacks */
+    /* One slot is enough to broadcast, not to share: a work-sharing reader
+     * hands slot i back as seq i + capacity, with one slot the same value
+     * as "holds message i". */
+    snapshot(SPMC_BROADCAST)->capacity = 1;
+    ck_assert_int_eq(attach_copy(), 0);
+    snapshot(SPMC_SHARE)->capacity = 1;
     ck_assert_int_eq(attach_copy(), -EPROTO);
 }
 END_TEST
@@ -657,6 +692,7 @@ static Suite *day5_suite(void)
     tcase_add_test(tc, test_broadcast_reader_leaving_releases_the_writer);
     tcase_add_test(tc, test_share_each_message_to_one_reader);
     tcase_add_test(tc, test_share_full_ring_holds_the_writer);
+    tcase_add_test(tc, test_share_busy_reader_holds_only_the_slot_it_copies);
     tcase_add_test(tc, test_share_detach_hands_slots_back);
     tcase_add_test(tc, test_end_of_stream_in_both_modes);
     suite_add_tcase(s, tc);
