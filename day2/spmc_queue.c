@@ -300,7 +300,7 @@ fail_clear:
 
 int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
 {
-    if (q == NULL || q->mode != SPMC_WRITER)
+    if (q == NULL || q->mode != SPMC_WRITER || msg == NULL)
         return -EINVAL;
     struct spmc_shm_header *h = q->hdr;
     uint64_t head = h->head;
@@ -317,7 +317,7 @@ int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
 
 int spmc_queue_try_pop(struct spmc_queue *q, void *out)
 {
-    if (q == NULL || q->mode != SPMC_READER)
+    if (q == NULL || q->mode != SPMC_READER || out == NULL)
         return -EINVAL;
     struct spmc_shm_header *h = q->hdr;
     uint64_t tail = h->tail;

@@ -169,7 +169,7 @@ SPMC_MUST_CHECK int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count
  * @param msg        the message: elem_size bytes to copy in
  * @retval 0       pushed
  * @retval -ENOSPC all @p capacity slots are used (no wrap-around before day 3)
- * @retval -EINVAL not a writer handle
+ * @retval -EINVAL not a writer handle, or @p msg is NULL (nothing is pushed)
  */
 SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
 
@@ -183,7 +183,7 @@ SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
  * @retval -EAGAIN no unread message
  * @retval -EPIPE  no unread message and the writer has closed the queue
  * @retval -EPROTO the shared indices are impossible (corrupted segment)
- * @retval -EINVAL not a reader handle
+ * @retval -EINVAL not a reader handle, or @p out is NULL (no message is taken)
  */
 SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
 

@@ -377,7 +377,7 @@ fail_clear:
 
 int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
 {
-    if (q == NULL || q->mode != SPMC_WRITER)
+    if (q == NULL || q->mode != SPMC_WRITER || msg == NULL)
         return -EINVAL;
     struct spmc_shm_header *h = q->hdr;
     uint64_t head = atomic_load(&h->head);
@@ -410,7 +410,7 @@ int spmc_queue_push(struct spmc_queue *q, const void *msg, int64_t timeout_ns)
 
 int spmc_queue_try_pop(struct spmc_queue *q, void *out)
 {
-    if (q == NULL || q->mode != SPMC_READER)
+    if (q == NULL || q->mode != SPMC_READER || out == NULL)
         return -EINVAL;
     struct spmc_shm_header *h = q->hdr;
     uint64_t tail = atomic_load(&h->tail);

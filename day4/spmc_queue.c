@@ -386,7 +386,7 @@ fail_clear:
 
 int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
 {
-    if (q == NULL || q->mode != SPMC_WRITER)
+    if (q == NULL || q->mode != SPMC_WRITER || msg == NULL)
         return -EINVAL;
     struct spmc_shm_header *h = q->hdr;
     /* Own index: only this thread writes it. */
@@ -423,7 +423,7 @@ int spmc_queue_push(struct spmc_queue *q, const void *msg, int64_t timeout_ns)
 
 int spmc_queue_try_pop(struct spmc_queue *q, void *out)
 {
-    if (q == NULL || q->mode != SPMC_READER)
+    if (q == NULL || q->mode != SPMC_READER || out == NULL)
         return -EINVAL;
     struct spmc_shm_header *h = q->hdr;
     /* Own index: only this thread writes it. */

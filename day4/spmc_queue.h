@@ -187,7 +187,7 @@ SPMC_MUST_CHECK int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count
  * @param msg        the message: elem_size bytes to copy in
  * @retval 0       pushed
  * @retval -EAGAIN the ring is full
- * @retval -EINVAL not a writer handle
+ * @retval -EINVAL not a writer handle, or @p msg is NULL (nothing is pushed)
  */
 SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
 
@@ -201,7 +201,7 @@ SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
  * @retval -EAGAIN the ring is empty
  * @retval -EPIPE  the ring is empty and the writer has closed it
  * @retval -EPROTO the shared indices are impossible (corrupted segment)
- * @retval -EINVAL not a reader handle
+ * @retval -EINVAL not a reader handle, or @p out is NULL (no message is taken)
  */
 SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
 
@@ -215,7 +215,7 @@ SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
  * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
  * @retval 0          pushed
  * @retval -ETIMEDOUT still full after @p timeout_ns
- * @retval -EINVAL    not a writer handle
+ * @retval -EINVAL    not a writer handle, or @p msg is NULL (nothing is pushed)
  */
 SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg,
                                     int64_t timeout_ns);
@@ -230,7 +230,7 @@ SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg,
  * @retval -EPIPE     the writer closed the queue and it is drained
  * @retval -ETIMEDOUT still empty after @p timeout_ns
  * @retval -EPROTO    the shared indices are impossible (corrupted segment)
- * @retval -EINVAL    not a reader handle
+ * @retval -EINVAL    not a reader handle, or @p out is NULL (no message is taken)
  */
 SPMC_MUST_CHECK int spmc_queue_pop(struct spmc_queue *q, void *out,
                                    int64_t timeout_ns);

@@ -593,7 +593,7 @@ static void refresh_limit(struct spmc_queue *q)
 
 int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
 {
-    if (q == NULL || q->mode != SPMC_WRITER)
+    if (q == NULL || q->mode != SPMC_WRITER || msg == NULL)
         return -EINVAL;
     uint64_t i = q->index;
     _Atomic uint64_t *seq = slot_seq(q, i);
@@ -724,7 +724,7 @@ static int pop_share(struct spmc_queue *q, void *out)
 
 int spmc_queue_try_pop(struct spmc_queue *q, void *out)
 {
-    if (q == NULL || q->mode != SPMC_READER)
+    if (q == NULL || q->mode != SPMC_READER || out == NULL)
         return -EINVAL;
     return q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
 }

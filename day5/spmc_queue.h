@@ -294,7 +294,7 @@ SPMC_MUST_CHECK int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count
  * @param msg        the message: elem_size bytes to copy in
  * @retval 0       pushed
  * @retval -EAGAIN the ring is full
- * @retval -EINVAL not a writer handle
+ * @retval -EINVAL not a writer handle, or @p msg is NULL (nothing is pushed)
  */
 SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
 
@@ -310,7 +310,7 @@ SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
  * @retval -EPIPE  the writer has closed the queue and this reader has
  *                 drained everything it was owed (end of stream)
  * @retval -EPROTO the shared state is impossible (corrupted segment)
- * @retval -EINVAL not a reader handle
+ * @retval -EINVAL not a reader handle, or @p out is NULL (no message is taken)
  */
 SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
 
@@ -324,7 +324,7 @@ SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
  * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
  * @retval 0          pushed
  * @retval -ETIMEDOUT still full after @p timeout_ns
- * @retval -EINVAL    not a writer handle
+ * @retval -EINVAL    not a writer handle, or @p msg is NULL (nothing is pushed)
  */
 SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg,
                                     int64_t timeout_ns);
@@ -339,7 +339,7 @@ SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg,
  * @retval -EPIPE     end of stream: the writer closed the queue, drained
  * @retval -ETIMEDOUT still nothing after @p timeout_ns
  * @retval -EPROTO    the shared state is impossible (corrupted segment)
- * @retval -EINVAL    not a reader handle
+ * @retval -EINVAL    not a reader handle, or @p out is NULL (no message is taken)
  */
 SPMC_MUST_CHECK int spmc_queue_pop(struct spmc_queue *q, void *out,
                                    int64_t timeout_ns);

@@ -277,6 +277,34 @@ START_TEST(test_bad_names_are_refused)
 }
 END_TEST
 
+/* A NULL buffer is the caller's mistake, refused before anything is
+ * claimed: whether the ring is empty, holds a message or is full, and
+ * whether the call would block or not, nothing is pushed and no message is
+ * taken, and the blocking calls return at once instead of waiting. */
+START_TEST(test_null_buffers_are_refused_and_lose_nothing)
+{
+    open_pair(ELEM, CAP);
+    unsigned char m[ELEM];
+    ck_assert_int_eq(spmc_queue_try_push(&qw, NULL), -EINVAL);
+    ck_assert_int_eq(spmc_queue_push(&qw, NULL, STUCK_NS), -EINVAL);
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EAGAIN); /* nothing was pushed */
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, NULL), -EINVAL); /* empty */
+    ck_assert_int_eq(spmc_queue_pop(&qr, NULL, STUCK_NS), -EINVAL);
+    push_seq(&qw, 1);
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, NULL), -EINVAL); /* one message */
+    ck_assert_int_eq(spmc_queue_pop(&qr, NULL, STUCK_NS), -EINVAL);
+    pop_expect(&qr, 1); /* it waited for a real buffer */
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EAGAIN); /* day 5: publishes its cursor */
+    for (uint64_t i = 0; i < CAP; i++)
+        push_seq(&qw, 2 + i);
+    ck_assert_int_eq(spmc_queue_try_push(&qw, NULL), -EINVAL); /* full */
+    ck_assert_int_eq(spmc_queue_push(&qw, NULL, STUCK_NS), -EINVAL);
+    for (uint64_t i = 0; i < CAP; i++)
+        pop_expect(&qr, 2 + i);
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EAGAIN);
+}
+END_TEST
+
 START_TEST(test_bad_sizes_are_refused)
 {
     const char *name = tu_name();
@@ -867,6 +895,7 @@ static Suite *contract_suite(void)
     tcase_add_test(tc, test_odd_message_size);
     tcase_add_test(tc, test_bad_names_are_refused);
     tcase_add_test(tc, test_bad_sizes_are_refused);
+    tcase_add_test(tc, test_null_buffers_are_refused_and_lose_nothing);
     tcase_add_test(tc, test_create_refuses_an_existing_name);
     tcase_add_test(tc, test_attach_to_a_missing_segment);
     tcase_add_test(tc, test_blocking_pop_times_out_on_empty);

@@ -137,6 +137,23 @@ START_TEST(test_each_side_only_does_its_own_job)
 }
 END_TEST
 
+START_TEST(test_null_buffers_are_refused_and_lose_nothing)
+{
+    open_pair(ELEM, CAP);
+    unsigned char m[ELEM];
+    ck_assert_int_eq(spmc_queue_try_push(&qw, NULL), -EINVAL);
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EAGAIN); /* nothing was pushed */
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, NULL), -EINVAL); /* empty or not */
+    msg_fill(m, ELEM, 5);
+    ck_assert_int_eq(spmc_queue_try_push(&qw, m), 0);
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, NULL), -EINVAL);
+    memset(m, 0, sizeof m);
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), 0); /* still there */
+    ck_assert_uint_eq(msg_seq(m), 5);
+    ck_assert(msg_intact(m, ELEM));
+}
+END_TEST
+
 /* ===================================================================== */
 /* Limits                                                                  */
 /* ===================================================================== */
@@ -543,6 +560,7 @@ static Suite *day2_suite(void)
     tcase_add_test(tc, test_attach_with_zero_sizes_takes_the_header_values);
     tcase_add_test(tc, test_second_reader_is_refused_until_the_first_leaves);
     tcase_add_test(tc, test_each_side_only_does_its_own_job);
+    tcase_add_test(tc, test_null_buffers_are_refused_and_lose_nothing);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("limits");

@@ -240,6 +240,21 @@ START_TEST(test_share_each_message_to_one_reader)
 }
 END_TEST
 
+START_TEST(test_share_null_buffer_claims_nothing)
+{
+    /* The buffer is checked before the compare-and-swap that claims a
+     * message: a NULL buffer must not take a message with it. */
+    const char *name = tu_name();
+    create_mode(name, SPMC_SHARE, 4, 4);
+    ck_assert_int_eq(spmc_queue_attach(&qr[0], name, ELEM, 4), 0);
+    ck_assert_int_eq(spmc_queue_attach(&qr[1], name, ELEM, 4), 0);
+    push_seq(&qw, 0);
+    ck_assert_int_eq(spmc_queue_try_pop(&qr[0], NULL), -EINVAL);
+    ck_assert_int_eq(spmc_queue_pop(&qr[0], NULL, STUCK_NS), -EINVAL);
+    pop_expect(&qr[1], 0);
+}
+END_TEST
+
 START_TEST(test_share_full_ring_holds_the_writer)
 {
     const char *name = tu_name();
@@ -691,6 +706,7 @@ static Suite *day5_suite(void)
     tcase_add_test(tc, test_broadcast_late_reader_starts_at_the_writer);
     tcase_add_test(tc, test_broadcast_reader_leaving_releases_the_writer);
     tcase_add_test(tc, test_share_each_message_to_one_reader);
+    tcase_add_test(tc, test_share_null_buffer_claims_nothing);
     tcase_add_test(tc, test_share_full_ring_holds_the_writer);
     tcase_add_test(tc, test_share_busy_reader_holds_only_the_slot_it_copies);
     tcase_add_test(tc, test_share_detach_hands_slots_back);
