@@ -1,4 +1,5 @@
-/* consumer.c - day 5: one of several consumers; checks every message.
+/* consumer.c - day 5: one of several consumers; checks every message;
+ * Ctrl-C or SIGTERM detaches cleanly.
  *
  * Broadcast: the messages must be consecutive from the first one received
  * (a consumer that attaches late starts at the producer's position).
@@ -9,9 +10,11 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 /* ===================================================================== */
@@ -50,17 +53,51 @@ static void parse_options(struct options *o, int argc, char **argv)
         die("--size must be at least 8 (room for the sequence number)");
 }
 
-/* Attach, giving a producer that is just starting up to 5 s to appear. */
+/* ===================================================================== */
+/* Signals                                                                 */
+/* ===================================================================== */
+
+static volatile sig_atomic_t stop; /* set by SIGINT or SIGTERM: which one */
+
+static void on_signal(int sig)
+{
+    stop = sig;
+}
+
+/* No SA_RESTART: a blocking call returns, and the loops look at stop. */
+static void catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        die("sigaction:");
+}
+
+/* Attach, giving a producer that is just starting up to 5 s to appear;
+ * -EINTR when a signal stops the waiting first. */
 static int attach(struct spmc_queue *q, const struct options *o)
 {
-    struct timespec nap = {0, 10000000}; /* 10 ms */
+    struct timespec nap = {0, 10000000}; /* 10 ms; a signal cuts it short */
     int rc = -ENOENT;
-    for (int i = 0; i < 500 && rc == -ENOENT; i++) {
+    for (int i = 0; i < 500 && rc == -ENOENT && !stop; i++) {
         rc = spmc_queue_attach(q, o->name, o->size, o->capacity);
         if (rc == -ENOENT)
             nanosleep(&nap, NULL);
     }
-    return rc;
+    return rc == -ENOENT && stop ? -EINTR : rc;
+}
+
+/* Pop in 100 ms slices, at most 10 s in all. -EINTR only when a signal cut
+ * the waiting short: a message popped as the signal came is returned (0)
+ * and counted, never dropped (in work-sharing no one else would get it). */
+static int pop_or_stop(struct spmc_queue *q, void *out)
+{
+    int rc = -ETIMEDOUT;
+    for (int slice = 0; slice < 100 && rc == -ETIMEDOUT && !stop; slice++)
+        rc = spmc_queue_pop(q, out, 100000000ll);
+    return rc == -ETIMEDOUT && stop ? -EINTR : rc;
 }
 
 /* ===================================================================== */
@@ -72,10 +109,17 @@ int main(int argc, char **argv)
     struct options o;
     parse_options(&o, argc, argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    catch_signals();
 
     struct spmc_queue q;
     printf("creating spmc_queue %s of size %zu with mode reader\n", o.name, o.size);
     int rc = attach(&q, &o);
+    if (rc == -EINTR) {
+        const int sig = stop;
+        printf("%s: stopped waiting for %s\n", sig == SIGINT ? "interrupted" : "terminated",
+               o.name);
+        return 128 + sig;
+    }
     if (rc != 0)
         die_rc(rc, "cannot attach to %s", o.name);
     printf("spmc_queue created\n");
@@ -86,7 +130,7 @@ int main(int argc, char **argv)
     uint64_t received = 0, sum = 0, next = 0;
     int status = 0;
     const int share = q.fanout == SPMC_SHARE;
-    while ((rc = spmc_queue_pop(&q, msg, 10 * 1000000000ll)) == 0) {
+    while ((rc = pop_or_stop(&q, msg)) == 0) {
         uint64_t seq = msg_seq(msg);
         int in_order = share ? seq >= next : (received == 0 || seq == next);
         if (!in_order || !msg_intact(msg, o.size)) {
@@ -101,7 +145,11 @@ int main(int argc, char **argv)
         received++;
     }
     free(msg);
-    if (status == 0 && rc != -EPIPE) {
+    if (status == 0 && rc == -EINTR) {
+        printf("%s: detaching after %" PRIu64 " messages\n",
+               stop == SIGINT ? "interrupted" : "terminated", received);
+        status = 128 + stop;
+    } else if (status == 0 && rc != -EPIPE) {
         fprintf(stderr, "consumer: pop failed after %" PRIu64 " messages: %s\n", received,
                 rc == -ETIMEDOUT ? "no message for 10 s" : "corrupted queue");
         status = 1;

@@ -1,9 +1,12 @@
-/* producer.c - day 5: stream numbered messages to K consumers. */
+/* producer.c - day 5: stream numbered messages to K consumers; Ctrl-C or
+ * SIGTERM closes the queue cleanly (consumers drain, then end of stream). */
 #define _GNU_SOURCE
 #include "spmc_queue.h"
 #include "common.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +65,50 @@ static void parse_options(struct options *o, int argc, char **argv)
 }
 
 /* ===================================================================== */
+/* Signals                                                                 */
+/* ===================================================================== */
+
+static volatile sig_atomic_t stop; /* set by SIGINT or SIGTERM: which one */
+
+static void on_signal(int sig)
+{
+    stop = sig;
+}
+
+/* No SA_RESTART: a blocking call returns, and the loops look at stop. */
+static void catch_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        die("sigaction:");
+}
+
+/* The blocking calls wait in 100 ms slices, for at most 10 s in all, so
+ * that a signal is noticed quickly. -EINTR only when a signal cut the
+ * waiting short: a call that succeeded returns 0 even if a signal came
+ * meanwhile, so the message it pushed is counted (a consumer will get it). */
+#define SLICE_NS 100000000ll
+
+static int push_or_stop(struct spmc_queue *q, const void *msg)
+{
+    int rc = -ETIMEDOUT;
+    for (int slice = 0; slice < 100 && rc == -ETIMEDOUT && !stop; slice++)
+        rc = spmc_queue_push(q, msg, SLICE_NS);
+    return rc == -ETIMEDOUT && stop ? -EINTR : rc;
+}
+
+static int wait_or_stop(struct spmc_queue *q, unsigned count)
+{
+    int rc = -ETIMEDOUT;
+    for (int slice = 0; slice < 100 && rc == -ETIMEDOUT && !stop; slice++)
+        rc = spmc_queue_wait_readers(q, count, SLICE_NS);
+    return rc == -ETIMEDOUT && stop ? -EINTR : rc;
+}
+
+/* ===================================================================== */
 /* Main                                                                    */
 /* ===================================================================== */
 
@@ -70,6 +117,7 @@ int main(int argc, char **argv)
     struct options o;
     parse_options(&o, argc, argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
+    catch_signals();
 
     struct spmc_queue q;
     const char *fanout = o.fanout == SPMC_SHARE ? "share" : "broadcast";
@@ -83,8 +131,8 @@ int main(int argc, char **argv)
     printf("spmc_queue created\n");
 
     printf("waiting up to 10 s for %u reader(s)...\n", o.consumers);
-    rc = spmc_queue_wait_readers(&q, o.consumers, 10 * 1000000000ll);
-    if (rc != 0) {
+    rc = wait_or_stop(&q, o.consumers);
+    if (rc != 0 && rc != -EINTR) { /* interrupted: the loop below sends nothing */
         (void)spmc_queue_destroy(&q);
         die_rc(rc, "fewer than %u readers attached to %s", o.consumers, o.name);
     }
@@ -92,21 +140,28 @@ int main(int argc, char **argv)
     unsigned char *msg = malloc(o.size);
     if (msg == NULL)
         die("out of memory:");
-    uint64_t sum = 0;
-    for (uint64_t seq = 0; seq < o.messages; seq++) {
-        msg_fill(msg, o.size, seq);
-        rc = spmc_queue_push(&q, msg, 10 * 1000000000ll);
+    uint64_t sum = 0, sent = 0;
+    for (; sent < o.messages && !stop; sent++) {
+        msg_fill(msg, o.size, sent);
+        rc = push_or_stop(&q, msg);
+        if (rc == -EINTR)
+            break;
         if (rc != 0) {
+            free(msg);
             (void)spmc_queue_destroy(&q);
-            die_rc(rc, "push of message %" PRIu64 " failed", seq);
+            die_rc(rc, "push of message %" PRIu64 " failed", sent);
         }
         sum += msg_checksum(msg, o.size);
     }
     free(msg);
-    printf("sent %" PRIu64 " messages, checksum %016" PRIx64 "\n", o.messages, sum);
+    const int sig = stop; /* read once: the report and the status agree */
+    if (sig)
+        printf("%s: closing the queue after %" PRIu64 " messages\n",
+               sig == SIGINT ? "interrupted" : "terminated", sent);
+    printf("sent %" PRIu64 " messages, checksum %016" PRIx64 "\n", sent, sum);
 
     printf("destroying spmc_queue %s of mode writer\n", o.name);
     (void)spmc_queue_destroy(&q);
     printf("spmc_queue destroyed\n");
-    return 0;
+    return sig ? 128 + sig : 0;
 }

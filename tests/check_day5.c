@@ -4,7 +4,9 @@
  * day 5 and against every later day (the Makefile's FANOUT_DAYS).
  *
  * Processes are real (fork) wherever the promise is about IPC; the thread
- * versions of the stress runs are what ThreadSanitizer checks. */
+ * versions of the stress runs are what ThreadSanitizer checks. In day 5's
+ * own build (DAY_BUILD names its build folder) the "programs" tests also
+ * run the day's producer and consumer and stop them with signals. */
 #define _GNU_SOURCE
 #include "spmc_queue.h"
 #include "common.h"
@@ -682,6 +684,139 @@ START_TEST(test_broadcast_join_under_load)
 END_TEST
 
 /* ===================================================================== */
+/* Programs: signals (day 5's own build only)                              */
+/* ===================================================================== */
+
+#ifdef DAY_BUILD
+#define PRODUCER DAY_BUILD "/producer"
+#define CONSUMER DAY_BUILD "/consumer"
+
+/* 1 when @p status says the program exited (not died) with 128 + @p sig. */
+static int exited_on(int status, int sig)
+{
+    return WIFEXITED(status) && WEXITSTATUS(status) == 128 + sig;
+}
+
+/* The number after @p key in @p text ("sent 12 messages": key "sent "). */
+static uint64_t number_after(const char *text, const char *key)
+{
+    const char *p = strstr(text, key);
+    ck_assert_msg(p != NULL, "no \"%s\" in:\n%s", key, text);
+    return strtoull(p + strlen(key), NULL, 10);
+}
+
+START_TEST(test_producer_signal_closes_the_queue_and_counts_every_message)
+{
+    /* The test is the only (work-sharing) consumer and reads slowly, so the
+     * producer spends its time inside a push waiting for room: the signal
+     * comes while a push is under way, and often just before it succeeds.
+     * Every message the producer says it sent must arrive, and no more. */
+    const char *name = tu_name();
+    int out[2];
+    tu_pipe(out);
+    char *const argv[] = {(char *)PRODUCER, "--name", (char *)name, "--fanout", "share",
+                          "--consumers", "1", "--capacity", "4", "--messages", "100000000",
+                          NULL};
+    pid_t pid = tu_spawn(argv, out[1], -1);
+    tu_close(&out[1]);
+    char text[4096];
+    size_t len = 0;
+    ck_assert(tu_read_until(out[0], text, sizeof text, &len, "spmc_queue created",
+                            IO_TIMEOUT_MS));
+    ck_assert_int_eq(spmc_queue_attach(&qr[0], name, ELEM, 4), 0);
+    unsigned char m[ELEM];
+    uint64_t received = 0;
+    int rc;
+    while ((rc = spmc_queue_pop(&qr[0], m, STUCK_NS)) == 0) {
+        ck_assert_uint_eq(msg_seq(m), received); /* the only reader: all, in order */
+        ck_assert(msg_intact(m, ELEM));
+        received++;
+        if (received == 200)
+            ck_assert_int_eq(kill(pid, SIGINT), 0);
+        if (received < 400)
+            tu_sleep_ms(1);
+    }
+    ck_assert_int_eq(rc, -EPIPE); /* drained, then the end of stream */
+    ck_assert(tu_read_until(out[0], text, sizeof text, &len, NULL, IO_TIMEOUT_MS));
+    int status = tu_wait(pid, IO_TIMEOUT_MS);
+    ck_assert_msg(exited_on(status, SIGINT), "producer: %s, expected exit status %d",
+                  tu_status_str(status), 128 + SIGINT);
+    ck_assert_msg(strstr(text, "interrupted: closing the queue") != NULL, "printed:\n%s", text);
+    ck_assert_uint_eq(number_after(text, "\nsent "), received);
+    ck_assert_int_eq(tu_segment_size(name), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_producer_signal_while_waiting_for_readers)
+{
+    const char *name = tu_name();
+    int out[2];
+    tu_pipe(out);
+    char *const argv[] = {(char *)PRODUCER, "--name", (char *)name, "--consumers", "2", NULL};
+    pid_t pid = tu_spawn(argv, out[1], -1);
+    tu_close(&out[1]);
+    char text[4096];
+    size_t len = 0;
+    ck_assert(tu_read_until(out[0], text, sizeof text, &len, "reader(s)...", IO_TIMEOUT_MS));
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    ck_assert(tu_read_until(out[0], text, sizeof text, &len, NULL, IO_TIMEOUT_MS));
+    int status = tu_wait(pid, IO_TIMEOUT_MS);
+    ck_assert_msg(exited_on(status, SIGTERM), "producer: %s, expected exit status %d; "
+                  "printed:\n%s", tu_status_str(status), 128 + SIGTERM, text);
+    ck_assert_uint_eq(number_after(text, "\nsent "), 0);
+    ck_assert_int_eq(tu_segment_size(name), -ENOENT);
+}
+END_TEST
+
+START_TEST(test_consumer_signal_while_waiting_for_a_producer)
+{
+    /* No queue of that name: the consumer retries for 5 s, unless told to
+     * stop. (Were it not, it would exit 1 after those 5 s, not 130.) */
+    const char *name = tu_name();
+    int out[2];
+    tu_pipe(out);
+    char *const argv[] = {(char *)CONSUMER, "--name", (char *)name, NULL};
+    pid_t pid = tu_spawn(argv, out[1], -1);
+    tu_close(&out[1]);
+    char text[4096];
+    size_t len = 0;
+    ck_assert(tu_read_until(out[0], text, sizeof text, &len, "mode reader", IO_TIMEOUT_MS));
+    ck_assert_int_eq(kill(pid, SIGINT), 0);
+    ck_assert(tu_read_until(out[0], text, sizeof text, &len, NULL, IO_TIMEOUT_MS));
+    int status = tu_wait(pid, IO_TIMEOUT_MS);
+    ck_assert_msg(exited_on(status, SIGINT), "consumer: %s, expected exit status %d; "
+                  "printed:\n%s", tu_status_str(status), 128 + SIGINT, text);
+}
+END_TEST
+
+START_TEST(test_consumer_signal_detaches)
+{
+    const char *name = tu_name();
+    create_mode(name, SPMC_BROADCAST, 4, 8);
+    int out[2];
+    tu_pipe(out);
+    char *const argv[] = {(char *)CONSUMER, "--name", (char *)name, NULL};
+    pid_t pid = tu_spawn(argv, out[1], -1);
+    tu_close(&out[1]);
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 10 * SEC), 0);
+    for (uint64_t s = 0; s < 5; s++)
+        push_seq(&qw, s);
+    ck_assert_int_eq(kill(pid, SIGTERM), 0);
+    char text[4096];
+    size_t len = 0;
+    ck_assert(tu_read_until(out[0], text, sizeof text, &len, NULL, IO_TIMEOUT_MS));
+    int status = tu_wait(pid, IO_TIMEOUT_MS);
+    ck_assert_msg(exited_on(status, SIGTERM), "consumer: %s, expected exit status %d; "
+                  "printed:\n%s", tu_status_str(status), 128 + SIGTERM, text);
+    uint64_t n = number_after(text, "terminated: detaching after ");
+    ck_assert_uint_le(n, 5);
+    ck_assert_uint_eq(number_after(text, "received "), n);
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 0), -ETIMEDOUT); /* its entry is free */
+}
+END_TEST
+#endif /* DAY_BUILD */
+
+/* ===================================================================== */
 /* The suite                                                               */
 /* ===================================================================== */
 
@@ -731,6 +866,17 @@ static Suite *day5_suite(void)
     tcase_add_test(tc, test_share_threads_tiny_ring);
     tcase_add_test(tc, test_broadcast_join_under_load);
     suite_add_tcase(s, tc);
+
+#ifdef DAY_BUILD
+    tc = tcase_create("programs");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_producer_signal_closes_the_queue_and_counts_every_message);
+    tcase_add_test(tc, test_producer_signal_while_waiting_for_readers);
+    tcase_add_test(tc, test_consumer_signal_while_waiting_for_a_producer);
+    tcase_add_test(tc, test_consumer_signal_detaches);
+    suite_add_tcase(s, tc);
+#endif
     return s;
 }
 
