@@ -4,11 +4,15 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -155,4 +159,166 @@ uint64_t parse_u64(const char *s, const char *what)
     if (errno != 0 || *end != '\0')
         die("%s: expected a non-negative integer, got '%s'", what, s);
     return (uint64_t)v;
+}
+
+/* ===================================================================== */
+/* Removing this process's segments however it ends                       */
+/* ===================================================================== */
+
+/* The signal handler reads what the threads record, so everything it
+ * touches is a lock-free atomic, or written once before it may look. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "signal handlers need lock-free atomics");
+
+enum { MAX_SEGMENTS = 32, SEGMENT_PATH = 64 };
+enum { SEG_FREE, SEG_FILLING, SEG_OURS, SEG_GONE };
+
+/* A record is filled in once (owner, path) and then only switches between
+ * SEG_OURS and SEG_GONE: a name destroyed and created again (the same
+ * benchmark queue, run after run) reuses its record, so the path the
+ * handler reads is never being rewritten. */
+static struct segment {
+    atomic_int state;
+    pid_t owner;             /* the process that created it */
+    char path[SEGMENT_PATH]; /* "/dev/shm" + name, ready for unlink() */
+} segments[MAX_SEGMENTS];
+
+static atomic_int segment_ops; /* creates and destroys under way, all threads */
+static atomic_int dying;       /* the signal that ends us; 0 while none */
+static struct sigaction default_action; /* SIG_DFL, made before any signal */
+static pthread_once_t segments_once = PTHREAD_ONCE_INIT;
+
+/* Unlink this process's recorded segments. Async-signal-safe. */
+static void remove_segments(void)
+{
+    pid_t self = getpid();
+    for (int i = 0; i < MAX_SEGMENTS; i++)
+        if (atomic_load(&segments[i].state) == SEG_OURS && segments[i].owner == self)
+            unlink(segments[i].path);
+}
+
+/* Remove ours, then die of @p sig as if we had not caught it (the parent
+ * sees "killed by SIGINT", a shell stops its loop). Async-signal-safe. */
+static void end_with(int sig)
+{
+    remove_segments();
+    sigaction(sig, &default_action, NULL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL); /* blocked while its handler runs */
+    raise(sig);
+    _exit(128 + sig); /* not reached */
+}
+
+/* The two sides below order themselves like Dekker's: the handler stores
+ * dying, then loads segment_ops; a create or destroy adds to segment_ops,
+ * then loads dying (all seq_cst). At least one side sees the other: either
+ * the handler sees the operation and leaves the ending to it (end_op()),
+ * or the operation sees the signal and does not start. */
+static void on_signal(int sig)
+{
+    atomic_store(&dying, sig);
+    if (atomic_load(&segment_ops) == 0)
+        end_with(sig);
+}
+
+static void end_op(void)
+{
+    if (atomic_fetch_sub(&segment_ops, 1) == 1) { /* the last one out */
+        int sig = atomic_load(&dying);
+        if (sig != 0)
+            end_with(sig);
+    }
+}
+
+static void begin_op(void)
+{
+    atomic_fetch_add(&segment_ops, 1);
+    if (atomic_load(&dying) != 0) {
+        end_op();      /* ends the process if no other operation is open ... */
+        for (;;)
+            pause();   /* ... else the last one will */
+    }
+}
+
+static void at_exit(void)
+{
+    remove_segments();
+}
+
+static void install(void)
+{
+    default_action.sa_handler = SIG_DFL;
+    sigemptyset(&default_action.sa_mask);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        struct sigaction old;
+        if (sigaction(sigs[i], NULL, &old) != 0)
+            die("sigaction:");
+        if (old.sa_handler == SIG_IGN)
+            continue; /* e.g. SIGHUP under nohup: stays ignored */
+        if (sigaction(sigs[i], &sa, NULL) != 0)
+            die("sigaction:");
+    }
+    if (atexit(at_exit) != 0)
+        die("atexit failed");
+}
+
+void segment_creating(void)
+{
+    pthread_once(&segments_once, install);
+    begin_op();
+}
+
+void segment_created(const char *name, int created)
+{
+    if (created) {
+        char path[SEGMENT_PATH];
+        int n = snprintf(path, sizeof path, "/dev/shm%s", name);
+        pid_t self = getpid();
+        struct segment *slot = NULL;
+        for (int i = 0; i < MAX_SEGMENTS && slot == NULL; i++) { /* its old record */
+            struct segment *e = &segments[i];
+            if (atomic_load(&e->state) == SEG_GONE && e->owner == self &&
+                strcmp(e->path, path) == 0)
+                slot = e;
+        }
+        for (int i = 0; i < MAX_SEGMENTS && slot == NULL && n < SEGMENT_PATH; i++) {
+            int free_state = SEG_FREE;
+            if (atomic_compare_exchange_strong(&segments[i].state, &free_state, SEG_FILLING)) {
+                slot = &segments[i];
+                slot->owner = self;
+                memcpy(slot->path, path, (size_t)n + 1);
+            }
+        }
+        if (slot == NULL) {
+            shm_unlink(name);
+            die("cannot record segment %s for removal at exit: too many, or name too long",
+                name);
+        }
+        atomic_store(&slot->state, SEG_OURS); /* now the handler may read it */
+    }
+    end_op();
+}
+
+void segment_destroying(void)
+{
+    pthread_once(&segments_once, install);
+    begin_op();
+}
+
+void segment_destroyed(const char *name)
+{
+    pid_t self = getpid();
+    for (int i = 0; i < MAX_SEGMENTS; i++) {
+        struct segment *e = &segments[i];
+        if (atomic_load(&e->state) == SEG_OURS && e->owner == self &&
+            strcmp(e->path + strlen("/dev/shm"), name) == 0)
+            atomic_store(&e->state, SEG_GONE);
+    }
+    end_op();
 }

@@ -1,7 +1,8 @@
 /**
  * @file common.h
  * @brief Helpers for the programs around the queue: die(), a monotonic
- *        clock, CPU pinning, unique names and checkable test messages.
+ *        clock, CPU pinning, unique names, checkable test messages, and
+ *        segments removed however a program ends.
  *
  * Nothing a day teaches lives here, and no day's spmc_queue.h or
  * spmc_queue.c includes this file: the queue library stands alone.
@@ -59,5 +60,56 @@ uint64_t msg_checksum(const void *buf, size_t size);
 /** Parse a non-negative decimal (or 0x hex) integer; die() with @p what on
  *  anything else. */
 uint64_t parse_u64(const char *s, const char *what);
+
+/**
+ * @name Removing this process's segments however it ends
+ *
+ * For programs that create shared-memory segments and may be stopped
+ * anywhere (the benchmarks): the segments this process created are removed
+ * when it calls exit() (die() and die_rc() included) and when SIGINT,
+ * SIGTERM or SIGHUP ends it, whose default action would leave them in
+ * /dev/shm. (SIGKILL cannot be caught; a signal ignored when the first call
+ * below is made stays ignored.) The process then dies of the signal as it
+ * would have, so that its parent sees why. Only the process that created a
+ * segment removes it: a forked child inherits the record, not the duty.
+ *
+ * Wrap each create and each destroy of a segment, in any thread:
+ *
+ *     segment_creating();
+ *     int rc = spmc_queue_create(&q, name, size, capacity);
+ *     segment_created(name, rc == 0);
+ *     ...
+ *     segment_destroying();
+ *     (void)spmc_queue_destroy(&q);
+ *     segment_destroyed(name);
+ *
+ * A signal that arrives between the two calls of a pair is held until the
+ * second one: a segment is never created without being recorded, and a
+ * name is never removed after its segment has been destroyed (the name
+ * may belong to someone else by then).
+ *
+ * The signal handler only unlinks "/dev/shm" + name (the file behind a
+ * POSIX shm name on Linux), resets the signal to its default action and
+ * raises it again: async-signal-safe calls and lock-free atomics only.
+ * @{
+ */
+
+/** About to create a segment: hold signals' cleanup until segment_created().
+ *  The first call installs the signal handlers and the exit handler. */
+void segment_creating(void);
+
+/** The create that segment_creating() announced is over: when @p created is
+ *  nonzero, remember @p name (as given to shm_open()) as this process's to
+ *  remove. At most 32 different names per process (dies beyond, after
+ *  removing @p name). */
+void segment_created(const char *name, int created);
+
+/** About to destroy a segment recorded by segment_created(). */
+void segment_destroying(void);
+
+/** The segment @p name is destroyed (its name removed): forget it. */
+void segment_destroyed(const char *name);
+
+/** @} */
 
 #endif /* SPMC_COMMON_H */
