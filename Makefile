@@ -44,9 +44,13 @@ SEL        := $(if $(NAMED_DAYS),$(filter $(DAYS),$(NAMED_DAYS)),$(DAYS))
 BENCH_DAYS := $(patsubst %/,%,$(dir $(wildcard day*/benchmark.c)))
 SEL_BENCH  := $(filter $(BENCH_DAYS),$(SEL))
 # The contract suite (tests/check_contract.c) runs against day 3 and later;
-# day 5's fan-out suite also runs against the days after it.
+# day 5's fan-out suite also runs against the days after it; from day 6 on,
+# the crash-point suite (tests/check_crash.c, against the queue built with
+# -DSPMC_CRASH_POINTS) and the liveness suite (tests/check_liveness.c:
+# PID namespaces, no /proc, exited main threads, forks) run against each day.
 CONTRACT_DAYS := $(filter-out day1 day2,$(DAYS))
 FANOUT_DAYS   := $(filter-out day1 day2 day3 day4 day5,$(DAYS))
+CRASH_DAYS    := $(FANOUT_DAYS)
 
 COMMON_OBJ := $(BUILD)/common/common.o $(BUILD)/common/bench.o
 
@@ -55,7 +59,8 @@ day_progs = $(patsubst $(1)/%.c,$(BUILD)/$(1)/%,$(filter-out $(1)/spmc_queue.c,$
 day_lib   = $(if $(wildcard $(1)/spmc_queue.c),$(BUILD)/$(1)/spmc_queue.o)
 day_tests = $(if $(wildcard tests/check_$(1).c),$(BUILD)/tests/check_$(1)) \
             $(if $(filter $(1),$(CONTRACT_DAYS)),$(BUILD)/tests/check_contract_$(1)) \
-            $(if $(filter $(1),$(FANOUT_DAYS)),$(BUILD)/tests/check_day5_$(1))
+            $(if $(filter $(1),$(FANOUT_DAYS)),$(BUILD)/tests/check_day5_$(1)) \
+            $(if $(filter $(1),$(CRASH_DAYS)),$(BUILD)/tests/check_liveness_$(1) $(BUILD)/tests/check_crash_$(1))
 
 TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
 
@@ -107,6 +112,30 @@ $(BUILD)/tests/fanout_$(1).o: tests/check_day5.c | deps-check
 	$$(quiet) CC "$$< ($(1))"
 	$$(Q)mkdir -p $$(dir $$@)
 	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) $$(CHECK_CFLAGS) -c $$< -o $$@
+
+$(BUILD)/tests/check_liveness_$(1): $(BUILD)/tests/liveness_$(1).o $(call day_lib,$(1)) $(COMMON_OBJ)
+	$$(quiet) LD $$@
+	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(CHECK_LIBS) $$(LDLIBS)
+
+$(BUILD)/tests/liveness_$(1).o: tests/check_liveness.c | deps-check
+	$$(quiet) CC "$$< ($(1))"
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DSPMC_DAY='"$(1)"' -DDAY_BUILD='"$$(abspath $$(BUILD))/$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
+
+# The queue with its test-only crash points compiled in.
+$(BUILD)/crash/$(1)/spmc_queue.o: $(1)/spmc_queue.c
+	$$(quiet) CC "$$< (crash points)"
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -DSPMC_CRASH_POINTS -c $$< -o $$@
+
+$(BUILD)/tests/check_crash_$(1): $(BUILD)/tests/crash_$(1).o $(BUILD)/crash/$(1)/spmc_queue.o $(COMMON_OBJ)
+	$$(quiet) LD $$@
+	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(CHECK_LIBS) $$(LDLIBS)
+
+$(BUILD)/tests/crash_$(1).o: tests/check_crash.c | deps-check
+	$$(quiet) CC "$$< ($(1))"
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DSPMC_CRASH_POINTS -DSPMC_DAY='"$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
 
 $(BUILD)/tests/contract_$(1).o: tests/check_contract.c | deps-check
 	$$(quiet) CC "$$< ($(1))"

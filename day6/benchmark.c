@@ -76,7 +76,7 @@ static void open_reader(struct spmc_queue *q, const char *name)
 static void close_queue(struct spmc_queue *q)
 {
     char name[SPMC_NAME_MAX + 1];
-    const char *mode = q->mode == SPMC_WRITER ? "writer" : "reader";
+    const char *mode = q->role == SPMC_WRITER ? "writer" : "reader";
     memcpy(name, q->name, sizeof name);
     say("destroying spmc_queue %s of mode %s", name, mode);
     (void)spmc_queue_destroy(q);

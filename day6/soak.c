@@ -184,8 +184,11 @@ static int run_mode(enum spmc_fanout fanout, double seconds, unsigned *seed)
         if (spmc_queue_wait_readers(&q, 1, 5000000000ll) != 0)
             fprintf(stderr, "soak: the last consumer did not attach\n");
     }
-    t.reclaimed = q.reclaimed;
-    t.taken_back = q.dropped;
+    struct spmc_stats st;
+    if (spmc_queue_stats(&q, &st) == 0) {
+        t.reclaimed = st.reaped;
+        t.taken_back = st.redelivered;
+    }
     (void)spmc_queue_destroy(&q); /* end of stream: survivors drain, then stop */
     while (n > 0) {
         while (waitpid(l[n - 1].pid, NULL, 0) < 0 && errno == EINTR)

@@ -1,15 +1,13 @@
-/* spmc_queue.c - day 6: the day-5 queue, aware of crashed peers and hostile bytes. */
-#define _POSIX_C_SOURCE 200809L
+/* spmc_queue.c - day 6: the day-5 queue, with liveness the kernel keeps. */
+#define _GNU_SOURCE /* F_OFD_SETLK, F_OFD_GETLK */
 #include "spmc_queue.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <sched.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -20,8 +18,11 @@ _Static_assert(offsetof(struct spmc_shm_header, ready) == 48, "wire format");
 _Static_assert(offsetof(struct spmc_shm_header, head) == SPMC_CACHELINE, "head on line 1");
 _Static_assert(offsetof(struct spmc_shm_header, read_index) == 2 * SPMC_CACHELINE,
                "read_index on line 2");
-_Static_assert(sizeof(struct spmc_shm_header) == 3 * SPMC_CACHELINE, "table on line 3");
+_Static_assert(offsetof(struct spmc_shm_header, reaped) == 3 * SPMC_CACHELINE,
+               "counters on line 3");
+_Static_assert(sizeof(struct spmc_shm_header) == 4 * SPMC_CACHELINE, "table on line 4");
 _Static_assert(sizeof(struct spmc_shm_reader) == SPMC_CACHELINE, "one line per reader");
+_Static_assert(SPMC_MAX_READERS <= 1024, "an entry number fits the 10 bits of a claim");
 
 /* A slot is [payload][seq]. Packed (the default) puts seq right after the
  * payload (72-byte stride for 64-byte messages); SPMC_PAD_SLOTS=1 rounds
@@ -29,6 +30,30 @@ _Static_assert(sizeof(struct spmc_shm_reader) == SPMC_CACHELINE, "one line per r
  * see day5/README.md. */
 #ifndef SPMC_PAD_SLOTS
 #define SPMC_PAD_SLOTS 0
+#endif
+
+#if defined(__GNUC__)
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define COLD __attribute__((noinline, cold))
+#else
+#define likely(x) (x)
+#define unlikely(x) (x)
+#define COLD
+#endif
+
+/* Test builds (-DSPMC_CRASH_POINTS) call a hook at every step where a
+ * crash leaves something for others to clean up; tests/check_crash.c kills
+ * or stops the process there. Normal builds compile the points away. */
+#ifdef SPMC_CRASH_POINTS
+void (*spmc_crash_hook)(const char *point);
+#define SPMC_CRASH_POINT(name)                                                                 \
+    do {                                                                                       \
+        if (spmc_crash_hook != NULL)                                                           \
+            spmc_crash_hook(name);                                                             \
+    } while (0)
+#else
+#define SPMC_CRASH_POINT(name) ((void)0)
 #endif
 
 /* ===================================================================== */
@@ -53,6 +78,14 @@ static int is_power_of_two(uint64_t x)
     return x != 0 && (x & (x - 1)) == 0;
 }
 
+/* Work-sharing needs two slots at least: a reader hands slot i back as
+ * "free for message i + capacity", which with one slot is i + 1, the same
+ * value as "holds message i", and the writer would overwrite it unread. */
+static int capacity_fits_fanout(uint64_t capacity, uint64_t fanout)
+{
+    return fanout != SPMC_SHARE || capacity >= 2;
+}
+
 /* Stride of a slot holding elem_size payload bytes and the seq word; 0 if
  * it would not fit in 32 bits. */
 static uint64_t slot_size_for(uint64_t elem_size)
@@ -65,43 +98,59 @@ static uint64_t slot_size_for(uint64_t elem_size)
     return packed;
 }
 
-/* Bytes of the work-sharing release words: one per slot, whole lines. */
-static uint64_t freed_size(uint64_t fanout, uint64_t capacity)
-{
-    if (fanout != SPMC_SHARE)
-        return 0;
-    return (capacity * sizeof(uint64_t) + SPMC_CACHELINE - 1) / SPMC_CACHELINE * SPMC_CACHELINE;
-}
-
-/* Bytes of a whole segment; 0 when the sizes make no sense or overflow. */
-static size_t segment_size(uint64_t slot_size, uint64_t capacity, uint64_t max_readers,
-                           uint64_t fanout)
+/* Bytes of a whole segment (header, reader table, slots); 0 when the sizes
+ * make no sense or overflow. */
+static size_t segment_size(uint64_t slot_size, uint64_t capacity, uint64_t max_readers)
 {
     const size_t room = SIZE_MAX / 4;
     size_t table = sizeof(struct spmc_shm_header) +
                    (size_t)max_readers * sizeof(struct spmc_shm_reader);
     if (slot_size == 0 || !is_power_of_two(capacity) || max_readers == 0 ||
-        max_readers > SPMC_MAX_READERS || capacity > (room - table) / (slot_size + 8))
+        max_readers > SPMC_MAX_READERS || capacity > (room - table) / slot_size)
         return 0;
-    return table + (size_t)freed_size(fanout, capacity) + (size_t)(slot_size * capacity);
+    return table + (size_t)(slot_size * capacity);
 }
 
-/* Point the handle into a mapped segment laid out as above. */
-static void locate(struct spmc_queue *q, struct spmc_shm_header *h)
+/* What a queue looks like: chosen by the creator, checked by an attacher. */
+struct geometry {
+    uint64_t elem_size, capacity;
+    uint32_t slot_size, fanout, max_readers;
+    size_t map_size;
+};
+
+/* The geometry of a queue with these parameters; 0 or -EINVAL. */
+static int geometry_for(struct geometry *g, uint64_t elem_size, uint64_t capacity,
+                        uint64_t fanout, uint64_t max_readers)
 {
-    q->hdr = h;
-    q->readers = (struct spmc_shm_reader *)(h + 1);
-    q->freed = (_Atomic uint64_t *)(q->readers + q->max_readers);
-    q->slots = (unsigned char *)q->freed + freed_size(q->fanout, q->capacity);
+    if ((fanout != SPMC_BROADCAST && fanout != SPMC_SHARE) ||
+        !capacity_fits_fanout(capacity, fanout))
+        return -EINVAL;
+    uint64_t slot_size = slot_size_for(elem_size);
+    size_t size = segment_size(slot_size, capacity, max_readers);
+    if (size == 0)
+        return -EINVAL;
+    *g = (struct geometry){elem_size, capacity, (uint32_t)slot_size, (uint32_t)fanout,
+                           (uint32_t)max_readers, size};
+    return 0;
 }
 
-/* A work-sharing release word holding this bit is a reader's mark "claimed
- * by me": entry index in bits 32..47, the entry's generation in bits 0..31.
- * Indices never reach 2^63, so a mark is never mistaken for one. */
-#define CLAIM_MARK (1ull << 63)
-
-/* How often a waiting side looks at whether its peers are still alive. */
-enum { CHECK_EVERY_POLLS = 256, CHECK_EVERY_NS = 10000000 };
+/* Point the handle into a mapped segment of geometry @p g: the one place
+ * where a handle's sizes are set, always from a geometry that was chosen
+ * (create) or checked (attach), never from the segment itself. */
+static void set_geometry(struct spmc_queue *q, const struct geometry *g, void *base)
+{
+    q->hdr = base;
+    q->readers = (struct spmc_shm_reader *)(q->hdr + 1);
+    q->slots = (unsigned char *)(q->readers + g->max_readers);
+    q->map_size = g->map_size;
+    q->elem_size = (size_t)g->elem_size;
+    q->slot_size = g->slot_size;
+    q->seq_offset = g->slot_size - sizeof(uint64_t);
+    q->capacity = g->capacity;
+    q->mask = g->capacity - 1;
+    q->max_readers = g->max_readers;
+    q->fanout = (enum spmc_fanout)g->fanout;
+}
 
 /* Bound on lock-free retry loops, so that no value a hostile process writes
  * into the segment can keep a call spinning forever. */
@@ -116,6 +165,52 @@ static inline _Atomic uint64_t *slot_seq(const struct spmc_queue *q, uint64_t i)
 static inline unsigned char *slot_data(const struct spmc_queue *q, uint64_t i)
 {
     return q->slots + (i & q->mask) * q->slot_size;
+}
+
+/* A work-sharing claim: the slot's seq word with bit 63 set, the claiming
+ * entry in bits 52-61 and (i + 1) mod 2^52 in bits 0-51. Unclaimed values
+ * (i, i + 1) stay below 2^63, so the two never meet. */
+#define CLAIM_BIT (1ull << 63)
+#define CLAIM_POS ((1ull << 52) - 1)
+
+static inline uint64_t claim_word(uint64_t i, unsigned e)
+{
+    return CLAIM_BIT | (uint64_t)e << 52 | ((i + 1) & CLAIM_POS);
+}
+
+static inline int is_claim(uint64_t s)
+{
+    return (s & CLAIM_BIT) != 0;
+}
+
+static inline unsigned claimer(uint64_t s)
+{
+    return (unsigned)(s >> 52 & 0x3ff);
+}
+
+/* Does the claim @p s hold message @p i? */
+static inline int claims(uint64_t s, uint64_t i)
+{
+    return (s & CLAIM_POS) == ((i + 1) & CLAIM_POS);
+}
+
+/* A reader entry's word: state in bits 0-1, generation in 2-31, the
+ * holder's pid (information only) in 32-63. */
+static inline unsigned entry_state(uint64_t w)
+{
+    return (unsigned)(w & 3u);
+}
+
+static inline uint64_t with_state(uint64_t w, unsigned state)
+{
+    return (w & ~(uint64_t)3) | state;
+}
+
+/* The word of a new holder (us) of an entry whose word was @p w. */
+static uint64_t new_holder(uint64_t w, unsigned state)
+{
+    uint64_t generation = ((w >> 2) + 1) & 0x3fffffffu;
+    return (uint64_t)(uint32_t)getpid() << 32 | generation << 2 | state;
 }
 
 /* ===================================================================== */
@@ -184,69 +279,57 @@ static int wait_more(struct waiter *w)
 }
 
 /* ===================================================================== */
-/* Processes                                                               */
+/* Liveness                                                                */
 /* ===================================================================== */
 
-/* A process's identity: its pid in the low 32 bits, the low 32 bits of its
- * start time (clock ticks after boot, field 22 of /proc/PID/stat) in the
- * high ones. A pid the kernel has handed out again belongs to a process
- * that started later, so the old identity no longer matches it. One 64-bit
- * word, so it is stored and loaded atomically. */
+/* Every open handle holds an open file description lock (F_OFD_SETLK) on
+ * one byte of the segment's file: byte 0 for the writer, byte 1 + e for the
+ * reader of entry e. The kernel releases it when the last descriptor of
+ * that open file description closes, which happens when the process dies,
+ * however it dies. So "is the peer alive?" is "is its byte locked?", asked
+ * of the kernel with F_OFD_GETLK, or answered by taking the lock ourselves
+ * with F_OFD_SETLK: that also makes us the only one who may clean up after
+ * the dead holder. No pid, no /proc: it works across PID namespaces. */
+enum { WRITER_LOCK = 0 };
 
-/* State letter and start time of @p pid from /proc; 0 when unreadable. */
-static int proc_stat(pid_t pid, char *state, uint64_t *start)
+static inline off_t reader_lock(unsigned e)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return -1;
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* the command name may hold anything */
-    if (p == NULL || p[1] != ' ' || p[2] == '\0')
-        return -1;
-    p += 2; /* field 3, the state */
-    *state = *p;
-    for (int field = 3; field < 22; field++) {
-        p = strchr(p, ' ');
-        if (p == NULL)
-            return -1;
-        p++;
-    }
-    *start = strtoull(p, NULL, 10);
-    return 0;
+    return (off_t)1 + (off_t)e;
 }
 
-static uint64_t identity_of(pid_t pid)
+/* Take the lock on byte @p at; 0, or -EAGAIN if another holds it. */
+static int lock_byte(int fd, off_t at)
 {
-    char state;
-    uint64_t start = 0;
-    if (proc_stat(pid, &state, &start) != 0)
-        start = 0;
-    return (start & 0xffffffffu) << 32 | (uint32_t)pid;
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = at, .l_len = 1};
+    if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+        return 0;
+    return errno == EAGAIN || errno == EACCES ? -EAGAIN : -errno;
 }
 
-/* Is the process of identity @p id still running? A zombie is not, a pid
- * reused by a younger process is not; without /proc, trust kill(). */
-static int is_alive(uint64_t id)
+static void unlock_byte(int fd, off_t at)
 {
-    pid_t pid = (pid_t)(id & 0x7fffffffu);
-    if (pid <= 0)
-        return 0;
-    if (kill(pid, 0) != 0 && errno == ESRCH)
-        return 0;
-    char state;
-    uint64_t start;
-    if (proc_stat(pid, &state, &start) != 0)
+    struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = at, .l_len = 1};
+    (void)fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/* 1 when another open file description holds the lock on byte @p at: its
+ * process is alive (perhaps stopped). When the kernel cannot tell us, say
+ * alive: waiting longer is safe, taking a live peer's place is not. */
+static int held_elsewhere(int fd, off_t at)
+{
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = at, .l_len = 1};
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0)
         return 1;
-    if (state == 'Z' || state == 'X')
-        return 0;
-    return (start & 0xffffffffu) == id >> 32;
+    return fl.l_type != F_UNLCK;
 }
+
+static int writer_alive(const struct spmc_queue *q)
+{
+    return held_elsewhere(q->fd, WRITER_LOCK);
+}
+
+/* How often a waiting side looks at whether its peers are still alive. */
+enum { CHECK_EVERY_POLLS = 256, CHECK_EVERY_NS = 10000000 };
 
 /* Rate limit for liveness checks: true once every CHECK_EVERY_POLLS polls
  * and at most every CHECK_EVERY_NS. Keeps system calls off the hot path. */
@@ -261,29 +344,36 @@ static int time_to_check(struct spmc_queue *q)
     return 1;
 }
 
-/* Free the entries of readers whose process is gone; how many. A dead
- * reader's cursor would hold a broadcast writer back for ever. */
-static unsigned reap_readers(struct spmc_queue *q)
+/* We hold the lock of entry e, so its holder is dead (or it is free): free
+ * it with one compare-and-swap. 1 if we freed a dead reader's entry. */
+static unsigned free_dead_entry(struct spmc_queue *q, unsigned e)
 {
-    unsigned n = 0;
-    for (unsigned e = 0; e < q->max_readers; e++) {
-        struct spmc_shm_reader *r = &q->readers[e];
-        /* Pairs with the seq_cst store of state in join_broadcast() and the
-         * release store in spmc_queue_attach(): owner was stored before. */
-        uint32_t state = atomic_load_explicit(&r->state, memory_order_acquire);
-        uint64_t owner = atomic_load_explicit(&r->owner, memory_order_relaxed);
-        if (state == SPMC_ENTRY_FREE || owner == 0 || is_alive(owner))
-            continue;
-        /* Pairs with the seq_cst loads of state in min_cursor(). */
-        if (atomic_compare_exchange_strong_explicit(&r->state, &state, SPMC_ENTRY_FREE,
-                                                    memory_order_seq_cst,
-                                                    memory_order_relaxed)) {
-            atomic_store_explicit(&r->owner, 0, memory_order_relaxed);
-            q->reclaimed++;
-            n++;
-        }
-    }
-    return n;
+    _Atomic uint64_t *word = &q->readers[e].word;
+    uint64_t w = atomic_load_explicit(word, memory_order_relaxed);
+    if (entry_state(w) == SPMC_ENTRY_FREE)
+        return 0;
+    /* Pairs with the seq_cst loads of the word in min_cursor() and the
+     * acquire load in take_entry(). */
+    if (!atomic_compare_exchange_strong_explicit(word, &w, with_state(w, SPMC_ENTRY_FREE),
+                                                 memory_order_seq_cst, memory_order_relaxed))
+        return 0;
+    atomic_fetch_add_explicit(&q->hdr->reaped, 1, memory_order_relaxed); /* a statistic */
+    return 1;
+}
+
+/* Entry e's holder is dead and we hold the entry's lock: did it die holding
+ * a work-sharing claim? Its `held` word says where (a reader stores it
+ * before every claim, see pop_share()). 1 with *index set if so. */
+static int orphan_of(const struct spmc_queue *q, unsigned e, uint64_t *index)
+{
+    /* Relaxed: the holder is dead, its last stores are all visible. */
+    uint64_t i = atomic_load_explicit(&q->readers[e].held, memory_order_relaxed);
+    /* Pairs with the release store of seq in spmc_queue_try_push(), through
+     * the claim's compare-and-swap: the payload is there to be copied. */
+    if (atomic_load_explicit(slot_seq(q, i), memory_order_acquire) != claim_word(i, e))
+        return 0;
+    *index = i;
+    return 1;
 }
 
 /* ===================================================================== */
@@ -308,8 +398,14 @@ static struct mapping mappings[MAX_MAPPINGS];
 static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Map @p size bytes of the segment open on @p fd read-write, or share this
- * process's mapping of it. NULL with errno set on failure. */
-static void *map_segment(int fd, size_t size)
+ * process's mapping of it. NULL with errno set on failure.
+ *
+ * The mapping is made through an open file description of its own, opened
+ * by name and closed at once, never through @p fd: a mapping keeps its open
+ * file description alive (in this process, and in every child that
+ * inherits the mapping), and with it any lock on it. Our locks must die
+ * with the handle that holds them, so they live on @p fd alone. */
+static void *map_segment(const char *name, int fd, size_t size)
 {
     struct stat st;
     if (fstat(fd, &st) != 0)
@@ -329,13 +425,24 @@ static void *map_segment(int fd, size_t size)
         }
     }
     if (base == NULL) {
-        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (base == MAP_FAILED) {
+        struct stat again;
+        int mfd = shm_open(name, O_RDWR, 0);
+        if (mfd < 0) {
             err = errno;
-            base = NULL;
-        } else if (unused != NULL) { /* else: not shared, still correct */
-            *unused = (struct mapping){st.st_dev, st.st_ino, base, size, 1};
+        } else if (fstat(mfd, &again) != 0 || again.st_dev != st.st_dev ||
+                   again.st_ino != st.st_ino) {
+            err = ENOENT; /* the name names another segment now */
+        } else {
+            base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+            if (base == MAP_FAILED) {
+                err = errno;
+                base = NULL;
+            } else if (unused != NULL) { /* else: not shared, still correct */
+                *unused = (struct mapping){st.st_dev, st.st_ino, base, size, 1};
+            }
         }
+        if (mfd >= 0)
+            close(mfd);
     }
     pthread_mutex_unlock(&mappings_lock);
     if (base == NULL)
@@ -361,101 +468,243 @@ static void unmap_segment(void *base, size_t size)
     munmap(base, size);
 }
 
+/* The descriptors of this process's open handles. A child made by fork()
+ * shares our open file descriptions, and with them our locks: if it kept
+ * them, a parent that died would look alive for as long as the child
+ * lives. So the child closes its copies at once (pthread_atfork), and the
+ * parent's handles are unusable in the child. */
+static pthread_mutex_t fds_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int *open_fds;
+static size_t n_open_fds, room_open_fds;
+
+static void before_fork(void)
+{
+    pthread_mutex_lock(&fds_lock);
+    pthread_mutex_lock(&mappings_lock);
+}
+
+static void after_fork_in_parent(void)
+{
+    pthread_mutex_unlock(&mappings_lock);
+    pthread_mutex_unlock(&fds_lock);
+}
+
+static void after_fork_in_child(void)
+{
+    for (size_t k = 0; k < n_open_fds; k++)
+        close(open_fds[k]);
+    n_open_fds = 0;
+    pthread_mutex_unlock(&mappings_lock);
+    pthread_mutex_unlock(&fds_lock);
+}
+
+static void install_fork_handlers(void)
+{
+    (void)pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
+}
+
+/* 0, or -ENOMEM. */
+static int remember_fd(int fd)
+{
+    pthread_once(&atfork_once, install_fork_handlers);
+    int rc = 0;
+    pthread_mutex_lock(&fds_lock);
+    if (n_open_fds == room_open_fds) {
+        size_t room = room_open_fds ? 2 * room_open_fds : 8;
+        int *grown = realloc(open_fds, room * sizeof *grown);
+        if (grown == NULL)
+            rc = -ENOMEM;
+        else
+            open_fds = grown, room_open_fds = room;
+    }
+    if (rc == 0)
+        open_fds[n_open_fds++] = fd;
+    pthread_mutex_unlock(&fds_lock);
+    return rc;
+}
+
+static void forget_fd(int fd)
+{
+    pthread_mutex_lock(&fds_lock);
+    for (size_t k = 0; k < n_open_fds; k++)
+        if (open_fds[k] == fd) {
+            open_fds[k] = open_fds[--n_open_fds];
+            break;
+        }
+    if (n_open_fds == 0) {
+        free(open_fds);
+        open_fds = NULL;
+        room_open_fds = 0;
+    }
+    pthread_mutex_unlock(&fds_lock);
+}
+
+/* Is this handle open in this process (and not a forked child's copy)? */
+static int owned_here(const struct spmc_queue *q)
+{
+    return q->fd >= 0 && q->owner_pid == getpid();
+}
+
 /* ===================================================================== */
 /* Creating (writer)                                                       */
 /* ===================================================================== */
 
-/* Is the queue segment open on @p fd left by a writer that is gone? A
- * segment that is not one of our queues is never "stale": it is someone
- * else's. A header that was never finished counts as stale once it is a
- * second old (its creator died between shm_open() and the header). */
-static int writer_gone(int fd)
+/* If the segment open on @p fd is one of our queues of this version, 1 and
+ * its writer's pid; a segment too small for a header is not one. */
+static int is_our_queue(int fd, int *writer_pid)
 {
     struct stat st;
-    if (fstat(fd, &st) != 0)
+    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(struct spmc_shm_header))
         return 0;
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    int old = now.tv_sec - st.st_ctim.tv_sec > 1;
-    if ((size_t)st.st_size < sizeof(struct spmc_shm_header))
-        return old;
-    struct spmc_shm_header *h =
-        mmap(NULL, sizeof *h, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    const struct spmc_shm_header *h = mmap(NULL, sizeof *h, PROT_READ, MAP_SHARED, fd, 0);
     if (h == MAP_FAILED)
         return 0;
-    uint64_t writer = atomic_load_explicit(&h->writer, memory_order_relaxed);
-    int gone;
-    if (writer == 0)
-        gone = old && h->magic == 0; /* died before it wrote anything */
-    else if (h->magic != SPMC_MAGIC && h->magic != 0)
-        gone = 0; /* not a queue: leave it alone */
-    else
-        gone = !is_alive(writer);
-    munmap(h, sizeof *h);
-    return gone;
+    int ours = h->magic == SPMC_MAGIC && h->version == SPMC_VERSION &&
+               h->header_size == sizeof *h;
+    *writer_pid = (int)atomic_load_explicit(&h->writer_pid, memory_order_relaxed);
+    munmap((void *)h, sizeof *h);
+    return ours;
 }
 
-/* The name is taken: remove the segment if its writer is gone. 0 when the
- * name is free now, -EEXIST when it is not. A write lock on the old segment
- * keeps two restarting writers from removing each other's new queue. */
+/* Remove @p name if it still names the segment open on @p fd (and not one
+ * made since by someone else). 0 once removed. */
+static int unlink_if_same(const char *name, int fd)
+{
+    int again = shm_open(name, O_RDONLY, 0);
+    if (again < 0)
+        return errno == ENOENT ? 0 : -errno;
+    struct stat mine, now;
+    int same = fstat(fd, &mine) == 0 && fstat(again, &now) == 0 &&
+               mine.st_dev == now.st_dev && mine.st_ino == now.st_ino;
+    close(again);
+    if (!same)
+        return -EEXIST;
+    return shm_unlink(name) == 0 || errno == ENOENT ? 0 : -errno;
+}
+
+/* The name is taken. Remove the segment if it is one of our queues and its
+ * writer is gone: we can take the writer's lock. Holding it also keeps any
+ * other process from removing or reusing it meanwhile. Anything else (a
+ * live queue, a segment whose creator has not yet written our magic, a
+ * stranger's object) is left alone. 0 when the name is free now. */
 static int reclaim_stale(const char *name)
 {
     int fd = shm_open(name, O_RDWR, 0);
     if (fd < 0)
         return errno == ENOENT ? 0 : -EEXIST;
-    int rc = -EEXIST;
-    struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
-    struct stat st, now;
-    if (fcntl(fd, F_SETLK, &lock) == 0 && fstat(fd, &st) == 0 && writer_gone(fd)) {
-        int again = shm_open(name, O_RDONLY, 0); /* still the same segment? */
-        if (again >= 0 && fstat(again, &now) == 0 && now.st_ino == st.st_ino &&
-            now.st_dev == st.st_dev && (shm_unlink(name) == 0 || errno == ENOENT))
+    int rc = -EEXIST, pid;
+    if (lock_byte(fd, WRITER_LOCK) == 0) {
+        SPMC_CRASH_POINT("reclaim:locked");
+        if (is_our_queue(fd, &pid) && unlink_if_same(name, fd) == 0)
             rc = 0;
-        if (again >= 0)
-            close(again);
+        SPMC_CRASH_POINT("reclaim:unlinked");
     }
     close(fd); /* drops the lock */
     return rc;
 }
 
-int spmc_queue_owner(const char *name, int *pid)
+/* Take the writer's lock of a segment we have just made. Someone looking
+ * at the name (reclaim_stale()) may hold it for a moment: retry for a
+ * second. */
+static int take_writer_lock(int fd)
 {
-    if (pid == NULL)
-        return -EINVAL;
-    int rc = check_name(name);
-    if (rc != 0)
-        return rc;
-    int fd = shm_open(name, O_RDONLY, 0);
-    if (fd < 0)
+    const struct timespec nap = {0, 1000000}; /* 1 ms */
+    for (int tries = 0; tries < 1000; tries++) {
+        int rc = lock_byte(fd, WRITER_LOCK);
+        if (rc != -EAGAIN)
+            return rc;
+        nanosleep(&nap, NULL);
+    }
+    return -EAGAIN;
+}
+
+/* Create the segment, ours alone: O_EXCL, then at once the writer's lock,
+ * so that nobody takes it for a dead writer's while we build it. A stale
+ * queue of the same name is removed first (and we try again, a few times:
+ * another creator may be quicker). */
+static int open_new_segment(const char *name, mode_t perm, int *out)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, perm);
+        if (fd >= 0) {
+            SPMC_CRASH_POINT("create:opened");
+            int rc = take_writer_lock(fd);
+            if (rc != 0) { /* no magic yet: nobody else removes it */
+                (void)unlink_if_same(name, fd);
+                close(fd);
+                return rc;
+            }
+            SPMC_CRASH_POINT("create:locked");
+            *out = fd;
+            return 0;
+        }
+        if (errno != EEXIST)
+            return -errno;
+        int rc = reclaim_stale(name);
+        if (rc != 0)
+            return rc;
+    }
+    return -EEXIST;
+}
+
+/* Size the new segment and reserve its memory now: a full /dev/shm fails
+ * here, not with SIGBUS at the first touch of a page long after. */
+static int size_segment(int fd, mode_t perm, size_t size)
+{
+    /* shm_open() applied our umask; the caller's permissions win. */
+    if (fchmod(fd, perm) != 0)
         return -errno;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(struct spmc_shm_header)) {
-        close(fd);
-        return -EPROTO;
+    if (ftruncate(fd, (off_t)size) != 0)
+        return errno == EFBIG ? -ENOMEM : -errno;
+    SPMC_CRASH_POINT("create:sized");
+    int rc = posix_fallocate(fd, 0, (off_t)size);
+    if (rc != 0)
+        return rc == EFBIG ? -ENOSPC : -rc;
+    SPMC_CRASH_POINT("create:reserved");
+    return 0;
+}
+
+/* Write the header, the reader table and the slots; the magic last of
+ * all but ready (published by spmc_queue_create_opts()). */
+static void init_segment(struct spmc_queue *q)
+{
+    struct spmc_shm_header *h = q->hdr;
+    h->version = SPMC_VERSION;
+    h->header_size = sizeof *h;
+    h->cacheline = SPMC_CACHELINE;
+    h->elem_size = q->elem_size;
+    h->capacity = q->capacity;
+    h->slot_size = (uint32_t)q->slot_size;
+    h->fanout = (uint32_t)q->fanout;
+    h->max_readers = q->max_readers;
+    h->reserved = h->reserved2 = 0;
+    /* All relaxed: published by ready. */
+    atomic_store_explicit(&h->closed, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->writer_pid, (uint32_t)getpid(), memory_order_relaxed);
+    atomic_store_explicit(&h->head, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->gate, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->read_index, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->reaped, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->redelivered, 0, memory_order_relaxed);
+    for (unsigned e = 0; e < q->max_readers; e++) {
+        atomic_store_explicit(&q->readers[e].cursor, 0, memory_order_relaxed);
+        atomic_store_explicit(&q->readers[e].word, SPMC_ENTRY_FREE, memory_order_relaxed);
+        atomic_store_explicit(&q->readers[e].held, 0, memory_order_relaxed);
     }
-    const struct spmc_shm_header *h =
-        mmap(NULL, sizeof *h, PROT_READ, MAP_SHARED, fd, 0);
-    close(fd);
-    if (h == MAP_FAILED)
-        return -EPROTO;
-    uint64_t writer = atomic_load_explicit((_Atomic uint64_t *)&h->writer, memory_order_relaxed);
-    if (h->magic != SPMC_MAGIC || h->version != SPMC_VERSION) {
-        rc = -EPROTO;
-    } else if (writer != 0 && is_alive(writer)) {
-        *pid = (int)(writer & 0x7fffffffu);
-        rc = 0;
-    } else {
-        rc = -ESRCH;
-    }
-    munmap((void *)h, sizeof *h);
-    return rc;
+    for (uint64_t i = 0; i < q->capacity; i++) /* slot i is free for message i */
+        atomic_store_explicit(slot_seq(q, i), i, memory_order_relaxed);
+    SPMC_CRASH_POINT("create:header");
+    /* From here on a later creator may take the segment for one of ours
+     * and remove it, but only once our lock says we are dead. */
+    h->magic = SPMC_MAGIC;
+    SPMC_CRASH_POINT("create:magic");
 }
 
 int spmc_queue_create(struct spmc_queue *q, const char *name, size_t elem_size,
                       size_t capacity)
 {
-    const struct spmc_options defaults = {SPMC_BROADCAST, SPMC_DEFAULT_READERS, 0600};
-    return spmc_queue_create_opts(q, name, elem_size, capacity, &defaults);
+    return spmc_queue_create_opts(q, name, elem_size, capacity, NULL);
 }
 
 int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_size,
@@ -464,126 +713,87 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
     if (q == NULL)
         return -EINVAL;
     memset(q, 0, sizeof *q);
-    const struct spmc_options defaults = {SPMC_BROADCAST, SPMC_DEFAULT_READERS, 0600};
-    if (opts == NULL)
-        opts = &defaults;
-    if (opts->mode > 0777)
-        return -EINVAL;
-    mode_t perm = opts->mode != 0 ? (mode_t)opts->mode : 0600;
+    q->fd = -1;
+    const struct spmc_options o = opts != NULL ? *opts
+                                               : (struct spmc_options){
+                                                     .fanout = SPMC_BROADCAST,
+                                                     .max_readers = SPMC_DEFAULT_READERS,
+                                                 };
+    struct geometry g = {0};
     int rc = check_name(name);
+    if (rc == 0)
+        rc = o.perm <= 0777 ? geometry_for(&g, elem_size, capacity, o.fanout, o.max_readers)
+                            : -EINVAL;
     if (rc != 0)
         return rc;
-    if (opts->fanout != SPMC_BROADCAST && opts->fanout != SPMC_SHARE)
-        return -EINVAL;
-    uint64_t slot_size = slot_size_for(elem_size);
-    size_t size = segment_size(slot_size, capacity, opts->max_readers, opts->fanout);
-    if (size == 0)
-        return -EINVAL;
-
-    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, perm);
-    if (fd < 0 && errno == EEXIST) {
-        rc = reclaim_stale(name); /* a crashed writer's segment goes */
-        if (rc != 0)
-            return rc;
-        fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, perm);
-    }
-    if (fd < 0)
-        return -errno;
-    /* shm_open() applied our umask; the caller's mode wins. */
-    if (fchmod(fd, perm) != 0 || ftruncate(fd, (off_t)size) != 0) {
-        rc = errno == EFBIG ? -ENOMEM : -errno;
-        goto fail_unlink;
-    }
-    /* Reserve the memory now: a full /dev/shm fails here, not with SIGBUS
-     * at the first touch of a page long after creation. */
-    rc = posix_fallocate(fd, 0, (off_t)size);
-    if (rc != 0) {
-        rc = rc == EFBIG ? -ENOSPC : -rc;
-        goto fail_unlink;
-    }
-    void *map = map_segment(fd, size);
-    if (map == NULL) {
+    const mode_t perm = o.perm != 0 ? (mode_t)o.perm : 0600;
+    int fd = -1;
+    rc = open_new_segment(name, perm, &fd);
+    if (rc != 0)
+        return rc;
+    void *base = NULL;
+    rc = size_segment(fd, perm, g.map_size);
+    if (rc == 0 && (base = map_segment(name, fd, g.map_size)) == NULL)
         rc = -errno;
-        goto fail_unlink;
+    if (rc == 0)
+        rc = remember_fd(fd);
+    if (rc != 0) {
+        if (base != NULL)
+            unmap_segment(base, g.map_size);
+        (void)unlink_if_same(name, fd);
+        close(fd); /* drops the lock */
+        return rc;
     }
-    close(fd);
-
-    struct spmc_shm_header *h = map;
-    /* First: whoever finds this segment half-written can tell whether its
-     * creator is still alive (see reclaim_stale()). */
-    atomic_store_explicit(&h->writer, identity_of(getpid()), memory_order_relaxed);
-    h->magic = SPMC_MAGIC;
-    h->version = SPMC_VERSION;
-    h->header_size = sizeof *h;
-    h->cacheline = SPMC_CACHELINE;
-    h->elem_size = elem_size;
-    h->capacity = capacity;
-    h->slot_size = (uint32_t)slot_size;
-    h->fanout = (uint32_t)opts->fanout;
-    h->max_readers = opts->max_readers;
-    atomic_store_explicit(&h->closed, 0, memory_order_relaxed);     /* published by ready */
-    atomic_store_explicit(&h->head, 0, memory_order_relaxed);       /* published by ready */
-    atomic_store_explicit(&h->gate, 0, memory_order_relaxed);       /* published by ready */
-    atomic_store_explicit(&h->read_index, 0, memory_order_relaxed); /* published by ready */
-
-    q->map_size = size;
-    q->elem_size = elem_size;
-    q->slot_size = (size_t)slot_size;
-    q->seq_offset = (size_t)slot_size - sizeof(uint64_t);
-    q->capacity = capacity;
-    q->mask = capacity - 1;
-    q->max_readers = opts->max_readers;
-    q->fanout = opts->fanout;
-    q->mode = SPMC_WRITER;
-    q->index = 0;
-    q->limit = capacity;
-    locate(q, h);
+    set_geometry(q, &g, base);
+    init_segment(q);
+    q->role = SPMC_WRITER;
+    q->fd = fd;
+    q->owner_pid = getpid();
+    q->limit = q->capacity;
     memcpy(q->name, name, strlen(name) + 1);
-    for (unsigned i = 0; i < q->max_readers; i++) {
-        /* published by ready */
-        atomic_store_explicit(&q->readers[i].cursor, 0, memory_order_relaxed);
-        atomic_store_explicit(&q->readers[i].state, SPMC_ENTRY_FREE, memory_order_relaxed);
-        atomic_store_explicit(&q->readers[i].generation, 0, memory_order_relaxed);
-        atomic_store_explicit(&q->readers[i].owner, 0, memory_order_relaxed);
-    }
-    for (uint64_t i = 0; i < capacity; i++) {
-        /* Slot i holds no message yet (message i would be seq i + 1) ... */
-        atomic_store_explicit(slot_seq(q, i), i, memory_order_relaxed); /* published by ready */
-        if (opts->fanout == SPMC_SHARE) /* ... and is free for message i */
-            atomic_store_explicit(&q->freed[i], i, memory_order_relaxed); /* published by ready */
-    }
-    /* Last: pairs with the acquire load of ready in spmc_queue_attach(). */
-    atomic_store_explicit(&h->ready, SPMC_READY, memory_order_release);
+    /* Last: pairs with the acquire load of ready in read_header(). */
+    atomic_store_explicit(&q->hdr->ready, SPMC_READY, memory_order_release);
     return 0;
-
-fail_unlink:
-    shm_unlink(name);
-    close(fd);
-    return rc;
 }
 
-/* Attached readers: active entries. A reader still joining is not counted
- * yet: a writer that waited for it must not publish before the reader has
- * chosen where it starts, or a broadcast reader would miss the first
- * messages. */
-static unsigned count_readers(const struct spmc_queue *q)
+/* Live readers: active entries whose lock is held. The locks (a system
+ * call each) are looked at only when the entries alone would be enough;
+ * an active entry whose reader is dead is freed on the way. A reader still
+ * joining is not counted: a writer that waited for it must not publish
+ * before the reader has chosen where it starts. */
+static unsigned count_readers(struct spmc_queue *q, unsigned wanted)
 {
-    unsigned n = 0;
-    for (unsigned i = 0; i < q->max_readers; i++)
-        /* Pairs with the stores of state SPMC_ENTRY_ACTIVE in
-         * join_broadcast() and spmc_queue_attach(). */
-        n += atomic_load_explicit(&q->readers[i].state, memory_order_acquire) ==
-             SPMC_ENTRY_ACTIVE;
-    return n;
+    unsigned active = 0, live = 0;
+    for (unsigned e = 0; e < q->max_readers; e++)
+        /* Pairs with the compare-and-swaps that make an entry active in
+         * take_entry() and join_broadcast(). */
+        active += entry_state(atomic_load_explicit(&q->readers[e].word,
+                                                   memory_order_acquire)) == SPMC_ENTRY_ACTIVE;
+    if (active < wanted)
+        return active;
+    for (unsigned e = 0; e < q->max_readers; e++) {
+        if (entry_state(atomic_load_explicit(&q->readers[e].word, memory_order_acquire)) !=
+            SPMC_ENTRY_ACTIVE)
+            continue;
+        if (lock_byte(q->fd, reader_lock(e)) != 0) { /* held: alive */
+            live++;
+            continue;
+        }
+        SPMC_CRASH_POINT("reap:locked");
+        (void)free_dead_entry(q, e);
+        SPMC_CRASH_POINT("reap:freed");
+        unlock_byte(q->fd, reader_lock(e));
+    }
+    return live;
 }
 
 int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count, int64_t timeout_ns)
 {
-    if (q == NULL || q->mode != SPMC_WRITER || count > q->max_readers)
+    if (q == NULL || q->role != SPMC_WRITER || count > q->max_readers || !owned_here(q))
         return -EINVAL;
     struct waiter w;
     wait_start(&w, timeout_ns);
-    while (count_readers(q) < count) {
+    while (count_readers(q, count) < count) {
         int rc = wait_more(&w);
         if (rc != 0)
             return rc;
@@ -603,44 +813,150 @@ struct header_copy {
     uint32_t slot_size, fanout, max_readers;
 };
 
-/* Check a header the creator has published; 0 or -EPROTO. */
-static int check_header(const struct header_copy *c, size_t elem_size,
-                        size_t capacity, off_t file_size)
+/* Check a header the creator has published; 0 (and its geometry) or -EPROTO. */
+static int check_header(const struct header_copy *c, size_t elem_size, size_t capacity,
+                        off_t file_size, struct geometry *g)
 {
     if (c->magic != SPMC_MAGIC || c->version != SPMC_VERSION ||
-        c->header_size != sizeof(struct spmc_shm_header) ||
-        c->cacheline != SPMC_CACHELINE)
+        c->header_size != sizeof(struct spmc_shm_header) || c->cacheline != SPMC_CACHELINE)
         return -EPROTO;
     if ((elem_size != 0 && c->elem_size != elem_size) ||
         (capacity != 0 && c->capacity != capacity))
         return -EPROTO;
-    if ((c->fanout != SPMC_BROADCAST && c->fanout != SPMC_SHARE) ||
-        c->slot_size != slot_size_for(c->elem_size))
-        return -EPROTO;
-    size_t size = segment_size(c->slot_size, c->capacity, c->max_readers, c->fanout);
-    if (size == 0 || (uint64_t)file_size < size)
+    if (geometry_for(g, c->elem_size, c->capacity, c->fanout, c->max_readers) != 0 ||
+        g->slot_size != c->slot_size || (uint64_t)file_size < g->map_size)
         return -EPROTO;
     return 0;
+}
+
+/* Wait a bounded time for the creator to size the segment and publish its
+ * header, then check it. If time is up and a creator is still at work (it
+ * holds the writer's lock): -ETIMEDOUT, try again later. If nobody is, the
+ * segment will never be finished: -EPROTO. */
+static int read_header(int fd, size_t elem_size, size_t capacity, struct geometry *g)
+{
+    const uint64_t deadline = mono_ns() + SPMC_ATTACH_WAIT_NS;
+    const struct timespec nap = {0, 1000000}; /* 1 ms */
+    const struct spmc_shm_header *h = NULL;
+    struct stat st;
+    int rc = 0;
+    for (;;) {
+        if (fstat(fd, &st) != 0)
+            return -errno;
+        if (h == NULL && (size_t)st.st_size >= sizeof *h) {
+            h = mmap(NULL, sizeof *h, PROT_READ, MAP_SHARED, fd, 0);
+            if (h == MAP_FAILED)
+                return -errno;
+        }
+        /* Pairs with the release store of ready in spmc_queue_create_opts(). */
+        if (h != NULL && atomic_load_explicit(&h->ready, memory_order_acquire) == SPMC_READY)
+            break;
+        if (mono_ns() >= deadline) {
+            rc = held_elsewhere(fd, WRITER_LOCK) ? -ETIMEDOUT : -EPROTO;
+            break;
+        }
+        nanosleep(&nap, NULL);
+    }
+    if (rc == 0 && fstat(fd, &st) != 0)
+        rc = -errno;
+    if (rc == 0) {
+        struct header_copy c = {h->magic,     h->version,   h->header_size,
+                                h->cacheline, h->elem_size, h->capacity,
+                                h->slot_size, h->fanout,    h->max_readers};
+        rc = check_header(&c, elem_size, capacity, st.st_size, g);
+    }
+    if (h != NULL)
+        munmap((void *)h, sizeof *h);
+    return rc;
+}
+
+/* We hold entry e's lock, so nobody alive holds the entry: make it ours
+ * with one compare-and-swap of its word. If its last holder died holding a
+ * work-sharing claim, that message is ours to deliver first. */
+static int take_entry(struct spmc_queue *q, unsigned e)
+{
+    struct spmc_shm_reader *r = &q->readers[e];
+    /* Pairs with the compare-and-swap that freed the entry (release_entry(),
+     * free_dead_entry()): its last holder is done with it. */
+    uint64_t w = atomic_load_explicit(&r->word, memory_order_acquire);
+    if (entry_state(w) != SPMC_ENTRY_FREE) { /* its holder died */
+        if (q->fanout == SPMC_SHARE)
+            q->has_inherited = orphan_of(q, e, &q->inherited);
+        atomic_fetch_add_explicit(&q->hdr->reaped, 1, memory_order_relaxed); /* a statistic */
+    }
+    const unsigned state = q->fanout == SPMC_BROADCAST ? SPMC_ENTRY_JOINING : SPMC_ENTRY_ACTIVE;
+    /* Pairs with the acquire loads of the word in count_readers() and the
+     * seq_cst ones in min_cursor(). */
+    if (!atomic_compare_exchange_strong_explicit(&r->word, &w, new_holder(w, state),
+                                                 memory_order_seq_cst, memory_order_relaxed)) {
+        q->has_inherited = 0; /* only a hostile process changes it under our lock */
+        return -EAGAIN;
+    }
+    SPMC_CRASH_POINT("attach:claimed");
+    if (q->has_inherited)
+        atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed);
+    q->entry = r;
+    q->entry_index = e;
+    return 0;
+}
+
+/* Take an entry of the reader table: its lock first, so that nobody can
+ * take it for a dead reader's while we set it up, then its word. Free
+ * entries first; then entries whose readers died. */
+static int claim_entry(struct spmc_queue *q)
+{
+    for (int pass = 0; pass < 2; pass++)
+        for (unsigned e = 0; e < q->max_readers; e++) {
+            uint64_t w = atomic_load_explicit(&q->readers[e].word, memory_order_relaxed);
+            if ((entry_state(w) == SPMC_ENTRY_FREE) != (pass == 0))
+                continue;
+            if (lock_byte(q->fd, reader_lock(e)) != 0)
+                continue; /* a live reader, or someone looking at it */
+            SPMC_CRASH_POINT("attach:locked");
+            if (take_entry(q, e) == 0)
+                return 0;
+            unlock_byte(q->fd, reader_lock(e));
+        }
+    return -EUSERS;
+}
+
+/* A reader leaves: one compare-and-swap frees its entry. */
+static void release_entry(struct spmc_queue *q)
+{
+    uint64_t w = atomic_load_explicit(&q->entry->word, memory_order_relaxed);
+    /* Pairs with the acquire load in take_entry() and the seq_cst loads in
+     * min_cursor(): the writer stops waiting for us. */
+    (void)atomic_compare_exchange_strong_explicit(&q->entry->word, &w,
+                                                  with_state(w, SPMC_ENTRY_FREE),
+                                                  memory_order_seq_cst, memory_order_relaxed);
 }
 
 /* Broadcast join: choose a starting cursor the writer is guaranteed to
  * respect. The writer pushes freely while its index stays below
  * gate + capacity, where gate is the lowest cursor it saw when it last
  * looked; it stores gate *before* it re-reads the table (see
- * refresh_limit()). We store our cursor *before* we read gate. With both
- * pairs sequentially consistent, either the writer's re-read sees our
- * cursor, or we see its new gate; if that gate is beyond our cursor we may
- * already be overrun, so we start again from the writer's newer position. */
+ * refresh_limit()). We store our cursor and make the entry active *before*
+ * we read gate. With both pairs sequentially consistent, either the
+ * writer's re-read sees us, or we see its new gate; if that gate is beyond
+ * our cursor we may already be overrun, so we start again from the
+ * writer's newer position. */
 static int join_broadcast(struct spmc_queue *q)
 {
     struct spmc_shm_header *h = q->hdr;
+    uint64_t w = atomic_load_explicit(&q->entry->word, memory_order_relaxed);
     for (int tries = 0; tries < MAX_RETRIES; tries++) {
         /* Position only: the data is published by each slot's seq. */
         uint64_t start = atomic_load_explicit(&h->head, memory_order_relaxed);
         /* Pairs with the seq_cst load of cursor in min_cursor(). */
         atomic_store_explicit(&q->entry->cursor, start, memory_order_seq_cst);
-        /* Pairs with the seq_cst load of state in min_cursor(). */
-        atomic_store_explicit(&q->entry->state, SPMC_ENTRY_ACTIVE, memory_order_seq_cst);
+        SPMC_CRASH_POINT("attach:cursor");
+        /* Pairs with the seq_cst load of the word in min_cursor(). */
+        if (entry_state(w) != SPMC_ENTRY_ACTIVE &&
+            !atomic_compare_exchange_strong_explicit(&q->entry->word, &w,
+                                                     with_state(w, SPMC_ENTRY_ACTIVE),
+                                                     memory_order_seq_cst, memory_order_seq_cst))
+            return -EPROTO;
+        w = with_state(w, SPMC_ENTRY_ACTIVE);
         /* Pairs with the seq_cst store of gate in refresh_limit(). */
         uint64_t gate = atomic_load_explicit(&h->gate, memory_order_seq_cst);
         if ((int64_t)(gate - start) <= 0) {
@@ -651,19 +967,25 @@ static int join_broadcast(struct spmc_queue *q)
     return -EPROTO; /* gate stays beyond head: not a writer we understand */
 }
 
-/* Claim a free entry of the reader table; NULL when all are taken. */
-static struct spmc_shm_reader *claim_entry(struct spmc_queue *q)
+/* Become one of the queue's readers: an entry, then a starting point. */
+static int join(struct spmc_queue *q)
 {
-    for (unsigned i = 0; i < q->max_readers; i++) {
-        uint32_t free_state = SPMC_ENTRY_FREE;
-        /* Pairs with the stores of SPMC_ENTRY_FREE in spmc_queue_destroy()
-         * and reap_readers(): the entry's previous reader is done with it. */
-        if (atomic_compare_exchange_strong_explicit(&q->readers[i].state, &free_state,
-                                                    SPMC_ENTRY_JOINING, memory_order_acq_rel,
-                                                    memory_order_relaxed))
-            return &q->readers[i];
+    /* Pairs with the release store of closed in spmc_queue_destroy(). */
+    if (atomic_load_explicit(&q->hdr->closed, memory_order_acquire))
+        return -EPIPE;
+    int rc = claim_entry(q);
+    if (rc != 0)
+        return rc;
+    if (q->fanout == SPMC_SHARE) {
+        /* A hint only: the claims in pop_share() decide. */
+        q->index = atomic_load_explicit(&q->hdr->read_index, memory_order_relaxed);
+        return 0;
     }
-    return NULL;
+    q->publish_mask = q->capacity >= 4 ? q->capacity / 4 - 1 : 0;
+    rc = join_broadcast(q);
+    if (rc != 0)
+        release_entry(q);
+    return rc;
 }
 
 int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
@@ -672,123 +994,41 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
     if (q == NULL)
         return -EINVAL;
     memset(q, 0, sizeof *q);
+    q->fd = -1;
     int rc = check_name(name);
     if (rc != 0)
         return rc;
     int fd = shm_open(name, O_RDWR, 0);
     if (fd < 0)
         return -errno;
-
-    /* The creator may still be sizing the segment or writing the header:
-     * wait a bounded time for the size, then for the ready word. */
-    struct spmc_shm_header *h = MAP_FAILED;
-    struct stat st;
-    uint64_t deadline = mono_ns() + SPMC_ATTACH_WAIT_NS;
-    struct timespec nap = {0, 1000000}; /* 1 ms */
-    for (;;) {
-        if (fstat(fd, &st) != 0) {
-            rc = -errno;
-            goto fail;
-        }
-        if ((size_t)st.st_size >= sizeof *h)
-            break;
-        if (mono_ns() >= deadline) {
-            rc = -EPROTO;
-            goto fail;
-        }
-        nanosleep(&nap, NULL);
-    }
-    h = mmap(NULL, sizeof *h, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (h == MAP_FAILED) {
+    SPMC_CRASH_POINT("attach:opened");
+    struct geometry g = {0};
+    void *base = NULL;
+    rc = read_header(fd, elem_size, capacity, &g);
+    if (rc == 0 && (base = map_segment(name, fd, g.map_size)) == NULL)
         rc = -errno;
-        goto fail;
+    int remembered = rc == 0 && (rc = remember_fd(fd)) == 0;
+    if (rc == 0) {
+        /* From here on only the checked geometry is used. */
+        set_geometry(q, &g, base);
+        q->fd = fd;
+        q->owner_pid = getpid();
+        SPMC_CRASH_POINT("attach:mapped");
+        rc = join(q);
     }
-    /* Pairs with the release store of ready in spmc_queue_create_opts(). */
-    while (atomic_load_explicit(&h->ready, memory_order_acquire) != SPMC_READY) {
-        if (mono_ns() >= deadline) {
-            rc = -EPROTO;
-            goto fail;
-        }
-        nanosleep(&nap, NULL);
+    if (rc != 0) {
+        if (remembered)
+            forget_fd(fd);
+        if (base != NULL)
+            unmap_segment(base, g.map_size);
+        close(fd); /* drops any lock we took */
+        memset(q, 0, sizeof *q);
+        q->fd = -1;
+        return rc;
     }
-    if (fstat(fd, &st) != 0) {
-        rc = -errno;
-        goto fail;
-    }
-    struct header_copy c = {h->magic,     h->version,   h->header_size,
-                            h->cacheline, h->elem_size, h->capacity,
-                            h->slot_size, h->fanout,    h->max_readers};
-    rc = check_header(&c, elem_size, capacity, st.st_size);
-    if (rc != 0)
-        goto fail;
-
-    /* From here on only the checked copies are used. */
-    q->elem_size = (size_t)c.elem_size;
-    q->slot_size = c.slot_size;
-    q->seq_offset = q->slot_size - sizeof(uint64_t);
-    q->capacity = c.capacity;
-    q->mask = c.capacity - 1;
-    q->max_readers = c.max_readers;
-    q->fanout = (enum spmc_fanout)c.fanout;
-    q->map_size = segment_size(c.slot_size, c.capacity, c.max_readers, c.fanout);
-    munmap(h, sizeof *h);
-    h = map_segment(fd, q->map_size);
-    if (h == NULL) {
-        rc = -errno;
-        h = MAP_FAILED;
-        goto fail;
-    }
-    close(fd);
-    fd = -1;
-    locate(q, h);
-
-    /* Pairs with the release store of closed in spmc_queue_destroy(). */
-    if (atomic_load_explicit(&h->closed, memory_order_acquire)) {
-        rc = -EPIPE;
-        goto fail;
-    }
-    q->entry = claim_entry(q);
-    if (q->entry == NULL && reap_readers(q) > 0) /* dead readers' entries */
-        q->entry = claim_entry(q);
-    if (q->entry == NULL) {
-        rc = -EUSERS;
-        goto fail;
-    }
-    /* Before the entry becomes active (the store of state publishes it):
-     * the writer must be able to tell when this process is gone. */
-    atomic_store_explicit(&q->entry->owner, identity_of(getpid()), memory_order_relaxed);
-    if (q->fanout == SPMC_SHARE) {
-        uint32_t gen = atomic_fetch_add_explicit(&q->entry->generation, 1,
-                                                 memory_order_relaxed) + 1;
-        q->tag = CLAIM_MARK | (uint64_t)(q->entry - q->readers) << 32 | gen;
-    }
-    if (q->fanout == SPMC_BROADCAST) {
-        q->publish_mask = q->capacity >= 4 ? q->capacity / 4 - 1 : 0;
-        rc = join_broadcast(q);
-        if (rc != 0) {
-            /* Pairs with the acquire load of state in count_readers(). */
-            atomic_store_explicit(&q->entry->state, SPMC_ENTRY_FREE, memory_order_seq_cst);
-            goto fail;
-        }
-    } else {
-        /* Pairs with the release store of state in spmc_queue_destroy(). */
-        atomic_store_explicit(&q->entry->state, SPMC_ENTRY_ACTIVE, memory_order_release);
-        /* A hint only: the compare-and-swap in pop_share() decides. */
-        q->index = atomic_load_explicit(&h->read_index, memory_order_relaxed);
-    }
-    q->mode = SPMC_READER;
+    q->role = SPMC_READER;
     memcpy(q->name, name, strlen(name) + 1);
     return 0;
-
-fail:
-    if (q->hdr != NULL)
-        unmap_segment(h, q->map_size);
-    else if (h != MAP_FAILED)
-        munmap(h, sizeof *h);
-    if (fd >= 0)
-        close(fd);
-    memset(q, 0, sizeof *q);
-    return rc;
 }
 
 /* ===================================================================== */
@@ -800,8 +1040,8 @@ static uint64_t min_cursor(const struct spmc_queue *q, uint64_t index)
 {
     uint64_t low = index;
     for (unsigned i = 0; i < q->max_readers; i++) {
-        /* Pairs with the seq_cst store of state in join_broadcast(). */
-        if (atomic_load_explicit(&q->readers[i].state, memory_order_seq_cst) !=
+        /* Pairs with the seq_cst compare-and-swap in join_broadcast(). */
+        if (entry_state(atomic_load_explicit(&q->readers[i].word, memory_order_seq_cst)) !=
             SPMC_ENTRY_ACTIVE)
             continue;
         /* Pairs with the seq_cst store in join_broadcast() and with the
@@ -833,76 +1073,90 @@ static void refresh_limit(struct spmc_queue *q)
     q->limit = low + q->capacity;
 }
 
-/* Share: the slot for message i is not free; its release word holds @p v.
- * If the reader that took the slot's last message is dead, take the slot
- * back (that message is lost with the reader) and return 0. */
-static int rescue_slot(struct spmc_queue *q, uint64_t i, uint64_t v)
+/* Broadcast: free the entries of readers that died (we can take their
+ * locks); how many. A dead reader's cursor would hold us back for ever. */
+static unsigned reap_dead_readers(struct spmc_queue *q)
 {
-    _Atomic uint64_t *word = &q->freed[i & q->mask];
-    const uint64_t prev = i - q->capacity; /* the message the slot holds */
-    if (v & CLAIM_MARK) { /* claimed by the reader this mark names */
-        unsigned e = (unsigned)(v >> 32 & 0x7fffffffu);
-        if (e < q->max_readers) {
-            struct spmc_shm_reader *r = &q->readers[e];
-            uint64_t owner = atomic_load_explicit(&r->owner, memory_order_relaxed);
-            if (atomic_load_explicit(&r->generation, memory_order_relaxed) == (uint32_t)v &&
-                atomic_load_explicit(&r->state, memory_order_acquire) != SPMC_ENTRY_FREE &&
-                (owner == 0 || is_alive(owner)))
-                return -EAGAIN; /* its reader is alive: wait for it */
-            reap_readers(q);
-        }
-    } else if (v == prev) { /* unclaimed, or claimed and not marked yet */
-        uint64_t next = atomic_load_explicit(&q->hdr->read_index, memory_order_relaxed);
-        if ((int64_t)(next - prev) <= 0)
-            return -EAGAIN; /* nobody has taken it: the readers are just slow */
-        /* Taken, never marked: its reader died between the claim and the
-         * mark (two instructions), or is about to mark it. Give it a grace. */
-        uint64_t now = mono_ns();
-        if (q->stuck_index != i || q->stuck_since_ns == 0) {
-            q->stuck_index = i;
-            q->stuck_since_ns = now;
-            return -EAGAIN;
-        }
-        if (now - q->stuck_since_ns < SPMC_ORPHAN_GRACE_NS)
-            return -EAGAIN;
-    } else {
-        return -EAGAIN; /* a value no reader writes: wait, bounded by the caller */
+    unsigned n = 0;
+    for (unsigned e = 0; e < q->max_readers; e++) {
+        uint64_t w = atomic_load_explicit(&q->readers[e].word, memory_order_relaxed);
+        if (entry_state(w) == SPMC_ENTRY_FREE || lock_byte(q->fd, reader_lock(e)) != 0)
+            continue; /* free, or alive */
+        SPMC_CRASH_POINT("reap:locked");
+        n += free_dead_entry(q, e);
+        SPMC_CRASH_POINT("reap:freed");
+        unlock_byte(q->fd, reader_lock(e));
     }
-    /* Pairs with the acquire load of freed in spmc_queue_try_push(). */
-    if (!atomic_compare_exchange_strong_explicit(word, &v, i, memory_order_acq_rel,
-                                                 memory_order_acquire))
-        return v == i ? 0 : -EAGAIN; /* released meanwhile after all */
-    q->dropped++;
-    return 0;
+    return n;
+}
+
+/* Broadcast, the cached limit says "full": look again, and if a reader
+ * holds us back, check (rate-limited) whether it is dead. 0 when there is
+ * room now. */
+COLD static int broadcast_full(struct spmc_queue *q)
+{
+    refresh_limit(q);
+    if ((int64_t)(q->index - q->limit) < 0)
+        return 0;
+    if (!time_to_check(q) || reap_dead_readers(q) == 0)
+        return -EAGAIN;
+    refresh_limit(q);
+    return (int64_t)(q->index - q->limit) < 0 ? 0 : -EAGAIN;
+}
+
+/* Share: the slot for our next message holds @p s, not "free". If it is a
+ * claim on the slot's previous message by a reader that died before handing
+ * the slot back, that message was never delivered: republish it in place,
+ * as our next message, and move on. 0 when the slot at q->index is free
+ * now. */
+COLD static int share_full(struct spmc_queue *q, uint64_t s)
+{
+    const uint64_t i = q->index;
+    if (!is_claim(s) || !claims(s, i - q->capacity) || !time_to_check(q))
+        return -EAGAIN; /* the readers are just slow */
+    const unsigned e = claimer(s);
+    if (e >= q->max_readers || lock_byte(q->fd, reader_lock(e)) != 0)
+        return -EAGAIN; /* its reader is alive (perhaps stopped): wait for it */
+    SPMC_CRASH_POINT("reap:locked");
+    /* Pairs with the acquire loads of seq in pop_share(): the payload is
+     * the one we wrote (a reader only ever reads it). */
+    if (atomic_compare_exchange_strong_explicit(slot_seq(q, i), &s, i + 1, memory_order_release,
+                                                memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed); /* a statistic */
+        q->index = i + 1;
+        /* Position only (for late readers and end of stream). */
+        atomic_store_explicit(&q->hdr->head, i + 1, memory_order_relaxed);
+        SPMC_CRASH_POINT("reap:slot");
+    }
+    (void)free_dead_entry(q, e);
+    SPMC_CRASH_POINT("reap:freed");
+    unlock_byte(q->fd, reader_lock(e));
+    /* Pairs with the release store of seq in deliver(). */
+    return atomic_load_explicit(slot_seq(q, q->index), memory_order_acquire) == q->index
+               ? 0
+               : -EAGAIN;
 }
 
 int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
 {
-    if (q == NULL || q->mode != SPMC_WRITER)
+    if (unlikely(q == NULL || q->role != SPMC_WRITER || msg == NULL))
         return -EINVAL;
-    uint64_t i = q->index;
-    _Atomic uint64_t *seq = slot_seq(q, i);
     if (q->fanout == SPMC_BROADCAST) {
-        if ((int64_t)(i - q->limit) >= 0) { /* the cached limit says full */
-            refresh_limit(q);
-            if ((int64_t)(i - q->limit) >= 0) {
-                if (!time_to_check(q) || reap_readers(q) == 0)
-                    return -EAGAIN;
-                refresh_limit(q); /* a dead reader held us back: look again */
-                if ((int64_t)(i - q->limit) >= 0)
-                    return -EAGAIN;
-            }
-        }
+        if (unlikely((int64_t)(q->index - q->limit) >= 0) && broadcast_full(q) != 0)
+            return -EAGAIN;
     } else {
-        /* Pairs with the release store in release_slots(): the reader that
-         * took this slot's last message has copied it out. */
-        uint64_t v = atomic_load_explicit(&q->freed[i & q->mask], memory_order_acquire);
-        if (v != i && (!time_to_check(q) || rescue_slot(q, i, v) != 0))
+        /* Pairs with the release store of seq in deliver(): the reader of
+         * the slot's last message has copied it out. */
+        uint64_t s = atomic_load_explicit(slot_seq(q, q->index), memory_order_acquire);
+        if (unlikely(s != q->index) && share_full(q, s) != 0)
             return -EAGAIN;
     }
+    const uint64_t i = q->index;
     memcpy(slot_data(q, i), msg, q->elem_size);
+    SPMC_CRASH_POINT("push:copied");
     /* Pairs with the acquire loads of seq in pop_broadcast() and pop_share(). */
-    atomic_store_explicit(seq, i + 1, memory_order_release);
+    atomic_store_explicit(slot_seq(q, i), i + 1, memory_order_release);
+    SPMC_CRASH_POINT("push:published");
     q->index = i + 1;
     /* Position only (for late readers and end of stream); ordered by closed. */
     atomic_store_explicit(&q->hdr->head, i + 1, memory_order_relaxed);
@@ -936,106 +1190,196 @@ static inline void publish_cursor(struct spmc_queue *q)
     q->published = q->index;
 }
 
-/* No message at our index: -EPIPE if the writer has closed and everything
- * it pushed is taken, else -EAGAIN. */
-static int nothing_yet(struct spmc_queue *q, uint64_t index)
+/* Share: deliver message i, which we hold claimed: copy it out, then hand
+ * the slot back at once, so that a reader busy with the message holds
+ * nobody back. */
+static inline int deliver(struct spmc_queue *q, uint64_t i, void *out)
 {
-    /* Pairs with the release store of closed in spmc_queue_destroy(). */
-    if (!atomic_load_explicit(&q->hdr->closed, memory_order_acquire)) {
-        /* A writer that died cannot close: everything it published before
-         * it died is visible by now, and we have none of it left. */
-        if (time_to_check(q) &&
-            !is_alive(atomic_load_explicit(&q->hdr->writer, memory_order_relaxed)))
-            return -EOWNERDEAD;
-        return -EAGAIN;
+    memcpy(out, slot_data(q, i), q->elem_size);
+    SPMC_CRASH_POINT("pop:copied");
+    /* Pairs with the acquire load of seq in spmc_queue_try_push(): our copy
+     * is done before the writer reuses the slot. */
+    atomic_store_explicit(slot_seq(q, i), i + q->capacity, memory_order_release);
+    return 0;
+}
+
+/* Share, nothing to pop: did a reader die holding a message it had claimed?
+ * Take its lock, and the message with one compare-and-swap on the slot; it
+ * is ours to deliver now. 1 with *index set if we got one. */
+COLD static int rescue_orphan(struct spmc_queue *q, uint64_t *index)
+{
+    int found = 0;
+    for (unsigned e = 0; e < q->max_readers && !found; e++) {
+        uint64_t w = atomic_load_explicit(&q->readers[e].word, memory_order_relaxed);
+        if (e == q->entry_index || entry_state(w) == SPMC_ENTRY_FREE ||
+            lock_byte(q->fd, reader_lock(e)) != 0)
+            continue; /* ours, free, or alive */
+        SPMC_CRASH_POINT("reap:locked");
+        uint64_t i;
+        if (orphan_of(q, e, &i)) {
+            uint64_t s = claim_word(i, e);
+            /* As before any claim: should we die holding it, say where. */
+            atomic_store_explicit(&q->entry->held, i, memory_order_relaxed);
+            /* Pairs with the release store of seq in spmc_queue_try_push()
+             * (the dead reader's claim continued its release sequence). */
+            if (atomic_compare_exchange_strong_explicit(slot_seq(q, i), &s,
+                                                        claim_word(i, q->entry_index),
+                                                        memory_order_acquire,
+                                                        memory_order_relaxed)) {
+                atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed);
+                *index = i;
+                found = 1;
+                SPMC_CRASH_POINT("reap:slot");
+            }
+        }
+        (void)free_dead_entry(q, e);
+        SPMC_CRASH_POINT("reap:freed");
+        unlock_byte(q->fd, reader_lock(e));
     }
-    /* The writer's last head store is ordered before closed. */
-    uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_relaxed);
-    return (int64_t)(index - head) >= 0 ? -EPIPE : -EAGAIN;
+    return found;
+}
+
+/* Nothing to pop at index i. End of stream, the writer's death, a dead
+ * reader's message to deliver (share), or simply nothing yet? */
+COLD static int no_message(struct spmc_queue *q, uint64_t i, void *out)
+{
+    uint64_t orphan;
+    /* Pairs with the release store of closed in spmc_queue_destroy(). */
+    if (atomic_load_explicit(&q->hdr->closed, memory_order_acquire)) {
+        /* The writer's last head store is ordered before closed. */
+        uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_relaxed);
+        if ((int64_t)(i - head) < 0)
+            return -EAGAIN;
+        /* The end, unless a dead reader left a message behind. */
+        if (q->fanout == SPMC_SHARE && rescue_orphan(q, &orphan))
+            return deliver(q, orphan, out);
+        return -EPIPE;
+    }
+    if (!time_to_check(q))
+        return -EAGAIN;
+    if (q->fanout == SPMC_SHARE && rescue_orphan(q, &orphan))
+        return deliver(q, orphan, out);
+    /* A writer that died cannot close: everything it published before it
+     * died is visible by now (the caller takes one more look). */
+    return writer_alive(q) ? -EAGAIN : -EOWNERDEAD;
+}
+
+/* Broadcast: no message i yet (seq is @p s). */
+COLD static int broadcast_empty(struct spmc_queue *q, uint64_t i, uint64_t s, void *out)
+{
+    if (is_claim(s) || (int64_t)(s - (i + 1)) > 0)
+        return -EPROTO; /* overrun, impossible while our cursor holds, or garbage */
+    if (q->published != i) /* about to wait: let the writer see us */
+        publish_cursor(q);
+    return no_message(q, i, out);
 }
 
 static int pop_broadcast(struct spmc_queue *q, void *out)
 {
-    uint64_t i = q->index;
+    const uint64_t i = q->index;
+    _Atomic uint64_t *seq = slot_seq(q, i);
     /* Pairs with the release store of seq in spmc_queue_try_push(). */
-    uint64_t seq = atomic_load_explicit(slot_seq(q, i), memory_order_acquire);
-    if (seq != i + 1) {
-        if ((int64_t)(seq - (i + 1)) > 0)
-            return -EPROTO; /* overrun: impossible while our cursor holds */
-        if (q->published != i) /* about to wait: let the writer see us */
-            publish_cursor(q);
-        return nothing_yet(q, i);
-    }
+    uint64_t s = atomic_load_explicit(seq, memory_order_acquire);
+    if (unlikely(s != i + 1))
+        return broadcast_empty(q, i, s, out);
     memcpy(out, slot_data(q, i), q->elem_size);
+    SPMC_CRASH_POINT("pop:copied");
+    /* A second look at seq after the copy (a seqlock's read side): the
+     * writer never overwrites a slot a live reader has not read, but if it
+     * did (a hostile peer), the copy may be torn: say so, never return it.
+     * The fence keeps the copy's loads before the second look. */
+    atomic_thread_fence(memory_order_acquire);
+    if (unlikely(atomic_load_explicit(seq, memory_order_relaxed) != s))
+        return -EPROTO;
     q->index = i + 1;
     if ((q->index & q->publish_mask) == 0)
         publish_cursor(q);
     return 0;
 }
 
-/* Share: hand the slots we have copied out back to the writer, through
- * the release words (eight to a cache line), a batch at a time: the writer
- * then fetches one line per eight messages instead of one per message. */
-static void release_slots(struct spmc_queue *q)
+/* Share: help the read-index hint past message i, which is taken. */
+static inline void advance_read_index(struct spmc_queue *q, uint64_t i)
 {
-    for (unsigned n = 0; n < q->pending; n++) {
-        uint64_t i = q->release[n];
-        /* Pairs with the acquire load of freed in spmc_queue_try_push(): our
-         * copy is done before the writer reuses the slot. */
-        atomic_store_explicit(&q->freed[i & q->mask], i + q->capacity, memory_order_release);
+    /* Relaxed: a hint; the slots' words decide who takes what. */
+    (void)atomic_compare_exchange_strong_explicit(&q->hdr->read_index, &i, i + 1,
+                                                  memory_order_relaxed, memory_order_relaxed);
+}
+
+/* Share: message *i is not there unclaimed; its slot's word is @p s. 1 with
+ * *i moved on (message *i is taken, or our guess was stale); 0 when message
+ * *i is not written yet; -EPROTO for a word no queue writes. */
+static int share_next(struct spmc_queue *q, uint64_t *i, uint64_t s)
+{
+    const uint64_t at = *i;
+    /* How far the slot's message is from message at, in messages: a claim
+     * carries its position in 52 bits, so compare it in 52 bits. */
+    int64_t d;
+    if (is_claim(s))
+        d = (int64_t)(((s & CLAIM_POS) - ((at + 1) & CLAIM_POS)) << 12) >> 12;
+    else
+        d = (int64_t)(s - (at + 1));
+    int where; /* 1: message at is taken; 0: not written yet; -1: stale or garbage */
+    if (d >= 0) /* (d == 0 unclaimed was the caller's case) */
+        where = 1;
+    else if (is_claim(s) ? d == -(int64_t)q->capacity : d == -1)
+        where = 0; /* the previous lap is still held, or the slot is free for at */
+    else
+        where = -1;
+    if (where == 0)
+        return 0;
+    uint64_t hint = atomic_load_explicit(&q->hdr->read_index, memory_order_relaxed);
+    if (where > 0) {
+        advance_read_index(q, at);
+        *i = (int64_t)(hint - (at + 1)) > 0 ? hint : at + 1;
+        return 1;
     }
-    q->pending = 0;
+    if (hint == at)
+        return -EPROTO; /* unread message a lap behind the index: corrupted */
+    *i = hint;
+    return 1;
 }
 
 static int pop_share(struct spmc_queue *q, void *out)
 {
-    _Atomic uint64_t *read_index = &q->hdr->read_index;
-    uint64_t i = q->index; /* cached guess: where our last claim ended */
+    if (unlikely(q->has_inherited)) { /* a dead reader's message, ours since attach */
+        q->has_inherited = 0;
+        return deliver(q, q->inherited, out);
+    }
+    uint64_t i = q->index; /* a guess: where our last claim ended */
     for (int tries = 0; tries < MAX_RETRIES; tries++) {
         _Atomic uint64_t *seq = slot_seq(q, i);
         /* Pairs with the release store of seq in spmc_queue_try_push(). */
         uint64_t s = atomic_load_explicit(seq, memory_order_acquire);
-        int64_t ahead = (int64_t)(s - (i + 1));
-        if (ahead == 0) {
-            /* Message i is there: claim it. Relaxed: the data's visibility
-             * comes from seq; the CAS only decides who takes it. */
-            if (atomic_compare_exchange_weak_explicit(read_index, &i, i + 1,
-                                                      memory_order_relaxed,
-                                                      memory_order_relaxed)) {
-                /* The mark lets the writer find us should we die holding
-                 * the slot; the release below replaces it. */
-                atomic_store_explicit(&q->freed[i & q->mask], q->tag, memory_order_relaxed);
-                memcpy(out, slot_data(q, i), q->elem_size);
-                q->release[q->pending++] = i;
-                if (q->pending == SPMC_RELEASE_BATCH)
-                    release_slots(q);
+        if (likely(s == i + 1)) {
+            /* Say where we claim before we claim: should we die holding
+             * the message, the reader or writer that reaps us looks here. */
+            atomic_store_explicit(&q->entry->held, i, memory_order_relaxed);
+            SPMC_CRASH_POINT("pop:hinted");
+            /* The claim: one compare-and-swap on the slot's word, which
+             * then names our entry. Acquire: pairs, like the load above,
+             * with the release store of seq in spmc_queue_try_push(). */
+            if (atomic_compare_exchange_strong_explicit(seq, &s, claim_word(i, q->entry_index),
+                                                        memory_order_acquire,
+                                                        memory_order_relaxed)) {
+                SPMC_CRASH_POINT("pop:claimed");
+                advance_read_index(q, i);
                 q->index = i + 1;
-                return 0;
+                return deliver(q, i, out);
             }
-            continue; /* i now holds the current read_index */
+            continue; /* someone was quicker: look at the slot again */
         }
-        /* Not there at our guess: compare with the shared read index. */
-        uint64_t now = atomic_load_explicit(read_index, memory_order_relaxed);
-        if (now != i) {
-            i = now;
-            continue;
+        int rc = share_next(q, &i, s);
+        if (rc <= 0) {
+            q->index = i;
+            return rc == 0 ? no_message(q, i, out) : rc;
         }
-        if (ahead > 0)
-            return -EPROTO; /* slot ahead of the unclaimed index: corrupted */
-        q->index = i;
-        release_slots(q); /* about to wait: the writer may need them */
-        return nothing_yet(q, i);
     }
     return -EAGAIN; /* heavy contention (or a scribbling peer): retry later */
 }
 
 /* The writer's process is gone, so all its stores are visible now: one
- * more look, for a message it published just before it died. Out of line:
- * the hot path above stays one inlined call. */
-#if defined(__GNUC__)
-__attribute__((noinline, cold))
-#endif
-static int last_look(struct spmc_queue *q, void *out)
+ * more look, for a message it published just before it died. */
+COLD static int last_look(struct spmc_queue *q, void *out)
 {
     int again = q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
     return again == 0 || again == -EPIPE || again == -EPROTO ? again : -EOWNERDEAD;
@@ -1043,10 +1387,10 @@ static int last_look(struct spmc_queue *q, void *out)
 
 int spmc_queue_try_pop(struct spmc_queue *q, void *out)
 {
-    if (q == NULL || q->mode != SPMC_READER)
+    if (unlikely(q == NULL || q->role != SPMC_READER || out == NULL))
         return -EINVAL;
     int rc = q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
-    return rc == -EOWNERDEAD ? last_look(q, out) : rc;
+    return unlikely(rc == -EOWNERDEAD) ? last_look(q, out) : rc;
 }
 
 int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
@@ -1065,6 +1409,62 @@ int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
 }
 
 /* ===================================================================== */
+/* Looking at a queue                                                      */
+/* ===================================================================== */
+
+int spmc_queue_stats(const struct spmc_queue *q, struct spmc_stats *st)
+{
+    if (q == NULL || q->hdr == NULL || st == NULL || !owned_here(q))
+        return -EINVAL;
+    const struct spmc_shm_header *h = q->hdr;
+    unsigned readers = 0;
+    for (unsigned e = 0; e < q->max_readers; e++) {
+        uint64_t w = atomic_load_explicit(&q->readers[e].word, memory_order_relaxed);
+        if (entry_state(w) == SPMC_ENTRY_ACTIVE &&
+            ((q->role == SPMC_READER && e == q->entry_index) ||
+             held_elsewhere(q->fd, reader_lock(e))))
+            readers++;
+    }
+    /* All relaxed: counters for people, not for synchronisation. */
+    *st = (struct spmc_stats){
+        .fanout = q->fanout,
+        .elem_size = q->elem_size,
+        .capacity = q->capacity,
+        .max_readers = q->max_readers,
+        .readers = readers,
+        .head = atomic_load_explicit(&h->head, memory_order_relaxed),
+        .closed = atomic_load_explicit(&h->closed, memory_order_relaxed) != 0,
+        .writer_alive = q->role == SPMC_WRITER || writer_alive(q),
+        .reaped = atomic_load_explicit(&h->reaped, memory_order_relaxed),
+        .redelivered = atomic_load_explicit(&h->redelivered, memory_order_relaxed),
+    };
+    return 0;
+}
+
+int spmc_queue_owner(const char *name, int *pid)
+{
+    if (pid == NULL)
+        return -EINVAL;
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    int fd = shm_open(name, O_RDONLY, 0);
+    if (fd < 0)
+        return -errno;
+    int writer_pid;
+    if (!is_our_queue(fd, &writer_pid)) {
+        rc = -EPROTO;
+    } else if (held_elsewhere(fd, WRITER_LOCK)) {
+        *pid = writer_pid;
+        rc = 0;
+    } else {
+        rc = -ESRCH;
+    }
+    close(fd);
+    return rc;
+}
+
+/* ===================================================================== */
 /* Tearing down                                                            */
 /* ===================================================================== */
 
@@ -1072,19 +1472,29 @@ int spmc_queue_destroy(struct spmc_queue *q)
 {
     if (q == NULL || q->hdr == NULL)
         return -EINVAL;
-    if (q->mode == SPMC_WRITER) {
-        /* Pairs with the acquire loads of closed in nothing_yet() and
-         * spmc_queue_attach(). */
-        atomic_store_explicit(&q->hdr->closed, 1, memory_order_release);
-        shm_unlink(q->name);
-    } else {
-        release_slots(q);
-        atomic_store_explicit(&q->entry->owner, 0, memory_order_relaxed);
-        /* Pairs with the acquire load of state in count_readers() and the
-         * seq_cst load in min_cursor(): the writer stops waiting for us. */
-        atomic_store_explicit(&q->entry->state, SPMC_ENTRY_FREE, memory_order_seq_cst);
+    if (!owned_here(q)) { /* the parent's handle in a forked child */
+        unmap_segment(q->hdr, q->map_size);
+        memset(q, 0, sizeof *q);
+        q->fd = -1;
+        return 0;
     }
+    if (q->role == SPMC_WRITER) {
+        /* Pairs with the acquire loads of closed in no_message() and join(). */
+        atomic_store_explicit(&q->hdr->closed, 1, memory_order_release);
+        SPMC_CRASH_POINT("destroy:closed");
+        (void)unlink_if_same(q->name, q->fd);
+        SPMC_CRASH_POINT("destroy:unlinked");
+    } else if (!q->has_inherited) {
+        release_entry(q);
+        SPMC_CRASH_POINT("destroy:freed");
+    }
+    /* (A reader leaving with an inherited message it never delivered keeps
+     * its entry: once our lock is gone it is a dead reader's, and the next
+     * reader to look delivers the message.) */
+    forget_fd(q->fd);
     unmap_segment(q->hdr, q->map_size);
+    close(q->fd); /* drops our lock */
     memset(q, 0, sizeof *q);
+    q->fd = -1;
     return 0;
 }

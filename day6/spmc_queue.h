@@ -1,45 +1,43 @@
 /**
  * @file day6/spmc_queue.h
- * @brief Day 6: the day-5 queue, surviving crashed peers, stale segments,
- *        full disks and hostile segment contents.
- *
- * What day 6 adds to day 5 (see day6/README.md):
- * - every process's identity (pid and start time, one 64-bit word, so a
- *   reused pid is not mistaken for the old process) is in the segment; a
- *   writer held back by a reader whose process is gone frees that reader's
- *   entry and goes on; readers of a writer that died drain what was
- *   published and then get -EOWNERDEAD;
- * - creating over a stale segment whose writer is gone reclaims it;
- *   creating over a live writer's queue is refused (-EEXIST, and
- *   spmc_queue_owner() names the live process);
- * - the segment's memory is reserved at creation (posix_fallocate), so a
- *   full /dev/shm fails there with -ENOSPC instead of SIGBUS later;
- * - segments are 0600 unless the options ask for more.
+ * @brief A single-producer, multi-consumer queue in POSIX shared memory
+ *        that survives crashed and stopped peers, stale segments, a full
+ *        /dev/shm and hostile segment contents.
  *
  * One writer process creates the queue; up to `max_readers` reader
  * processes attach to it by name, at any time, and detach when they like.
  * The fan-out mode is chosen at creation and recorded in the header:
  *
  * - **broadcast** (SPMC_BROADCAST): every reader receives every message, in
- *   order. Each reader owns an entry of the reader table in the header and
- *   publishes its cursor there; the writer never overwrites a slot that an
- *   attached reader has not read (the slowest reader holds it back). A
- *   reader that attaches late starts at the writer's current position.
+ *   order, from the moment it attached. Each reader publishes its cursor in
+ *   its entry of the reader table; the writer never overwrites a slot that
+ *   a live reader has not read (the slowest live reader holds it back).
  * - **work-sharing** (SPMC_SHARE): each message goes to exactly one reader.
- *   Readers claim the next index with a compare-and-swap on a shared read
- *   index; a slot is handed back to the writer through its sequence word
- *   only after the reader has copied it out.
+ *   A reader claims a message by a compare-and-swap on the slot's sequence
+ *   word, which then names the reader; it hands the slot back to the writer
+ *   right after copying the message out.
  *
- * Every slot is `[payload][seq]`: a 64-bit sequence word packed right after
- * the payload. `seq == i` means "free for message i", `seq == i + 1` means
- * "holds message i". The writer publishes a message by storing its seq with
- * release after the payload; a reader sees it with an acquire load of the
- * same word, in the same cache line as the payload, so one message costs
- * about one cache-line transfer and no shared index at all. Indices are
- * free-running 64-bit counters; the slot of index i is `i & (capacity - 1)`.
+ * **Liveness.** Whether a peer is alive is decided by the kernel, never by
+ * a pid: the writer holds an open-file-description lock (F_OFD_SETLK) on
+ * byte 0 of the segment's file, and each reader holds one on the byte of
+ * its table entry, for as long as its handle is open. The kernel drops the
+ * lock when the process dies, whatever PID namespace the process and the
+ * observer are in. A stopped process still holds its locks: it is alive.
  *
- * Concurrency: one thread per handle. Any number of reader handles (in any
- * processes) may pop concurrently with the one writer handle.
+ * **Crashes.** A dead broadcast reader is dropped from the table when it
+ * holds the writer back. A work-sharing message claimed by a reader that
+ * died before handing its slot back is delivered again, to another reader
+ * (or republished by the writer): a message is returned by pop() exactly
+ * once, whoever dies. Readers of a writer that died drain what it published
+ * and then get -EOWNERDEAD. A queue whose writer died is removed by the next
+ * spmc_queue_create() of its name; nothing else is ever removed.
+ *
+ * Concurrency: one thread per handle; any number of reader handles, in any
+ * processes, pop concurrently with the one writer handle. A handle must not
+ * be copied while it is open. A child made by fork() drops the parent's
+ * locks at once (so that a dead parent does not look alive for as long as
+ * its child lives): it must not use the parent's handles, but may open its
+ * own; spmc_queue_destroy() on an inherited handle only unmaps it.
  *
  * Every function returns 0 or a negative errno and prints nothing.
  */
@@ -71,15 +69,10 @@
 #ifndef SPMC_ATTACH_WAIT_NS
 #define SPMC_ATTACH_WAIT_NS 1000000000
 #endif
-/** How long a work-sharing writer waits on a slot claimed by a reader that
- *  died before it could mark the slot as its own (ns). */
-#define SPMC_ORPHAN_GRACE_NS 1000000000
 /** Reader-table entries of a queue made by spmc_queue_create(). */
 #define SPMC_DEFAULT_READERS 16u
 /** Largest reader table a queue may have. */
 #define SPMC_MAX_READERS 1024u
-/** Work-sharing: slots a reader hands back to the writer at once. */
-#define SPMC_RELEASE_BATCH 8
 
 /** How messages fan out to the readers. */
 enum spmc_fanout {
@@ -87,39 +80,55 @@ enum spmc_fanout {
     SPMC_SHARE = 2,     /**< each message goes to exactly one reader */
 };
 
-/** State of a reader-table entry. */
+/** State of a reader-table entry (the low two bits of its word). */
 enum spmc_entry_state {
     SPMC_ENTRY_FREE = 0,    /**< unused; a new reader may claim it */
-    SPMC_ENTRY_JOINING = 1, /**< claimed, cursor not yet valid */
-    SPMC_ENTRY_ACTIVE = 2,  /**< a reader is attached; cursor is valid */
+    SPMC_ENTRY_JOINING = 1, /**< claimed, broadcast cursor not yet valid */
+    SPMC_ENTRY_ACTIVE = 2,  /**< a reader is attached */
 };
 
 /**
  * One reader's entry in the reader table: a cache line of its own, so that
  * readers publishing their cursors do not disturb one another.
+ *
+ * `word` says who holds the entry and in what state, in one 64-bit word:
+ * bits 0-1 the state (enum spmc_entry_state), bits 2-31 a generation
+ * counted up at every claim, bits 32-63 the holder's pid (for people
+ * reading the table; never used to decide liveness). Only the process that
+ * holds the entry's lock changes it, with one compare-and-swap.
  */
 struct spmc_shm_reader {
     alignas(SPMC_CACHELINE) _Atomic uint64_t cursor; /**< broadcast: next index this reader takes, published every capacity/4 messages and before it waits */
-    _Atomic uint32_t state;                          /**< enum spmc_entry_state */
-    _Atomic uint32_t generation;                     /**< share: bumped each time the entry is claimed */
-    _Atomic uint64_t owner;                          /**< the reader's process identity (pid and start time) */
+    _Atomic uint64_t word;                           /**< state, generation and pid: see above */
+    _Atomic uint64_t held;                           /**< share: the message this reader claims or is about to claim */
 };
 
 /**
  * The header at offset 0 of the shared segment. Written by the creator,
- * `ready` last; read by an attacher only after it has seen
- * `ready == SPMC_READY`.
+ * `magic` and then `ready` last; read by an attacher only after it has
+ * seen `ready == SPMC_READY`.
  *
  * Wire format (all fields native-endian, fixed width):
  *
  * | offset | size | field                                       | written by |
  * |-------:|-----:|---------------------------------------------|------------|
  * |      0 |   48 | magic, version, header_size, cacheline, elem_size, capacity, slot_size, fanout, max_readers, reserved | creator, once |
- * |     48 |   16 | ready, closed, writer identity              | writer     |
+ * |     48 |   16 | ready, closed, writer_pid, reserved2         | writer     |
  * |     64 |   16 | head, gate (own cache line)                 | writer     |
  * |    128 |    8 | read_index (own cache line)                 | readers (share) |
- * |    192 | 64 x max_readers | reader table                     | readers    |
+ * |    192 |   16 | reaped, redelivered (own cache line)        | whoever reaps |
+ * |    256 | 64 x max_readers | reader table                     | readers    |
  * |    ...  | capacity x slot_size | slots: payload, then seq     | writer, readers |
+ *
+ * A slot's 64-bit sequence word `seq` says what the slot holds: `i` "free
+ * for message i", `i + 1` "holds message i"; in work-sharing, a reader that
+ * has claimed message i sets bit 63 and puts its entry number in bits 52-61
+ * and `(i + 1) mod 2^52` in bits 0-51, until it hands the slot back with
+ * `i + capacity`. Indices are free-running 64-bit counters; the slot of
+ * index i is `i & (capacity - 1)`.
+ *
+ * Locks (open file description locks on the segment's file, one byte
+ * each): byte 0 is held by the writer, byte 1 + e by the reader of entry e.
  */
 struct spmc_shm_header {
     uint32_t magic;          /**< SPMC_MAGIC */
@@ -134,10 +143,13 @@ struct spmc_shm_header {
     uint32_t reserved;       /**< zero */
     _Atomic uint32_t ready;  /**< SPMC_READY once the header is complete */
     _Atomic uint32_t closed; /**< 1 once the writer has finished */
-    _Atomic uint64_t writer; /**< the writer's process identity (pid and start time) */
+    _Atomic uint32_t writer_pid; /**< the writer's pid in its own PID namespace (information only) */
+    uint32_t reserved2;      /**< zero */
     alignas(SPMC_CACHELINE) _Atomic uint64_t head; /**< next index the writer fills (where a late reader starts) */
     _Atomic uint64_t gate;   /**< broadcast: lowest cursor the writer is currently relying on (see spmc_queue_attach) */
-    alignas(SPMC_CACHELINE) _Atomic uint64_t read_index; /**< share: next index a reader claims */
+    alignas(SPMC_CACHELINE) _Atomic uint64_t read_index; /**< share: a hint, the next index to claim */
+    alignas(SPMC_CACHELINE) _Atomic uint64_t reaped; /**< entries taken back from dead readers, in all */
+    _Atomic uint64_t redelivered; /**< share: messages delivered again because their first reader died */
 };
 
 /* ===================================================================== */
@@ -145,26 +157,26 @@ struct spmc_shm_header {
 /* ===================================================================== */
 
 /** Which side of the queue a handle is. */
-enum spmc_mode {
+enum spmc_role {
     SPMC_WRITER = 1, /**< created the queue; pushes */
     SPMC_READER = 2, /**< attached to it; pops */
 };
 
-/** Options for spmc_queue_create_opts(). */
+/** Options for spmc_queue_create_opts(), best written with designated
+ *  initializers: `{.fanout = SPMC_SHARE, .max_readers = 4}`. */
 struct spmc_options {
     enum spmc_fanout fanout; /**< SPMC_BROADCAST or SPMC_SHARE */
     unsigned max_readers;    /**< reader-table entries, 1..SPMC_MAX_READERS */
-    unsigned mode;           /**< permission bits of the segment: 0 means 0600; 0660 opens it to the group */
+    unsigned perm;           /**< permission bits of the segment: 0 means 0600; 0660 opens it to the group */
 };
 
 /** A process's handle on a queue. The caller owns the storage; the
- *  functions below fill it in and tear it down. Read-only to the caller.
- *  The cached indices live here, in process-local memory, never in the
- *  shared segment. */
+ *  functions below fill it in and tear it down. Read-only to the caller
+ *  (use spmc_queue_stats()). The cached indices live here, in
+ *  process-local memory, never in the shared segment. */
 struct spmc_queue {
     struct spmc_shm_header *hdr;     /**< the mapped segment */
     struct spmc_shm_reader *readers; /**< the reader table */
-    _Atomic uint64_t *freed;         /**< share: per-slot release words */
     unsigned char *slots;            /**< first slot */
     size_t map_size;                 /**< bytes mapped */
     size_t elem_size;                /**< payload bytes (validated copy) */
@@ -174,23 +186,35 @@ struct spmc_queue {
     uint64_t mask;                   /**< capacity - 1 */
     unsigned max_readers;            /**< reader-table entries */
     enum spmc_fanout fanout;         /**< validated copy */
-    enum spmc_mode mode;             /**< writer or reader */
+    enum spmc_role role;             /**< writer or reader */
+    int fd;                          /**< the segment's file, open while the handle is: it carries our lock */
     uint64_t index;                  /**< writer: next index to fill; reader: next index to take */
     uint64_t limit;                  /**< writer, broadcast: push freely while index < limit */
     uint64_t gate;                   /**< writer, broadcast: the gate it published last */
     uint64_t published;              /**< reader, broadcast: cursor last published */
     uint64_t publish_mask;           /**< reader, broadcast: publish when (index & mask) == 0 */
     struct spmc_shm_reader *entry;   /**< reader: its table entry */
-    unsigned pending;                /**< reader, share: slots copied out, not yet handed back */
-    uint64_t tag;                    /**< reader, share: marks a slot as claimed by this reader */
+    unsigned entry_index;            /**< reader: which one */
+    int has_inherited;               /**< reader, share: a message claimed by a dead reader is ours to deliver */
+    uint64_t inherited;              /**< reader, share: its index */
     uint64_t idle_polls;             /**< empty or full polls since the last liveness check */
-    uint64_t last_check_ns;          /**< when the peer's liveness was last checked */
-    uint64_t stuck_index;            /**< writer, share: the index an unmarked claim holds back */
-    uint64_t stuck_since_ns;         /**< writer, share: since when */
-    uint64_t reclaimed;              /**< writer: entries of dead readers freed so far */
-    uint64_t dropped;                /**< writer, share: slots taken back from dead readers (their messages went with them) */
-    uint64_t release[SPMC_RELEASE_BATCH]; /**< reader, share: their indices */
+    uint64_t last_check_ns;          /**< when the peers' liveness was last checked */
+    int owner_pid;                   /**< the process that opened the handle (a forked child's copy is not its own) */
     char name[SPMC_NAME_MAX + 1];    /**< the segment's name */
+};
+
+/** What spmc_queue_stats() reports. */
+struct spmc_stats {
+    enum spmc_fanout fanout; /**< the queue's fan-out mode */
+    size_t elem_size;        /**< payload bytes per message */
+    uint64_t capacity;       /**< slots in the ring */
+    unsigned max_readers;    /**< entries in the reader table */
+    unsigned readers;        /**< readers attached and alive now (their locks are held) */
+    uint64_t head;           /**< messages the writer has published */
+    int closed;              /**< 1 once the writer has closed the queue */
+    int writer_alive;        /**< 1 while the writer holds its lock (or has closed cleanly) */
+    uint64_t reaped;         /**< reader entries taken back from dead readers, in all */
+    uint64_t redelivered;    /**< share: messages delivered again because their first reader died */
 };
 
 /** Marks a function whose result must be checked (gcc and clang warn). */
@@ -207,7 +231,7 @@ struct spmc_queue {
 /**
  * Create the queue @p name as its writer, in broadcast mode with
  * SPMC_DEFAULT_READERS reader entries. Same as spmc_queue_create_opts()
- * with those options.
+ * with NULL options.
  *
  * @param q         handle to fill in
  * @param name      "/name": leading '/', no other '/', at most SPMC_NAME_MAX
@@ -217,9 +241,9 @@ struct spmc_queue {
  * @retval -EINVAL       bad name, zero size, capacity not a power of two, or
  *                       a segment size that overflows
  * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
- * @retval -EEXIST       the name belongs to a live writer's queue, or to a
- *                       segment that is not a queue of this version (a stale
- *                       queue whose writer is gone is reclaimed instead)
+ * @retval -EEXIST       the name is taken (see spmc_queue_create_opts())
+ * @retval -EAGAIN       another process held the new segment's lock for
+ *                       a second (it was inspecting the name); try again
  * @retval -ENOSPC       /dev/shm has no room for the segment
  * @retval -ENOMEM       the segment cannot be sized or mapped
  * @retval -EACCES       permission denied by the system
@@ -233,30 +257,34 @@ SPMC_MUST_CHECK int spmc_queue_create(struct spmc_queue *q, const char *name,
 /**
  * Create the queue @p name as its writer with a chosen fan-out mode,
  * reader-table size and permissions (0600 unless @p opts says otherwise).
- * The segment's memory is reserved now, so a full /dev/shm fails here.
- * A segment of the same name left by a writer that is gone (crashed) is
- * removed and made anew.
+ * The segment's memory is reserved now, so a full /dev/shm fails here and
+ * never with SIGBUS later. If the name belongs to a queue of this version
+ * whose writer is gone (its lock is free), that segment is removed and
+ * made anew; a live writer's queue, a segment still being created, and
+ * anything that is not one of our queues are left alone (-EEXIST).
  *
  * @param q         handle to fill in
  * @param name      "/name": leading '/', no other '/', at most SPMC_NAME_MAX
  * @param elem_size bytes per message, > 0
  * @param capacity  slots in the ring, a power of two (never rounded)
- * @param opts      fan-out mode and table size; NULL for the defaults
+ * @param opts      fan-out mode, table size, permissions; NULL for defaults
  * @retval 0             created; @p q is a writer handle
  * @retval -EINVAL       bad name, zero size, capacity not a power of two,
  *                       unknown fan-out, max_readers outside
- *                       1..SPMC_MAX_READERS, a mode outside 0..0777, or a
- *                       size that overflows
+ *                       1..SPMC_MAX_READERS, perm outside 0..0777, or a size
+ *                       that overflows
  * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
  * @retval -EEXIST       the name belongs to a live writer's queue (see
- *                       spmc_queue_owner()) or to something that is not a
- *                       queue of this version
+ *                       spmc_queue_owner()), to a segment being created, or
+ *                       to something that is not a queue of this version
+ * @retval -EAGAIN       another process held the new segment's lock for
+ *                       a second (it was inspecting the name); try again
  * @retval -ENOSPC       /dev/shm has no room for the segment
  * @retval -ENOMEM       the segment cannot be sized or mapped
  * @retval -EACCES       permission denied by the system
  * @retval -EMFILE       other negative errno values of shm_open(), ftruncate()
  *                       or mmap() are passed through unchanged (-EMFILE,
- *                       -ENFILE, -ENOSPC, ...)
+ *                       -ENFILE, ...)
  */
 SPMC_MUST_CHECK int spmc_queue_create_opts(struct spmc_queue *q, const char *name,
                                            size_t elem_size, size_t capacity,
@@ -266,13 +294,13 @@ SPMC_MUST_CHECK int spmc_queue_create_opts(struct spmc_queue *q, const char *nam
  * Attach to the queue @p name as one of its readers. Waits up to
  * SPMC_ATTACH_WAIT_NS for a creator that is still writing the header, then
  * checks every header field against the segment's real size before it maps
- * the slots, then claims a free entry of the reader table.
+ * the slots, then claims an entry of the reader table (a free one, or one
+ * whose reader died).
  *
  * In broadcast mode the reader starts at the writer's current position: it
- * receives the messages pushed after it attached, not those before. (The
- * writer may be in the middle of a push; the join protocol makes sure the
- * writer sees the new cursor before it can overwrite anything the reader
- * expects.) In work-sharing mode it takes part in the next claims.
+ * receives the messages pushed after it attached, not those before. In
+ * work-sharing mode it takes part in the next claims (and first delivers
+ * the message a dead reader of its entry had claimed, if there was one).
  *
  * @param q         handle to fill in
  * @param name      the queue's name
@@ -282,12 +310,14 @@ SPMC_MUST_CHECK int spmc_queue_create_opts(struct spmc_queue *q, const char *nam
  * @retval -EINVAL       bad name
  * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
  * @retval -ENOENT       no segment of that name
- * @retval -EPROTO       not a complete queue of this version: bad magic,
- *                       version, header size, slot size, fan-out, table size,
- *                       a capacity that is not a power of two, sizes that
- *                       differ from the expected ones, or a segment smaller
- *                       than its header says
- * @retval -EUSERS       every reader-table entry is taken
+ * @retval -ETIMEDOUT    a live creator has not finished the header within
+ *                       SPMC_ATTACH_WAIT_NS: try again
+ * @retval -EPROTO       not a complete queue of this version (and nobody is
+ *                       finishing it): bad magic, version, header size, slot
+ *                       size, fan-out, table size, a capacity that is not a
+ *                       power of two, sizes that differ from the expected
+ *                       ones, or a segment smaller than its header says
+ * @retval -EUSERS       every reader-table entry is held by a live reader
  * @retval -EPIPE        the writer has already closed the queue
  * @retval -EACCES       permission denied by the system
  * @retval -EMFILE       other negative errno values of shm_open(), fstat()
@@ -297,7 +327,8 @@ SPMC_MUST_CHECK int spmc_queue_attach(struct spmc_queue *q, const char *name,
                                       size_t elem_size, size_t capacity);
 
 /**
- * Writer: wait until at least @p count readers are attached.
+ * Writer: wait until at least @p count live readers are attached. A reader
+ * whose process has died does not count (its entry is taken back).
  *
  * @param q          writer handle
  * @param count      readers to wait for, at most the table size
@@ -315,25 +346,24 @@ SPMC_MUST_CHECK int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count
 
 /**
  * Writer: copy one message of elem_size bytes into the ring if there is room.
- * In broadcast mode "room" means every attached reader has read the slot's
+ * In broadcast mode "room" means every live reader has read the slot's
  * previous message; with no reader attached, messages are overwritten
  * freely (nobody is owed them). A reader whose process has died stops
  * counting: when it holds the writer back, its entry is freed (broadcast),
- * or the message it had claimed is dropped with it (work-sharing; counted
- * in the handle's `dropped`).
+ * or the message it had claimed is republished in place (work-sharing).
  *
  * @param q          writer handle
  * @param msg        the message: elem_size bytes to copy in
  * @retval 0       pushed
  * @retval -EAGAIN the ring is full
- * @retval -EINVAL not a writer handle
+ * @retval -EINVAL not a writer handle, or @p msg is NULL
  */
 SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
 
 /**
  * Reader: copy the next message into @p out (elem_size bytes) if there is
  * one: in broadcast mode this reader's next message, in work-sharing mode
- * the oldest message no reader has claimed.
+ * one message no other reader has been given.
  *
  * @param q          reader handle
  * @param out        where to copy the message: elem_size bytes
@@ -343,8 +373,9 @@ SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
  *                 drained everything it was owed (end of stream)
  * @retval -EOWNERDEAD the writer's process is gone without closing the
  *                 queue, and everything it published has been drained
- * @retval -EPROTO the shared state is impossible (corrupted segment)
- * @retval -EINVAL not a reader handle
+ * @retval -EPROTO the shared state is impossible (a corrupted segment, or
+ *                 a broadcast message overwritten while it was copied)
+ * @retval -EINVAL not a reader handle, or @p out is NULL
  */
 SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
 
@@ -358,7 +389,7 @@ SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
  * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
  * @retval 0          pushed
  * @retval -ETIMEDOUT still full after @p timeout_ns
- * @retval -EINVAL    not a writer handle
+ * @retval -EINVAL    not a writer handle, or @p msg is NULL
  */
 SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg,
                                     int64_t timeout_ns);
@@ -375,14 +406,32 @@ SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg,
  *                    has been drained
  * @retval -ETIMEDOUT still nothing after @p timeout_ns
  * @retval -EPROTO    the shared state is impossible (corrupted segment)
- * @retval -EINVAL    not a reader handle
+ * @retval -EINVAL    not a reader handle, or @p out is NULL
  */
 SPMC_MUST_CHECK int spmc_queue_pop(struct spmc_queue *q, void *out,
                                    int64_t timeout_ns);
 
+/* ===================================================================== */
+/* Looking at a queue                                                      */
+/* ===================================================================== */
+
 /**
- * Who owns the queue @p name: the pid of its writer, if that process is
- * alive. For a program that was refused with -EEXIST and wants to say why.
+ * Counters and state of the queue behind @p q, for tools and tests. The
+ * counters live in the shared segment, so a hostile peer can make them say
+ * anything; the queue never relies on them.
+ *
+ * @param q   an open handle, writer or reader
+ * @param st  where to store them
+ * @retval 0       @p st is filled in
+ * @retval -EINVAL @p q is not an open handle, or @p st is NULL
+ */
+SPMC_MUST_CHECK int spmc_queue_stats(const struct spmc_queue *q, struct spmc_stats *st);
+
+/**
+ * Who owns the queue @p name: the pid of its writer, if the writer is alive
+ * (holds its lock). The pid is the one the writer has in its own PID
+ * namespace: in another container it may name another process or none.
+ * For a program that was refused with -EEXIST and wants to say why.
  *
  * @param name  the queue's name
  * @param pid   where to store the live writer's pid
@@ -391,6 +440,7 @@ SPMC_MUST_CHECK int spmc_queue_pop(struct spmc_queue *q, void *out,
  * @retval -ENOENT no segment of that name
  * @retval -EPROTO the segment is not a complete queue of this version
  * @retval -EINVAL bad name or NULL @p pid
+ * @retval -EACCES permission denied by the system
  */
 SPMC_MUST_CHECK int spmc_queue_owner(const char *name, int *pid);
 
@@ -400,14 +450,26 @@ SPMC_MUST_CHECK int spmc_queue_owner(const char *name, int *pid);
 
 /**
  * Leave the queue. A writer marks it closed (readers drain what is left,
- * then get -EPIPE), unmaps it and removes its name; a reader frees its
- * table entry for a later reader and unmaps. The handle is zeroed;
- * destroying it again returns -EINVAL.
+ * then get -EPIPE), removes its name (if the name is still this queue's)
+ * and unmaps; a reader frees its table entry for a later reader and unmaps.
+ * Either way the handle's lock goes with it. The handle is zeroed;
+ * destroying it again returns -EINVAL. In a child made by fork(), the
+ * parent's handle is only unmapped: the queue is not touched.
  *
  * @param q          an open handle, writer or reader
  * @retval 0       done
  * @retval -EINVAL @p q is not an open handle
  */
 int spmc_queue_destroy(struct spmc_queue *q);
+
+#ifdef SPMC_CRASH_POINTS
+/**
+ * Test builds only (compiled with -DSPMC_CRASH_POINTS): called with the
+ * name of every crash point the queue passes ("create:locked",
+ * "pop:claimed", ...), so that a test can kill or stop the process there.
+ * NULL (the default) does nothing.
+ */
+extern void (*spmc_crash_hook)(const char *point);
+#endif
 
 #endif /* SPMC_QUEUE_H */

@@ -1,6 +1,8 @@
-/* check_day6.c - what day 6 adds: peers that die with SIGKILL, stale and
- * live segments at creation, a full /dev/shm, permissions. Real processes
- * throughout; no timing thresholds (Check's per-test timeouts bound waits). */
+/* check_day6.c - what day 6 adds: peers that die with SIGKILL or stop,
+ * stale, live, half-made and foreign segments at creation, a full
+ * /dev/shm, permissions, the stats call. Real processes throughout; no
+ * timing thresholds (Check's per-test timeouts bound waits). Crash points
+ * are in check_crash.c, PID namespaces and friends in check_liveness.c. */
 #define _GNU_SOURCE
 #include "spmc_queue.h"
 #include "common.h"
@@ -32,9 +34,9 @@ static void teardown(void)
 }
 
 static int create_mode(struct spmc_queue *q, const char *name, enum spmc_fanout f,
-                       size_t cap, unsigned mode)
+                       size_t cap, unsigned perm)
 {
-    struct spmc_options o = {.fanout = f, .max_readers = 4, .mode = mode};
+    struct spmc_options o = {.fanout = f, .max_readers = 4, .perm = perm};
     return spmc_queue_create_opts(q, name, ELEM, cap, &o);
 }
 
@@ -111,7 +113,9 @@ START_TEST(test_broadcast_dead_consumer_does_not_stall_the_producer)
     const uint64_t n = 200; /* many laps of the 8-slot ring */
     for (uint64_t i = 1; i < n; i++)
         push_seq(&qw, i);
-    ck_assert_uint_ge(qw.reclaimed, 1);
+    struct spmc_stats st;
+    ck_assert_int_eq(spmc_queue_stats(&qw, &st), 0);
+    ck_assert_uint_ge(st.reaped, 1);
     ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
     for (uint64_t i = 0; i < n; i++) { /* the survivor lost nothing, in order */
         ck_assert_uint_eq(tu_read_full(fast[0], &v, sizeof v, IO_TIMEOUT_MS), sizeof v);
@@ -122,8 +126,11 @@ START_TEST(test_broadcast_dead_consumer_does_not_stall_the_producer)
 }
 END_TEST
 
-START_TEST(test_share_dead_consumer_loses_only_what_it_held)
+START_TEST(test_share_dead_consumer_holds_nothing_back)
 {
+    /* A consumer that took five messages and then died: pop() returned
+     * them, so they were its own, and it had handed their slots back at
+     * once. The writer needs nothing from it; nothing is delivered again. */
     const char *name = tu_name();
     ck_assert_int_eq(create_mode(&qw, name, SPMC_SHARE, 8, 0), 0);
     for (uint64_t i = 0; i < 5; i++) /* waiting before any reader comes */
@@ -132,7 +139,7 @@ START_TEST(test_share_dead_consumer_loses_only_what_it_held)
     tu_pipe(held);
     tu_pipe(rest);
     pid_t d = tu_fork();
-    if (d == 0) /* takes the five, holds them (not handed back yet), stops */
+    if (d == 0) /* takes the five, then stops reading */
         reader_child(name, held[1], 5, 1);
     tu_close(&held[1]);
     uint64_t v;
@@ -141,66 +148,70 @@ START_TEST(test_share_dead_consumer_loses_only_what_it_held)
         ck_assert_uint_eq(v, i);
     }
     ck_assert_uint_eq(tu_read_full(held[0], &v, sizeof v, IO_TIMEOUT_MS), sizeof v);
+    unsigned char m[ELEM];
+    for (uint64_t i = 5; i < 13; i++) { /* the whole ring, while it still lives */
+        msg_fill(m, ELEM, i);
+        ck_assert_int_eq(spmc_queue_try_push(&qw, m), 0);
+    }
     kill_and_reap(d);
     pid_t r = tu_fork();
     if (r == 0)
         reader_child(name, rest[1], UINT64_MAX, 0);
     tu_close(&rest[1]);
-    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 10 * SEC), 0);
     const uint64_t n = 100;
-    for (uint64_t i = 5; i < n; i++)
-        push_seq(&qw, i); /* laps the slots the dead reader held */
-    /* It had copied them out but not handed the slots back: the writer took
-     * them back and counts them as gone with the dead reader. */
-    ck_assert_uint_eq(qw.dropped, 5);
+    for (uint64_t i = 13; i < n; i++)
+        push_seq(&qw, i);
+    struct spmc_stats st;
+    ck_assert_int_eq(spmc_queue_stats(&qw, &st), 0);
+    ck_assert_uint_eq(st.redelivered, 0);
     ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
     for (uint64_t i = 5; i < n; i++) {
         ck_assert_uint_eq(tu_read_full(rest[0], &v, sizeof v, IO_TIMEOUT_MS), sizeof v);
         ck_assert_uint_eq(v, i);
     }
+    ck_assert_uint_eq(tu_read_full(rest[0], &v, sizeof v, 1000), 0); /* then EOF */
     ck_assert(tu_exited_ok(tu_wait(r, IO_TIMEOUT_MS)));
 }
 END_TEST
 
-START_TEST(test_share_slot_claimed_by_a_dead_reader_is_taken_back)
+START_TEST(test_stopped_consumer_is_alive)
 {
-    /* A reader that dies between its claim and its copy: simulated by
-     * claiming in the test process (a real claim, through a second handle)
-     * while the slot's mark names an entry whose process is gone. */
+    /* SIGSTOP is not death: a stopped broadcast reader keeps its place and
+     * holds the writer back for as long as it is stopped, and once
+     * continued it gets every message. */
     const char *name = tu_name();
-    ck_assert_int_eq(create_mode(&qw, name, SPMC_SHARE, 4, 0), 0);
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), 0);
     int fds[2];
     tu_pipe(fds);
-    pid_t d = tu_fork();
-    if (d == 0) { /* attach, then die at once: its entry stays claimed */
-        struct spmc_queue q;
-        uint64_t ok = spmc_queue_attach(&q, name, ELEM, 0) == 0;
-        if (write(fds[1], &ok, sizeof ok) != (ssize_t)sizeof ok)
-            _exit(1);
-        for (;;)
-            pause();
-    }
-    uint64_t ok;
-    ck_assert_uint_eq(tu_read_full(fds[0], &ok, sizeof ok, IO_TIMEOUT_MS), sizeof ok);
-    ck_assert_uint_eq(ok, 1);
-    for (uint64_t i = 0; i < 4; i++)
+    pid_t s = tu_fork();
+    if (s == 0)
+        reader_child(name, fds[1], UINT64_MAX, 0);
+    tu_close(&fds[1]);
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 10 * SEC), 0);
+    ck_assert_int_eq(kill(s, SIGSTOP), 0);
+    int status;
+    ck_assert_int_eq(waitpid(s, &status, WUNTRACED), s);
+    ck_assert(WIFSTOPPED(status));
+    for (uint64_t i = 0; i < 8; i++)
         push_seq(&qw, i);
-    /* Mark slot 0 as claimed by the child's entry (as its pop would). */
-    unsigned e = 0;
-    while (e < qw.max_readers &&
-           atomic_load(&qw.readers[e].state) != SPMC_ENTRY_ACTIVE)
-        e++;
-    ck_assert_uint_lt(e, qw.max_readers);
-    uint64_t mark = 1ull << 63 | (uint64_t)e << 32 | atomic_load(&qw.readers[e].generation);
-    atomic_store(&qw.hdr->read_index, 1);
-    atomic_store(&qw.freed[0], mark);
     unsigned char m[ELEM];
-    msg_fill(m, ELEM, 4);
-    ck_assert_int_eq(spmc_queue_try_push(&qw, m), -EAGAIN); /* its owner lives */
-    kill_and_reap(d);
-    ck_assert_int_eq(spmc_queue_push(&qw, m, 30 * SEC), 0); /* taken back */
-    ck_assert_uint_eq(qw.dropped, 1);
-    ck_assert_uint_ge(qw.reclaimed, 1);
+    msg_fill(m, ELEM, 8);
+    ck_assert_int_eq(spmc_queue_push(&qw, m, 300 * MS), -ETIMEDOUT); /* held back */
+    struct spmc_stats st;
+    ck_assert_int_eq(spmc_queue_stats(&qw, &st), 0);
+    ck_assert_uint_eq(st.reaped, 0);
+    ck_assert_uint_eq(st.readers, 1);
+    ck_assert_int_eq(kill(s, SIGCONT), 0);
+    const uint64_t n = 100;
+    for (uint64_t i = 8; i < n; i++)
+        push_seq(&qw, i);
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    uint64_t v;
+    for (uint64_t i = 0; i < n; i++) {
+        ck_assert_uint_eq(tu_read_full(fds[0], &v, sizeof v, IO_TIMEOUT_MS), sizeof v);
+        ck_assert_uint_eq(v, i);
+    }
+    ck_assert(tu_exited_ok(tu_wait(s, IO_TIMEOUT_MS)));
 }
 END_TEST
 
@@ -314,13 +325,82 @@ START_TEST(test_foreign_segment_is_left_alone)
 }
 END_TEST
 
-START_TEST(test_half_written_segment_is_stale_once_old)
+START_TEST(test_segment_without_magic_is_never_removed)
 {
+    /* A creator that died between shm_open() and writing our magic left
+     * an empty segment: it cannot be told from a stranger's, so create
+     * refuses the name (whatever its age), attach says it is not a queue,
+     * and the segment stays for its owner (or an administrator) to remove. */
     const char *name = tu_name();
-    ck_assert_int_eq(tu_make_segment(name, 0, NULL, 0), 0); /* died after shm_open */
-    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), -EEXIST); /* young */
-    tu_sleep_ms(2100); /* let it age past the one-second grace */
+    ck_assert_int_eq(tu_make_segment(name, 0, NULL, 0), 0);
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), -EEXIST);
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 0), -EPROTO);
+    int pid;
+    ck_assert_int_eq(spmc_queue_owner(name, &pid), -EPROTO);
+    ck_assert_int_eq(tu_segment_size(name), 0);
+}
+END_TEST
+
+START_TEST(test_other_version_is_left_alone)
+{
+    /* Our magic, another layout version, no writer's lock: perhaps a live
+     * queue of another day's code, which keeps no lock. Never removed. */
+    const char *name = tu_name(), *copy = tu_name();
     ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), 0);
+    static unsigned char snap[1 << 16];
+    long size = tu_read_segment(name, snap, sizeof snap);
+    ck_assert_int_gt(size, 0);
+    ((struct spmc_shm_header *)snap)->version = SPMC_VERSION - 1;
+    ck_assert_int_eq(tu_make_segment(copy, (size_t)size, snap, (size_t)size), 0);
+    struct spmc_queue other;
+    ck_assert_int_eq(create_mode(&other, copy, SPMC_BROADCAST, 8, 0), -EEXIST);
+    ck_assert_int_eq(tu_segment_size(copy), size);
+}
+END_TEST
+
+START_TEST(test_live_creator_still_writing_is_waited_for)
+{
+    /* A creator that holds the writer's lock (byte 0 of the segment, see
+     * the header) but has not published the header yet is alive: attach
+     * says "try again" (-ETIMEDOUT), create keeps off. Once it is dead,
+     * the half-made segment is no queue (-EPROTO). */
+    const char *name = tu_name();
+    int fds[2];
+    tu_pipe(fds);
+    pid_t c = tu_fork();
+    if (c == 0) {
+        int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+        uint64_t ok = fd >= 0 && fcntl(fd, F_OFD_SETLK, &fl) == 0 &&
+                      ftruncate(fd, sizeof(struct spmc_shm_header)) == 0;
+        if (write(fds[1], &ok, sizeof ok) != (ssize_t)sizeof ok)
+            _exit(1);
+        for (;;)
+            pause();
+    }
+    uint64_t ok;
+    ck_assert_uint_eq(tu_read_full(fds[0], &ok, sizeof ok, IO_TIMEOUT_MS), sizeof ok);
+    ck_assert_uint_eq(ok, 1);
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 0), -ETIMEDOUT);
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), -EEXIST);
+    kill_and_reap(c);
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 0), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_destroy_leaves_a_newer_queue_alone)
+{
+    /* Someone removed our name and made a new queue under it: our destroy
+     * must not remove theirs. */
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), 0);
+    ck_assert_int_eq(shm_unlink(name), 0);
+    struct spmc_queue newer;
+    ck_assert_int_eq(create_mode(&newer, name, SPMC_SHARE, 8, 0), 0);
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 8), 0);
+    ck_assert_int_eq(qr.fanout, SPMC_SHARE);
+    ck_assert_int_eq(spmc_queue_destroy(&newer), 0);
 }
 END_TEST
 
@@ -379,9 +459,41 @@ START_TEST(test_other_user_cannot_attach_by_default)
 }
 END_TEST
 
-START_TEST(test_bad_mode_is_refused)
+START_TEST(test_bad_permissions_are_refused)
 {
     ck_assert_int_eq(create_mode(&qw, tu_name(), SPMC_BROADCAST, 8, 01777), -EINVAL);
+}
+END_TEST
+
+/* ===================================================================== */
+/* Looking at a queue                                                      */
+/* ===================================================================== */
+
+START_TEST(test_stats_describe_the_queue)
+{
+    const char *name = tu_name();
+    struct spmc_stats st;
+    ck_assert_int_eq(spmc_queue_stats(&qw, &st), -EINVAL); /* not open */
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_SHARE, 16, 0), 0);
+    ck_assert_int_eq(spmc_queue_stats(&qw, NULL), -EINVAL);
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 16), 0);
+    for (uint64_t i = 0; i < 3; i++)
+        push_seq(&qw, i);
+    ck_assert_int_eq(spmc_queue_stats(&qr, &st), 0);
+    ck_assert_int_eq(st.fanout, SPMC_SHARE);
+    ck_assert_uint_eq(st.elem_size, ELEM);
+    ck_assert_uint_eq(st.capacity, 16);
+    ck_assert_uint_eq(st.max_readers, 4);
+    ck_assert_uint_eq(st.readers, 1);
+    ck_assert_uint_eq(st.head, 3);
+    ck_assert_int_eq(st.closed, 0);
+    ck_assert_int_eq(st.writer_alive, 1);
+    ck_assert_uint_eq(st.reaped, 0);
+    ck_assert_uint_eq(st.redelivered, 0);
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    ck_assert_int_eq(spmc_queue_stats(&qr, &st), 0);
+    ck_assert_int_eq(st.closed, 1);
+    ck_assert_int_eq(st.writer_alive, 0);
 }
 END_TEST
 
@@ -396,8 +508,8 @@ static Suite *day6_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_broadcast_dead_consumer_does_not_stall_the_producer);
-    tcase_add_test(tc, test_share_dead_consumer_loses_only_what_it_held);
-    tcase_add_test(tc, test_share_slot_claimed_by_a_dead_reader_is_taken_back);
+    tcase_add_test(tc, test_share_dead_consumer_holds_nothing_back);
+    tcase_add_test(tc, test_stopped_consumer_is_alive);
     tcase_add_test(tc, test_dead_producer_is_reported_after_draining);
     suite_add_tcase(s, tc);
 
@@ -407,7 +519,10 @@ static Suite *day6_suite(void)
     tcase_add_test(tc, test_restart_over_a_stale_segment);
     tcase_add_test(tc, test_create_over_a_live_queue_is_refused);
     tcase_add_test(tc, test_foreign_segment_is_left_alone);
-    tcase_add_test(tc, test_half_written_segment_is_stale_once_old);
+    tcase_add_test(tc, test_segment_without_magic_is_never_removed);
+    tcase_add_test(tc, test_other_version_is_left_alone);
+    tcase_add_test(tc, test_live_creator_still_writing_is_waited_for);
+    tcase_add_test(tc, test_destroy_leaves_a_newer_queue_alone);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("resources");
@@ -415,7 +530,8 @@ static Suite *day6_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_full_dev_shm_fails_at_create);
     tcase_add_test(tc, test_other_user_cannot_attach_by_default);
-    tcase_add_test(tc, test_bad_mode_is_refused);
+    tcase_add_test(tc, test_bad_permissions_are_refused);
+    tcase_add_test(tc, test_stats_describe_the_queue);
     suite_add_tcase(s, tc);
     return s;
 }

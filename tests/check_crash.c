@@ -1,0 +1,714 @@
+/* check_crash.c - every crash point, every way to die: the queue is built
+ * with -DSPMC_CRASH_POINTS (the Makefile's build/crash/dayN/spmc_queue.o),
+ * which calls spmc_crash_hook at each step of create, reclaim, attach,
+ * push, pop, reap and destroy. Each test runs real processes (a writer and
+ * two or three readers) and arms one of them so that it raises SIGKILL, or
+ * SIGSTOP, at the chosen hit of the chosen point. Then it checks what the
+ * queue promises:
+ *
+ * - the survivors go on: the writer pushes everything, readers end with
+ *   end of stream (or -EOWNERDEAD when the writer died without closing);
+ * - every message is accounted for: a broadcast survivor gets every
+ *   message in order; in work-sharing each message is returned by pop()
+ *   exactly once (a message whose reader died before handing its slot
+ *   back is delivered again; one it had finished copying out when it died
+ *   is counted as its own, from its in-flight buffer);
+ * - a stopped process is alive: nothing it holds is taken from it, and
+ *   once continued it finishes normally; nothing is reaped when nobody died;
+ * - no reader-table entry is lost for good: afterwards, every entry not
+ *   held by a live reader can be attached to;
+ * - nothing is left in /dev/shm: a dead writer's queue is reclaimed by the
+ *   next create; a segment without our magic is never removed by us.
+ *
+ * No timing thresholds: the holds below only give a wrong reaping a chance
+ * to happen; the deadlines only stop a hung child. */
+#define _GNU_SOURCE
+#include "spmc_queue.h"
+#include "common.h"
+#include "test_util.h"
+
+#include <stdalign.h>
+
+#ifndef SPMC_CRASH_POINTS
+#error "check_crash.c needs the queue built with -DSPMC_CRASH_POINTS"
+#endif
+
+#define ELEM 64u
+#define CAP 8u
+#define MAXR 4u
+#define N_MSG 300u
+#define SEC 1000000000ll
+#define STUCK_NS (30 * SEC)
+#define IO_TIMEOUT_MS 60000u
+#define HOLD_MS 300u /* how long a stopped process stays stopped */
+
+/* ===================================================================== */
+/* What the processes report, in memory shared with the test              */
+/* ===================================================================== */
+
+enum { NOT_YET = 1 }; /* a return code no call returns */
+
+struct reader_board {
+    _Atomic int attach_rc, end_rc;
+    _Atomic uint64_t received, errors, first, last_recorded;
+    _Atomic uint64_t reaped, redelivered; /* spmc_queue_stats() at the end */
+    alignas(64) unsigned char inflight[ELEM]; /* pop() copies straight here */
+    _Atomic unsigned char seen[N_MSG];
+};
+
+struct board {
+    _Atomic int fired[2]; /* one armed point fires once per run, whoever reaches it first */
+    _Atomic int create_rc, writer_rc;
+    _Atomic uint64_t pushed;
+    _Atomic uint64_t reaped, redelivered;
+    struct reader_board r[3];
+};
+
+static struct board *bd;
+
+static void board_reset(void)
+{
+    memset(bd, 0, sizeof *bd);
+    atomic_store(&bd->create_rc, NOT_YET);
+    atomic_store(&bd->writer_rc, NOT_YET);
+    for (int k = 0; k < 3; k++) {
+        atomic_store(&bd->r[k].attach_rc, NOT_YET);
+        atomic_store(&bd->r[k].end_rc, NOT_YET);
+        atomic_store(&bd->r[k].last_recorded, UINT64_MAX);
+    }
+}
+
+/* ===================================================================== */
+/* The hook: raise a signal at the n-th hit of one point                   */
+/* ===================================================================== */
+
+static const char *armed_point;
+static int armed_hit, armed_sig, armed_flag, hits;
+
+static void crash_hook(const char *point)
+{
+    if (armed_point != NULL && strcmp(point, armed_point) == 0 && ++hits == armed_hit &&
+        atomic_exchange(&bd->fired[armed_flag], 1) == 0)
+        raise(armed_sig);
+}
+
+/* Arm this process: raise @p sig at the @p hit-th pass through @p point,
+ * unless another process armed with the same @p flag got there first. */
+static void arm_flag(const char *point, int hit, int sig, int flag)
+{
+    armed_point = point;
+    armed_hit = hit;
+    armed_sig = sig;
+    armed_flag = flag;
+    hits = 0;
+    spmc_crash_hook = crash_hook;
+}
+
+static void arm(const char *point, int hit, int sig)
+{
+    arm_flag(point, hit, sig, 1);
+}
+
+/* ===================================================================== */
+/* The processes                                                           */
+/* ===================================================================== */
+
+static void writer_child(const char *name, enum spmc_fanout fanout, unsigned wait_for,
+                         int go_fd)
+{
+    struct spmc_queue q;
+    struct spmc_options o = {.fanout = fanout, .max_readers = MAXR};
+    int rc = spmc_queue_create_opts(&q, name, ELEM, CAP, &o);
+    atomic_store(&bd->create_rc, rc);
+    if (rc != 0)
+        _exit(1);
+    rc = spmc_queue_wait_readers(&q, wait_for, STUCK_NS);
+    unsigned char m[ELEM];
+    for (uint64_t s = 0; s < N_MSG && rc == 0; s++) {
+        msg_fill(m, ELEM, s);
+        rc = spmc_queue_push(&q, m, STUCK_NS);
+        if (rc == 0)
+            atomic_store(&bd->pushed, s + 1);
+    }
+    if (rc != 0) {
+        atomic_store(&bd->writer_rc, rc);
+        _exit(2);
+    }
+    char go;
+    while (read(go_fd, &go, 1) < 0 && errno == EINTR)
+        ;
+    struct spmc_stats st;
+    if (spmc_queue_stats(&q, &st) == 0) {
+        atomic_store(&bd->reaped, st.reaped);
+        atomic_store(&bd->redelivered, st.redelivered);
+    }
+    rc = spmc_queue_destroy(&q);
+    atomic_store(&bd->writer_rc, rc);
+    _exit(rc == 0 ? 0 : 3);
+}
+
+static void reader_child(const char *name, unsigned k, int share)
+{
+    struct reader_board *r = &bd->r[k];
+    struct spmc_queue q;
+    int rc = spmc_queue_attach(&q, name, ELEM, CAP);
+    atomic_store(&r->attach_rc, rc);
+    if (rc != 0)
+        _exit(1);
+    uint64_t n = 0, last = 0;
+    while ((rc = spmc_queue_pop(&q, r->inflight, STUCK_NS)) == 0) {
+        uint64_t s = msg_seq(r->inflight);
+        if (!msg_intact(r->inflight, ELEM) || s >= N_MSG || (!share && n > 0 && s != last + 1))
+            atomic_fetch_add(&r->errors, 1);
+        else
+            atomic_fetch_add(&r->seen[s], 1);
+        if (n == 0)
+            atomic_store(&r->first, s);
+        last = s;
+        atomic_store(&r->last_recorded, s);
+        atomic_store(&r->received, ++n);
+        if (share) { /* "work" on it, so that every reader gets its share */
+            struct timespec work = {0, 50000};
+            nanosleep(&work, NULL);
+        }
+    }
+    struct spmc_stats st;
+    if (spmc_queue_stats(&q, &st) == 0) {
+        atomic_store(&r->reaped, st.reaped);
+        atomic_store(&r->redelivered, st.redelivered);
+    }
+    atomic_store(&r->end_rc, rc);
+    (void)spmc_queue_destroy(&q);
+    _exit(0);
+}
+
+/* ===================================================================== */
+/* Watching them                                                           */
+/* ===================================================================== */
+
+enum how { KILL, STOP_CONT, STOP_KILL };
+static const char *const how_name[] = {"SIGKILL", "SIGSTOP then SIGCONT", "SIGSTOP then SIGKILL"};
+
+/* Wait until one of @p pids (0 entries skipped) is killed by SIGKILL or
+ * stopped by SIGSTOP (its own raise() at the armed point); returns its
+ * index. Fails the test if one exits otherwise, or nothing happens. */
+static int wait_for_victim(const pid_t *pids, int n, const char *point)
+{
+    uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
+    for (;;) {
+        for (int i = 0; i < n; i++) {
+            if (pids[i] <= 0)
+                continue;
+            int status;
+            pid_t r = waitpid(pids[i], &status, WNOHANG | WUNTRACED);
+            if (r != pids[i])
+                continue;
+            if (WIFSTOPPED(status) && WSTOPSIG(status) == SIGSTOP)
+                return i;
+            if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
+                tu_forget_pid(pids[i]);
+                return i;
+            }
+            tu_forget_pid(pids[i]);
+            ck_abort_msg("%s: a process ended without reaching it (%s; writer rc %d, pushed %llu;"
+                         " readers' end rc %d %d %d, received %llu %llu %llu)", point,
+                         tu_status_str(status), atomic_load(&bd->writer_rc),
+                         (unsigned long long)atomic_load(&bd->pushed),
+                         atomic_load(&bd->r[0].end_rc), atomic_load(&bd->r[1].end_rc),
+                         atomic_load(&bd->r[2].end_rc),
+                         (unsigned long long)atomic_load(&bd->r[0].received),
+                         (unsigned long long)atomic_load(&bd->r[1].received),
+                         (unsigned long long)atomic_load(&bd->r[2].received));
+        }
+        ck_assert_msg(tu_now_ns() < deadline, "%s was never reached", point);
+        tu_sleep_ms(1);
+    }
+}
+
+/* Deal with a victim that is stopped (or dead already); 1 if it is dead now. */
+static int finish_victim(pid_t pid, enum how how)
+{
+    if (how == KILL)
+        return 1;
+    tu_sleep_ms(HOLD_MS); /* long enough for a wrong reaping to happen */
+    if (how == STOP_CONT) {
+        ck_assert_int_eq(kill(pid, SIGCONT), 0);
+        return 0;
+    }
+    ck_assert_int_eq(kill(pid, SIGKILL), 0);
+    int status = tu_wait(pid, IO_TIMEOUT_MS);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    return 1;
+}
+
+static void wait_until_pushed_all_or_dead(pid_t writer, int writer_dead)
+{
+    uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
+    while (!writer_dead && atomic_load(&bd->pushed) < N_MSG) {
+        ck_assert_msg(atomic_load(&bd->writer_rc) == NOT_YET, "the writer failed: rc %d",
+                      atomic_load(&bd->writer_rc));
+        ck_assert_msg(tu_now_ns() < deadline, "the writer is stuck at %llu of %u",
+                      (unsigned long long)atomic_load(&bd->pushed), N_MSG);
+        tu_sleep_ms(1);
+    }
+    (void)writer;
+}
+
+/* No entry lost for good: attach until the table is full; every entry not
+ * held by one of @p live readers must be ours. Then leave again. */
+static void assert_free_entries(const char *name, unsigned live)
+{
+    static struct spmc_queue extra[MAXR + 1];
+    unsigned got = 0;
+    int rc;
+    while (got <= MAXR && (rc = spmc_queue_attach(&extra[got], name, ELEM, CAP)) == 0)
+        got++;
+    ck_assert_msg(got == MAXR - live, "attached %u more readers with %u live; expected %u "
+                  "(last rc %d)", got, live, MAXR - live, rc);
+    ck_assert_int_eq(rc, -EUSERS);
+    for (unsigned k = 0; k < got; k++)
+        ck_assert_int_eq(spmc_queue_destroy(&extra[k]), 0);
+}
+
+/* ===================================================================== */
+/* The checks after a run                                                  */
+/* ===================================================================== */
+
+/* Work-sharing: each message 0..published-1 returned exactly once. A reader
+ * killed with a message in its in-flight buffer that it had not recorded
+ * got that message from pop() (or was copying it): it counts as that
+ * reader's if, and only if, nobody else recorded it. */
+static void assert_share_exactly_once(uint64_t published, const int *dead, unsigned readers)
+{
+    for (uint64_t s = 0; s < N_MSG; s++) {
+        unsigned count = 0;
+        for (unsigned k = 0; k < readers; k++)
+            count += atomic_load(&bd->r[k].seen[s]);
+        for (unsigned k = 0; k < readers && count == 0; k++) {
+            const struct reader_board *r = &bd->r[k];
+            if (dead[k] && msg_intact(r->inflight, ELEM) && msg_seq(r->inflight) == s &&
+                atomic_load(&r->last_recorded) != s)
+                count = 1; /* it was delivered to the reader that died */
+        }
+        if (s < published)
+            ck_assert_msg(count == 1, "message %llu delivered %u times",
+                          (unsigned long long)s, count);
+        else
+            ck_assert_msg(count == 0, "message %llu was never published but delivered %u times",
+                          (unsigned long long)s, count);
+    }
+}
+
+/* The messages the writer published: every push that returned, and one
+ * more if it died between publishing and returning (a reader has it). */
+static uint64_t published_count(unsigned readers)
+{
+    uint64_t pushed = atomic_load(&bd->pushed), top = 0;
+    for (unsigned k = 0; k < readers; k++) {
+        for (uint64_t s = 0; s < N_MSG; s++)
+            if (atomic_load(&bd->r[k].seen[s]) && s + 1 > top)
+                top = s + 1;
+        const struct reader_board *r = &bd->r[k];
+        if (msg_intact(r->inflight, ELEM) && msg_seq(r->inflight) < N_MSG &&
+            msg_seq(r->inflight) + 1 > top)
+            top = msg_seq(r->inflight) + 1;
+    }
+    ck_assert_msg(top == pushed || top == pushed + 1, "readers saw %llu messages, %llu pushed",
+                  (unsigned long long)top, (unsigned long long)pushed);
+    return top;
+}
+
+/* After the run, the name is gone; if a writer died before removing it,
+ * the next create reclaims it (and then it is gone). */
+static void assert_name_cleaned_up(const char *name)
+{
+    if (tu_segment_size(name) != -ENOENT) {
+        struct spmc_queue q;
+        ck_assert_int_eq(spmc_queue_create(&q, name, ELEM, CAP), 0);
+        ck_assert_int_eq(spmc_queue_destroy(&q), 0);
+    }
+    ck_assert_int_eq(tu_segment_size(name), -ENOENT);
+}
+
+/* ===================================================================== */
+/* One run: a writer, readers, one armed process                           */
+/* ===================================================================== */
+
+enum victim { WRITER, READER, REAPER };
+
+struct scenario {
+    const char *point;
+    enum victim victim;
+    int hit;            /* which hit of the point */
+    int after_go;       /* the point is reached only once the writer closes */
+};
+
+static void run(const struct scenario *sc, enum spmc_fanout fanout, enum how how)
+{
+    const int share = fanout == SPMC_SHARE;
+    const int sig = how == KILL ? SIGKILL : SIGSTOP;
+    const int reap = sc->victim == REAPER;
+    const unsigned readers = reap ? 3 : 2;
+    const int attach_point = strncmp(sc->point, "attach:", 7) == 0;
+    const unsigned wait_for = sc->victim == READER && attach_point ? 1 : readers;
+    const char *name = tu_name();
+    board_reset();
+    int go[2];
+    tu_pipe(go);
+
+    pid_t w = tu_fork();
+    if (w == 0) {
+        if (sc->victim == WRITER || reap)
+            arm(sc->point, sc->hit, sig);
+        writer_child(name, fanout, wait_for, go[0]);
+    }
+    uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
+    while (atomic_load(&bd->create_rc) == NOT_YET)
+        ck_assert_msg(tu_now_ns() < deadline, "the writer never created the queue");
+    ck_assert_int_eq(atomic_load(&bd->create_rc), 0);
+
+    /* Readers: in the reaping runs, reader 0 dies holding a message (share)
+     * or holding the writer back (broadcast), so that someone reaps it; in
+     * the others, reader 0 is the victim and reader 1 the survivor. */
+    pid_t r[3] = {0, 0, 0};
+    for (unsigned k = 0; k < readers; k++) {
+        r[k] = tu_fork();
+        if (r[k] == 0) {
+            if (reap && k == 0)
+                arm_flag(share ? "pop:claimed" : "pop:copied", 3, SIGKILL, 0);
+            else if ((reap && k > 0) || (sc->victim == READER && k == 0))
+                arm(sc->point, sc->hit, sig);
+            reader_child(name, k, share);
+        }
+    }
+    int dead[3] = {0, 0, 0}, writer_dead = 0;
+    if (reap) {
+        const pid_t first[1] = {r[0]};
+        (void)wait_for_victim(first, 1, share ? "pop:claimed" : "pop:copied");
+        dead[0] = 1;
+    }
+    pid_t candidates[3] = {0, 0, 0};
+    if (sc->victim == WRITER)
+        candidates[0] = w;
+    else if (sc->victim == READER)
+        candidates[0] = r[0];
+    else
+        candidates[0] = w, candidates[1] = r[1], candidates[2] = r[2];
+
+    if (sc->after_go) { /* the run first, then the victim */
+        wait_until_pushed_all_or_dead(w, 0);
+        ck_assert_int_eq(write(go[1], "g", 1), 1);
+    }
+    int v = wait_for_victim(candidates, 3, sc->point);
+    const pid_t victim = candidates[v];
+    if (how != KILL && victim == w && !sc->after_go) {
+        tu_sleep_ms(HOLD_MS); /* a stopped writer is alive: no reader gives up */
+        for (unsigned k = 0; k < readers; k++)
+            if (!dead[k])
+                ck_assert_msg(atomic_load(&bd->r[k].end_rc) == NOT_YET,
+                              "reader %u ended (rc %d) while the writer was only stopped", k,
+                              atomic_load(&bd->r[k].end_rc));
+    }
+    int now_dead = finish_victim(victim, how);
+    if (victim == w)
+        writer_dead = now_dead;
+    for (unsigned k = 0; k < readers; k++)
+        if (victim == r[k])
+            dead[k] = now_dead;
+
+    if (!sc->after_go) {
+        wait_until_pushed_all_or_dead(w, writer_dead);
+        if (!writer_dead) {
+            for (unsigned k = 0; k < readers; k++) { /* a continued joiner finishes joining */
+                uint64_t until = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
+                while (!dead[k] && atomic_load(&bd->r[k].attach_rc) == NOT_YET)
+                    ck_assert_msg(tu_now_ns() < until, "reader %u never attached", k);
+            }
+            unsigned live = 0;
+            for (unsigned k = 0; k < readers; k++)
+                live += !dead[k] && atomic_load(&bd->r[k].attach_rc) == 0;
+            assert_free_entries(name, live);
+        }
+        ck_assert_int_eq(write(go[1], "g", 1), 1);
+    }
+    for (unsigned k = 0; k < readers; k++)
+        if (!dead[k])
+            ck_assert_msg(tu_exited_ok(tu_wait(r[k], IO_TIMEOUT_MS)), "reader %u failed", k);
+    if (!writer_dead)
+        ck_assert_msg(tu_exited_ok(tu_wait(w, IO_TIMEOUT_MS)), "writer failed: rc %d",
+                      atomic_load(&bd->writer_rc));
+
+    /* How the survivors ended: end of stream if the writer closed. */
+    const int closed = !writer_dead || strncmp(sc->point, "destroy:", 8) == 0;
+    const uint64_t published = published_count(readers);
+    if (!writer_dead)
+        ck_assert_uint_eq(published, N_MSG);
+    uint64_t reaped = atomic_load(&bd->reaped);
+    for (unsigned k = 0; k < readers; k++) {
+        const struct reader_board *b = &bd->r[k];
+        ck_assert_msg(atomic_load(&b->errors) == 0, "reader %u: damaged or out of order", k);
+        if (dead[k] || atomic_load(&b->attach_rc) != 0)
+            continue;
+        ck_assert_msg(atomic_load(&b->end_rc) == (closed ? -EPIPE : -EOWNERDEAD),
+                      "reader %u ended with %d", k, atomic_load(&b->end_rc));
+        if (atomic_load(&b->reaped) > reaped)
+            reaped = atomic_load(&b->reaped);
+        /* Broadcast: every message in order from the first one it got; a
+         * reader that attached before the writer began gets them all. */
+        const uint64_t got = atomic_load(&b->received), first = atomic_load(&b->first);
+        const int late = sc->victim == READER && k == 0 && attach_point;
+        if (!share)
+            ck_assert_msg(got == (late ? (got ? published - first : 0) : published) &&
+                              (late || got == 0 || first == 0),
+                          "broadcast reader %u got %llu of %llu from %llu", k,
+                          (unsigned long long)got, (unsigned long long)published,
+                          (unsigned long long)first);
+    }
+    if (share)
+        assert_share_exactly_once(published, dead, readers);
+    if (how == STOP_CONT && !reap)
+        ck_assert_msg(reaped == 0, "%llu entries reaped though nobody died",
+                      (unsigned long long)reaped);
+    assert_name_cleaned_up(name);
+}
+
+/* ===================================================================== */
+/* The scenarios                                                           */
+/* ===================================================================== */
+
+static const struct scenario broadcast_points[] = {
+    {"attach:opened", READER, 1, 0},   {"attach:mapped", READER, 1, 0},
+    {"attach:locked", READER, 1, 0},   {"attach:claimed", READER, 1, 0},
+    {"attach:cursor", READER, 1, 0},   {"pop:copied", READER, 5, 0},
+    {"destroy:freed", READER, 1, 1},   {"push:copied", WRITER, 20, 0},
+    {"push:published", WRITER, 20, 0}, {"destroy:closed", WRITER, 1, 1},
+    {"destroy:unlinked", WRITER, 1, 1}, {"reap:locked", REAPER, 1, 0},
+    {"reap:freed", REAPER, 1, 0},
+};
+
+static const struct scenario share_points[] = {
+    {"attach:opened", READER, 1, 0},   {"attach:mapped", READER, 1, 0},
+    {"attach:locked", READER, 1, 0},   {"attach:claimed", READER, 1, 0},
+    {"pop:hinted", READER, 5, 0},      {"pop:claimed", READER, 5, 0},
+    {"pop:copied", READER, 5, 0},      {"destroy:freed", READER, 1, 1},
+    {"push:copied", WRITER, 20, 0},    {"push:published", WRITER, 20, 0},
+    {"destroy:closed", WRITER, 1, 1},  {"destroy:unlinked", WRITER, 1, 1},
+    {"reap:locked", REAPER, 1, 0},     {"reap:slot", REAPER, 1, 0},
+    {"reap:freed", REAPER, 1, 0},
+};
+
+#define N_BROADCAST (int)(sizeof broadcast_points / sizeof broadcast_points[0])
+#define N_SHARE (int)(sizeof share_points / sizeof share_points[0])
+
+static void run_loop(int i, enum spmc_fanout fanout)
+{
+    const struct scenario *table = fanout == SPMC_SHARE ? share_points : broadcast_points;
+    const int n = fanout == SPMC_SHARE ? N_SHARE : N_BROADCAST;
+    const enum how how = (enum how)(i / n);
+    fprintf(stderr, "  %-9s %-17s %s\n", fanout == SPMC_SHARE ? "share" : "broadcast",
+            table[i % n].point, how_name[how]);
+    run(&table[i % n], fanout, how);
+}
+
+START_TEST(test_broadcast_crash_points)
+{
+    run_loop(_i, SPMC_BROADCAST);
+}
+END_TEST
+
+START_TEST(test_share_crash_points)
+{
+    run_loop(_i, SPMC_SHARE);
+}
+END_TEST
+
+/* ===================================================================== */
+/* Creating and reclaiming                                                 */
+/* ===================================================================== */
+
+struct create_point {
+    const char *point;
+    int locked; /* the creator holds the writer's lock there */
+    int magic;  /* our magic is in the segment there */
+};
+
+static const struct create_point create_points[] = {
+    {"create:opened", 0, 0},   {"create:locked", 1, 0}, {"create:sized", 1, 0},
+    {"create:reserved", 1, 0}, {"create:header", 1, 0}, {"create:magic", 1, 1},
+};
+#define N_CREATE (int)(sizeof create_points / sizeof create_points[0])
+
+/* A creator that reports through the board and, if it succeeds, waits for
+ * the go before it destroys its queue. */
+static pid_t start_creator(const char *name, const char *point, int sig, int go_fd)
+{
+    pid_t p = tu_fork();
+    if (p == 0) {
+        if (point != NULL)
+            arm(point, 1, sig);
+        struct spmc_queue q;
+        int rc = spmc_queue_create(&q, name, ELEM, CAP);
+        atomic_store(&bd->create_rc, rc);
+        if (rc != 0)
+            _exit(0);
+        char go;
+        while (read(go_fd, &go, 1) < 0 && errno == EINTR)
+            ;
+        _exit(spmc_queue_destroy(&q) == 0 ? 0 : 1);
+    }
+    return p;
+}
+
+START_TEST(test_create_crash_points)
+{
+    const struct create_point *cp = &create_points[_i % N_CREATE];
+    const enum how how = (enum how)(_i / N_CREATE);
+    fprintf(stderr, "  create    %-17s %s\n", cp->point, how_name[how]);
+    const char *name = tu_name();
+    board_reset();
+    int go[2];
+    tu_pipe(go);
+    pid_t c = start_creator(name, cp->point, how == KILL ? SIGKILL : SIGSTOP, go[0]);
+    const pid_t cands[1] = {c};
+    (void)wait_for_victim(cands, 1, cp->point);
+    struct spmc_queue q;
+    int pid = 0;
+    if (how == STOP_CONT) {
+        /* Half-made by a live creator: never taken, never removed. */
+        ck_assert_int_eq(spmc_queue_create(&q, name, ELEM, CAP), -EEXIST);
+        ck_assert_int_eq(spmc_queue_attach(&q, name, ELEM, CAP), cp->locked ? -ETIMEDOUT : -EPROTO);
+        if (cp->magic) {
+            ck_assert_int_eq(spmc_queue_owner(name, &pid), 0);
+            ck_assert_int_eq(pid, c);
+        } else {
+            ck_assert_int_eq(spmc_queue_owner(name, &pid), -EPROTO);
+        }
+        ck_assert_int_eq(kill(c, SIGCONT), 0);
+        uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
+        while (atomic_load(&bd->create_rc) == NOT_YET)
+            ck_assert_msg(tu_now_ns() < deadline, "the continued creator never finished");
+        ck_assert_int_eq(atomic_load(&bd->create_rc), 0); /* it finished its queue */
+        ck_assert_int_eq(spmc_queue_attach(&q, name, ELEM, CAP), 0);
+        ck_assert_int_eq(spmc_queue_destroy(&q), 0);
+        ck_assert_int_eq(write(go[1], "g", 1), 1);
+        ck_assert(tu_exited_ok(tu_wait(c, IO_TIMEOUT_MS)));
+        ck_assert_int_eq(tu_segment_size(name), -ENOENT);
+        return;
+    }
+    (void)finish_victim(c, how);
+    if (cp->magic) { /* ours, writer dead: the next create reclaims it */
+        ck_assert_int_eq(spmc_queue_owner(name, &pid), -ESRCH);
+        ck_assert_int_eq(spmc_queue_create(&q, name, ELEM, CAP), 0);
+        ck_assert_int_eq(spmc_queue_destroy(&q), 0);
+        ck_assert_int_eq(tu_segment_size(name), -ENOENT);
+    } else { /* no magic: not provably ours, so never removed by us */
+        ck_assert_int_eq(spmc_queue_create(&q, name, ELEM, CAP), -EEXIST);
+        ck_assert_int_eq(spmc_queue_attach(&q, name, ELEM, CAP), -EPROTO);
+        ck_assert_int_eq(spmc_queue_owner(name, &pid), -EPROTO);
+        ck_assert_int_ge(tu_segment_size(name), 0); /* still there; teardown removes it */
+    }
+}
+END_TEST
+
+static const char *const reclaim_points[] = {"reclaim:locked", "reclaim:unlinked"};
+
+START_TEST(test_reclaim_crash_points)
+{
+    const char *point = reclaim_points[_i % 2];
+    const enum how how = (enum how)(_i / 2);
+    fprintf(stderr, "  reclaim   %-17s %s\n", point, how_name[how]);
+    const char *name = tu_name();
+    board_reset();
+    int go[2];
+    tu_pipe(go);
+    /* A stale queue: its writer exits without destroying it. */
+    pid_t s = tu_fork();
+    if (s == 0) {
+        struct spmc_queue q;
+        _exit(spmc_queue_create(&q, name, ELEM, CAP) == 0 ? 0 : 1);
+    }
+    ck_assert(tu_exited_ok(tu_wait(s, IO_TIMEOUT_MS)));
+    pid_t c = start_creator(name, point, how == KILL ? SIGKILL : SIGSTOP, go[0]);
+    const pid_t cands[1] = {c};
+    (void)wait_for_victim(cands, 1, point);
+    struct spmc_queue q;
+    if (how == STOP_CONT) {
+        int mine = spmc_queue_create(&q, name, ELEM, CAP);
+        if (strcmp(point, "reclaim:locked") == 0)
+            ck_assert_int_eq(mine, -EEXIST); /* the stopped one holds the stale queue */
+        else
+            ck_assert_int_eq(mine, 0); /* the name was free: ours now */
+        ck_assert_int_eq(kill(c, SIGCONT), 0);
+        uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
+        while (atomic_load(&bd->create_rc) == NOT_YET)
+            ck_assert_msg(tu_now_ns() < deadline, "the continued creator never finished");
+        /* One name, one owner: exactly one of the two has the queue. */
+        ck_assert_int_eq(atomic_load(&bd->create_rc), mine == 0 ? -EEXIST : 0);
+        if (mine == 0)
+            ck_assert_int_eq(spmc_queue_destroy(&q), 0);
+        ck_assert_int_eq(write(go[1], "g", 1), 1);
+        ck_assert(tu_exited_ok(tu_wait(c, IO_TIMEOUT_MS)));
+        ck_assert_int_eq(tu_segment_size(name), -ENOENT);
+        return;
+    }
+    (void)finish_victim(c, how);
+    assert_name_cleaned_up(name); /* stale or gone: either way the next create works */
+}
+END_TEST
+
+/* ===================================================================== */
+/* The suite                                                               */
+/* ===================================================================== */
+
+static void setup(void)
+{
+    tu_setup();
+}
+
+static void teardown(void)
+{
+    tu_teardown();
+}
+
+static Suite *crash_suite(void)
+{
+    Suite *s = suite_create("crash points " SPMC_DAY);
+    TCase *tc = tcase_create("create");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_create_crash_points, 0, 3 * N_CREATE);
+    tcase_add_loop_test(tc, test_reclaim_crash_points, 0, 3 * 2);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("broadcast");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_broadcast_crash_points, 0, 3 * N_BROADCAST);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("share");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, test_share_crash_points, 0, 3 * N_SHARE);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    tu_init();
+    bd = mmap(NULL, sizeof *bd, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (bd == MAP_FAILED) {
+        perror("mmap");
+        return EXIT_FAILURE;
+    }
+    SRunner *sr = srunner_create(crash_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    munmap(bd, sizeof *bd);
+    int left = tu_sweep();
+    if (failed == 0 && left > 0)
+        fprintf(stderr, "check_crash: all tests passed but %d segment(s) were left\n", left);
+    return failed == 0 && left == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
