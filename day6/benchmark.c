@@ -57,7 +57,9 @@ static void open_writer(struct spmc_queue *q, const char *name)
                              opt.consumers > SPMC_DEFAULT_READERS ? opt.consumers
                                                                   : SPMC_DEFAULT_READERS,
                              0600};
+    segment_creating(); /* removed however we end, Ctrl-C included (common.h) */
     int rc = spmc_queue_create_opts(q, name, opt.size, opt.capacity, &o);
+    segment_created(name, rc == 0);
     if (rc != 0)
         die_rc(rc, "cannot create %s", name);
     say("spmc_queue created");
@@ -73,13 +75,26 @@ static void open_reader(struct spmc_queue *q, const char *name)
     say("spmc_queue created");
 }
 
+/* Destroy a writer's queue: its name is no longer ours to remove at exit. */
+static void destroy_writer(struct spmc_queue *q)
+{
+    char name[SPMC_NAME_MAX + 1];
+    memcpy(name, q->name, sizeof name);
+    segment_destroying();
+    (void)spmc_queue_destroy(q);
+    segment_destroyed(name);
+}
+
 static void close_queue(struct spmc_queue *q)
 {
     char name[SPMC_NAME_MAX + 1];
     const char *mode = q->role == SPMC_WRITER ? "writer" : "reader";
     memcpy(name, q->name, sizeof name);
     say("destroying spmc_queue %s of mode %s", name, mode);
-    (void)spmc_queue_destroy(q);
+    if (q->role == SPMC_WRITER)
+        destroy_writer(q);
+    else
+        (void)spmc_queue_destroy(q);
     say("spmc_queue destroyed");
 }
 
@@ -383,7 +398,9 @@ static void echo_side(const char *ping, const char *pong, uint64_t total)
 {
     struct spmc_queue in, out;
     bench_pin(&opt, 1);
+    segment_creating();
     int rc = spmc_queue_create(&out, pong, opt.size, opt.capacity);
+    segment_created(pong, rc == 0);
     if (rc != 0)
         die_rc(rc, "cannot create %s", pong);
     attach_retry(&in, ping);
@@ -397,7 +414,7 @@ static void echo_side(const char *ping, const char *pong, uint64_t total)
     }
     free(msg);
     (void)spmc_queue_destroy(&in);
-    (void)spmc_queue_destroy(&out);
+    destroy_writer(&out);
 }
 
 static const uint64_t warmup = 1000;
@@ -415,7 +432,9 @@ static void run_latency(void)
     unique_name(ping, sizeof ping, "spmc-bench-a");
     unique_name(pong, sizeof pong, "spmc-bench-b");
     struct spmc_queue out, in;
+    segment_creating();
     int rc = spmc_queue_create(&out, ping, opt.size, opt.capacity);
+    segment_created(ping, rc == 0);
     if (rc != 0)
         die_rc(rc, "cannot create %s", ping);
 
@@ -462,7 +481,7 @@ static void run_latency(void)
     } else {
         pthread_join(tid, NULL);
     }
-    (void)spmc_queue_destroy(&out);
+    destroy_writer(&out);
     bench_report_latency(&opt, DAY, rtt, opt.latency_count);
     free(rtt);
     free(msg);

@@ -23,7 +23,7 @@ struct options {
     uint64_t messages;
     enum spmc_fanout fanout;
     unsigned consumers;
-    unsigned mode;
+    unsigned perm;
 };
 
 static void parse_options(struct options *o, int argc, char **argv)
@@ -53,7 +53,7 @@ static void parse_options(struct options *o, int argc, char **argv)
             else die("--fanout: expected broadcast or share, got '%s'", optarg);
             break;
         case 'k': o->consumers = (unsigned)parse_u64(optarg, "--consumers"); break;
-        case 'g': o->mode = 0660; break;
+        case 'g': o->perm = 0660; break;
         case 'h':
             printf("usage: %s [--name /NAME] [--size BYTES] [--capacity N] "
                    "[--messages N] [--fanout broadcast|share] [--consumers K] [--group]\n", argv[0]);
@@ -71,7 +71,7 @@ static void parse_options(struct options *o, int argc, char **argv)
 /* Signals                                                                 */
 /* ===================================================================== */
 
-static volatile sig_atomic_t stop; /* set by SIGINT or SIGTERM */
+static volatile sig_atomic_t stop; /* set by SIGINT or SIGTERM: which one */
 
 static void on_signal(int sig)
 {
@@ -90,7 +90,9 @@ static void catch_signals(void)
 }
 
 /* The blocking calls wait in 100 ms slices, for at most 10 s in all, so
- * that a signal is noticed quickly; -EINTR when one asked us to stop. */
+ * that a signal is noticed quickly. -EINTR only when a signal cut the
+ * waiting short: a call that succeeded returns 0 even if a signal came
+ * meanwhile, so the message it pushed is counted (a consumer will get it). */
 #define SLICE_NS 100000000ll
 
 static int push_or_stop(struct spmc_queue *q, const void *msg)
@@ -98,7 +100,7 @@ static int push_or_stop(struct spmc_queue *q, const void *msg)
     int rc = -ETIMEDOUT;
     for (int slice = 0; slice < 100 && rc == -ETIMEDOUT && !stop; slice++)
         rc = spmc_queue_push(q, msg, SLICE_NS);
-    return stop ? -EINTR : rc;
+    return rc == -ETIMEDOUT && stop ? -EINTR : rc;
 }
 
 static int wait_or_stop(struct spmc_queue *q, unsigned count)
@@ -106,7 +108,7 @@ static int wait_or_stop(struct spmc_queue *q, unsigned count)
     int rc = -ETIMEDOUT;
     for (int slice = 0; slice < 100 && rc == -ETIMEDOUT && !stop; slice++)
         rc = spmc_queue_wait_readers(q, count, SLICE_NS);
-    return stop ? -EINTR : rc;
+    return rc == -ETIMEDOUT && stop ? -EINTR : rc;
 }
 
 /* ===================================================================== */
@@ -125,11 +127,12 @@ int main(int argc, char **argv)
     printf("creating spmc_queue %s of size %zu and capacity %" PRIu64
            " with mode writer, fanout %s\n", o.name, o.size, o.capacity, fanout);
     struct spmc_options opts = {o.fanout, o.consumers > SPMC_DEFAULT_READERS
-                                              ? o.consumers : SPMC_DEFAULT_READERS, o.mode};
+                                              ? o.consumers : SPMC_DEFAULT_READERS, o.perm};
     int rc = spmc_queue_create_opts(&q, o.name, o.size, o.capacity, &opts);
     int owner;
     if (rc == -EEXIST && spmc_queue_owner(o.name, &owner) == 0)
-        die("cannot create %s: it belongs to the live process %d", o.name, owner);
+        die("cannot create %s: it belongs to the live process %d (pid in its own "
+            "PID namespace)", o.name, owner);
     if (rc == -ENOSPC)
         die("cannot create %s: /dev/shm is full (df -h /dev/shm; in a container, "
             "raise --shm-size)", o.name);
@@ -139,7 +142,7 @@ int main(int argc, char **argv)
 
     printf("waiting up to 10 s for %u reader(s)...\n", o.consumers);
     rc = wait_or_stop(&q, o.consumers);
-    if (rc != 0) {
+    if (rc != 0 && rc != -EINTR) { /* interrupted: the loop below sends nothing */
         (void)spmc_queue_destroy(&q);
         die_rc(rc, "fewer than %u readers attached to %s", o.consumers, o.name);
     }
@@ -148,7 +151,7 @@ int main(int argc, char **argv)
     if (msg == NULL)
         die("out of memory:");
     uint64_t sum = 0, sent = 0;
-    for (; sent < o.messages; sent++) {
+    for (; sent < o.messages && !stop; sent++) {
         msg_fill(msg, o.size, sent);
         rc = push_or_stop(&q, msg);
         if (rc == -EINTR)
@@ -161,13 +164,14 @@ int main(int argc, char **argv)
         sum += msg_checksum(msg, o.size);
     }
     free(msg);
-    if (stop)
+    const int sig = stop; /* read once: the report and the status agree */
+    if (sig)
         printf("%s: closing the queue after %" PRIu64 " messages\n",
-               stop == SIGINT ? "interrupted" : "terminated", sent);
+               sig == SIGINT ? "interrupted" : "terminated", sent);
     printf("sent %" PRIu64 " messages, checksum %016" PRIx64 "\n", sent, sum);
 
     printf("destroying spmc_queue %s of mode writer\n", o.name);
     (void)spmc_queue_destroy(&q);
     printf("spmc_queue destroyed\n");
-    return stop ? 128 + stop : 0;
+    return sig ? 128 + sig : 0;
 }
