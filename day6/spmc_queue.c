@@ -490,11 +490,18 @@ static void after_fork_in_parent(void)
     pthread_mutex_unlock(&fds_lock);
 }
 
+/* Counted up in every child made by fork(): a handle opened before the
+ * fork carries an older count, which is how destroy() and the other calls
+ * that use the descriptor know it for the parent's (no pid is compared:
+ * a child in a new PID namespace may well have its parent's pid). */
+static unsigned long process_epoch;
+
 static void after_fork_in_child(void)
 {
     for (size_t k = 0; k < n_open_fds; k++)
         close(open_fds[k]);
     n_open_fds = 0;
+    process_epoch++;
     pthread_mutex_unlock(&mappings_lock);
     pthread_mutex_unlock(&fds_lock);
 }
@@ -543,7 +550,7 @@ static void forget_fd(int fd)
 /* Is this handle open in this process (and not a forked child's copy)? */
 static int owned_here(const struct spmc_queue *q)
 {
-    return q->fd >= 0 && q->owner_pid == getpid();
+    return q->fd >= 0 && q->epoch == process_epoch;
 }
 
 /* ===================================================================== */
@@ -748,7 +755,7 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
     init_segment(q);
     q->role = SPMC_WRITER;
     q->fd = fd;
-    q->owner_pid = getpid();
+    q->epoch = process_epoch;
     q->limit = q->capacity;
     memcpy(q->name, name, strlen(name) + 1);
     /* Last: pairs with the acquire load of ready in read_header(). */
@@ -1012,7 +1019,7 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
         /* From here on only the checked geometry is used. */
         set_geometry(q, &g, base);
         q->fd = fd;
-        q->owner_pid = getpid();
+        q->epoch = process_epoch;
         SPMC_CRASH_POINT("attach:mapped");
         rc = join(q);
     }

@@ -199,7 +199,7 @@ struct spmc_queue {
     uint64_t inherited;              /**< reader, share: its index */
     uint64_t idle_polls;             /**< empty or full polls since the last liveness check */
     uint64_t last_check_ns;          /**< when the peers' liveness was last checked */
-    int owner_pid;                   /**< the process that opened the handle (a forked child's copy is not its own) */
+    unsigned long epoch;             /**< the process's fork count when the handle was opened (a forked child's copy is stale) */
     char name[SPMC_NAME_MAX + 1];    /**< the segment's name */
 };
 
@@ -212,7 +212,7 @@ struct spmc_stats {
     unsigned readers;        /**< readers attached and alive now (their locks are held) */
     uint64_t head;           /**< messages the writer has published */
     int closed;              /**< 1 once the writer has closed the queue */
-    int writer_alive;        /**< 1 while the writer holds its lock (or has closed cleanly) */
+    int writer_alive;        /**< 1 while the writer holds its lock: its handle is open (0 once it has closed, or died) */
     uint64_t reaped;         /**< reader entries taken back from dead readers, in all */
     uint64_t redelivered;    /**< share: messages delivered again because their first reader died */
 };

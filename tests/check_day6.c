@@ -9,6 +9,7 @@
 #include "test_util.h"
 
 #include <sched.h>
+#include <stdalign.h>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
 
@@ -347,7 +348,7 @@ START_TEST(test_other_version_is_left_alone)
      * queue of another day's code, which keeps no lock. Never removed. */
     const char *name = tu_name(), *copy = tu_name();
     ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), 0);
-    static unsigned char snap[1 << 16];
+    static alignas(64) unsigned char snap[1 << 16];
     long size = tu_read_segment(name, snap, sizeof snap);
     ck_assert_int_gt(size, 0);
     ((struct spmc_shm_header *)snap)->version = SPMC_VERSION - 1;
