@@ -1355,29 +1355,41 @@ static int pop_share(struct spmc_queue *q, void *out)
     uint64_t i = q->index; /* a guess: where our last claim ended */
     for (int tries = 0; tries < MAX_RETRIES; tries++) {
         _Atomic uint64_t *seq = slot_seq(q, i);
-        /* Pairs with the release store of seq in spmc_queue_try_push(). */
-        uint64_t s = atomic_load_explicit(seq, memory_order_acquire);
+        uint64_t s = i + 1;
+        /* While messages flow, claim at once: the compare-and-swap fetches
+         * the slot's line for writing in one transfer, where a load and
+         * then a claim would take two. After "nothing yet", look first,
+         * so that a waiting reader does not keep taking the line from the
+         * writer. Pairs with the release store of seq in
+         * spmc_queue_try_push(). */
+        if (unlikely(q->waiting))
+            s = atomic_load_explicit(seq, memory_order_acquire);
         if (likely(s == i + 1)) {
             /* Say where we claim before we claim: should we die holding
              * the message, the reader or writer that reaps us looks here. */
             atomic_store_explicit(&q->entry->held, i, memory_order_relaxed);
             SPMC_CRASH_POINT("pop:hinted");
             /* The claim: one compare-and-swap on the slot's word, which
-             * then names our entry. Acquire: pairs, like the load above,
-             * with the release store of seq in spmc_queue_try_push(). */
+             * then names our entry. Acquire: pairs with the release store
+             * of seq in spmc_queue_try_push(), so the payload is there. */
             if (atomic_compare_exchange_strong_explicit(seq, &s, claim_word(i, q->entry_index),
                                                         memory_order_acquire,
                                                         memory_order_relaxed)) {
                 SPMC_CRASH_POINT("pop:claimed");
-                advance_read_index(q, i);
+                /* Tell the others where to look next. A plain store: the
+                 * hint may fall back a little when two readers race, which
+                 * costs the slower one a few looks, never a message. */
+                atomic_store_explicit(&q->hdr->read_index, i + 1, memory_order_relaxed);
                 q->index = i + 1;
+                q->waiting = 0;
                 return deliver(q, i, out);
             }
-            continue; /* someone was quicker: look at the slot again */
         }
+        /* s is what the slot holds: not message i, unclaimed. */
         int rc = share_next(q, &i, s);
         if (rc <= 0) {
             q->index = i;
+            q->waiting = rc == 0;
             return rc == 0 ? no_message(q, i, out) : rc;
         }
     }

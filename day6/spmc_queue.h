@@ -196,6 +196,7 @@ struct spmc_queue {
     struct spmc_shm_reader *entry;   /**< reader: its table entry */
     unsigned entry_index;            /**< reader: which one */
     int has_inherited;               /**< reader, share: a message claimed by a dead reader is ours to deliver */
+    int waiting;                     /**< reader, share: the last look found nothing yet */
     uint64_t inherited;              /**< reader, share: its index */
     uint64_t idle_polls;             /**< empty or full polls since the last liveness check */
     uint64_t last_check_ns;          /**< when the peers' liveness was last checked */
