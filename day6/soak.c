@@ -318,9 +318,13 @@ static int run_mode(enum spmc_fanout fanout, double seconds, unsigned *seed)
             /* From its first message to the very last one, nothing missing. */
             uint64_t owed = got ? t.sent - atomic_load(&r->first) : 0;
             lost += owed - got;
-            printf("           survivor %u: received %" PRIu64 " (messages %" PRIu64
-                   "..%" PRIu64 "), lost %" PRIu64 "\n", id, got, atomic_load(&r->first),
-                   atomic_load(&r->last), owed - got);
+            if (got == 0)
+                printf("           survivor %u: received 0 (it attached after the last "
+                       "message)\n", id);
+            else
+                printf("           survivor %u: received %" PRIu64 " (messages %" PRIu64
+                       "..%" PRIu64 "), lost %" PRIu64 "\n", id, got, atomic_load(&r->first),
+                       atomic_load(&r->last), owed - got);
         }
     }
     if (fanout == SPMC_SHARE) {

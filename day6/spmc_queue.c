@@ -345,7 +345,10 @@ static int time_to_check(struct spmc_queue *q)
 }
 
 /* We hold the lock of entry e, so its holder is dead (or it is free): free
- * it with one compare-and-swap. 1 if we freed a dead reader's entry. */
+ * it with one compare-and-swap. 1 if we freed a dead reader's entry. In
+ * work-sharing, only once the message it may have claimed is delivered
+ * (orphan_of() says none): a claim names its entry, and a new reader of a
+ * freed entry would look like the claim's live holder. */
 static unsigned free_dead_entry(struct spmc_queue *q, unsigned e)
 {
     _Atomic uint64_t *word = &q->readers[e].word;
@@ -787,7 +790,12 @@ static unsigned count_readers(struct spmc_queue *q, unsigned wanted)
             continue;
         }
         SPMC_CRASH_POINT("reap:locked");
-        (void)free_dead_entry(q, e);
+        /* A dead work-sharing reader may hold a claimed message: its entry
+         * must keep naming it until someone delivers it (share_full(),
+         * rescue_orphan(), take_entry()); free it only if it holds none. */
+        uint64_t orphan;
+        if (q->fanout != SPMC_SHARE || !orphan_of(q, e, &orphan))
+            (void)free_dead_entry(q, e);
         SPMC_CRASH_POINT("reap:freed");
         unlock_byte(q->fd, reader_lock(e));
     }

@@ -522,6 +522,47 @@ START_TEST(test_share_crash_points)
 }
 END_TEST
 
+/* A writer that waits for readers after one died holding a claim must not
+ * free the dead reader's entry behind the claim's back: a new reader of
+ * that entry would then look like the claim's live holder, and the message
+ * would never come. Here the new reader inherits it and delivers it. */
+START_TEST(test_share_wait_readers_after_a_death_with_a_claim)
+{
+    const char *name = tu_name();
+    board_reset();
+    struct spmc_queue w, r;
+    struct spmc_options o = {.fanout = SPMC_SHARE, .max_readers = 2};
+    ck_assert_int_eq(spmc_queue_create_opts(&w, name, ELEM, CAP, &o), 0);
+    pid_t d = tu_fork();
+    if (d == 0) {
+        arm("pop:claimed", 1, SIGKILL);
+        reader_child(name, 0, 1);
+    }
+    ck_assert_int_eq(spmc_queue_wait_readers(&w, 1, STUCK_NS), 0);
+    unsigned char m[ELEM];
+    msg_fill(m, ELEM, 0);
+    ck_assert_int_eq(spmc_queue_push(&w, m, STUCK_NS), 0);
+    const pid_t cands[1] = {d};
+    (void)wait_for_victim(cands, 1, "pop:claimed");
+    ck_assert_int_eq(spmc_queue_wait_readers(&w, 1, 100000000ll), -ETIMEDOUT); /* dead */
+    ck_assert_int_eq(spmc_queue_attach(&r, name, ELEM, CAP), 0);
+    uint64_t got = 0;
+    for (uint64_t s = 1; s < 4 * CAP; s++) { /* laps over the claimed slot */
+        msg_fill(m, ELEM, s);
+        ck_assert_int_eq(spmc_queue_push(&w, m, STUCK_NS), 0);
+        while (spmc_queue_try_pop(&r, m) == 0) {
+            ck_assert(msg_intact(m, ELEM));
+            got |= 1ull << msg_seq(m);
+        }
+    }
+    while (spmc_queue_try_pop(&r, m) == 0)
+        got |= 1ull << msg_seq(m);
+    ck_assert_uint_eq(got, (1ull << (4 * CAP)) - 1); /* message 0 included, once each */
+    ck_assert_int_eq(spmc_queue_destroy(&r), 0);
+    ck_assert_int_eq(spmc_queue_destroy(&w), 0);
+}
+END_TEST
+
 /* ===================================================================== */
 /* Creating and reclaiming                                                 */
 /* ===================================================================== */
@@ -690,6 +731,7 @@ static Suite *crash_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_share_crash_points, 0, 3 * N_SHARE);
+    tcase_add_test(tc, test_share_wait_readers_after_a_death_with_a_claim);
     suite_add_tcase(s, tc);
     return s;
 }
