@@ -241,6 +241,16 @@ static int finish_victim(pid_t pid, enum how how)
     return 1;
 }
 
+/* What the create of a child returned, once it has; fails with @p what
+ * if it never does. */
+static int create_result(const char *what)
+{
+    uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
+    while (atomic_load(&bd->create_rc) == NOT_YET)
+        ck_assert_msg(tu_now_ns() < deadline, "%s", what);
+    return atomic_load(&bd->create_rc);
+}
+
 static void wait_until_pushed_all_or_dead(pid_t writer, int writer_dead)
 {
     uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
@@ -362,10 +372,7 @@ static void run(const struct scenario *sc, enum spmc_fanout fanout, enum how how
             arm(sc->point, sc->hit, sig);
         writer_child(name, fanout, wait_for, go[0]);
     }
-    uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
-    while (atomic_load(&bd->create_rc) == NOT_YET)
-        ck_assert_msg(tu_now_ns() < deadline, "the writer never created the queue");
-    ck_assert_int_eq(atomic_load(&bd->create_rc), 0);
+    ck_assert_int_eq(create_result("the writer never created the queue"), 0);
 
     /* Readers: in the reaping runs, reader 0 dies holding a message (share)
      * or holding the writer back (broadcast), so that someone reaps it; in
@@ -625,10 +632,8 @@ START_TEST(test_create_crash_points)
             ck_assert_int_eq(spmc_queue_owner(name, &pid), -EPROTO);
         }
         ck_assert_int_eq(kill(c, SIGCONT), 0);
-        uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
-        while (atomic_load(&bd->create_rc) == NOT_YET)
-            ck_assert_msg(tu_now_ns() < deadline, "the continued creator never finished");
-        ck_assert_int_eq(atomic_load(&bd->create_rc), 0); /* it finished its queue */
+        /* It finishes its queue. */
+        ck_assert_int_eq(create_result("the continued creator never finished"), 0);
         ck_assert_int_eq(spmc_queue_attach(&q, name, ELEM, CAP), 0);
         ck_assert_int_eq(spmc_queue_destroy(&q), 0);
         ck_assert_int_eq(write(go[1], "g", 1), 1);
@@ -680,11 +685,9 @@ START_TEST(test_reclaim_crash_points)
         else
             ck_assert_int_eq(mine, 0); /* the name was free: ours now */
         ck_assert_int_eq(kill(c, SIGCONT), 0);
-        uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
-        while (atomic_load(&bd->create_rc) == NOT_YET)
-            ck_assert_msg(tu_now_ns() < deadline, "the continued creator never finished");
         /* One name, one owner: exactly one of the two has the queue. */
-        ck_assert_int_eq(atomic_load(&bd->create_rc), mine == 0 ? -EEXIST : 0);
+        ck_assert_int_eq(create_result("the continued creator never finished"),
+                         mine == 0 ? -EEXIST : 0);
         if (mine == 0)
             ck_assert_int_eq(spmc_queue_destroy(&q), 0);
         ck_assert_int_eq(write(go[1], "g", 1), 1);
