@@ -1406,7 +1406,7 @@ static int pop_share(struct spmc_queue *q, void *out)
 
 /* The writer's process is gone, so all its stores are visible now: one
  * more look, for a message it published just before it died. */
-COLD static int last_look(struct spmc_queue *q, void *out)
+COLD static int recheck_after_writer_death(struct spmc_queue *q, void *out)
 {
     int again = q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
     return again == 0 || again == -EPIPE || again == -EPROTO ? again : -EOWNERDEAD;
@@ -1417,7 +1417,7 @@ int spmc_queue_try_pop(struct spmc_queue *q, void *out)
     if (unlikely(q == NULL || q->role != SPMC_READER || out == NULL))
         return -EINVAL;
     int rc = q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
-    return unlikely(rc == -EOWNERDEAD) ? last_look(q, out) : rc;
+    return unlikely(rc == -EOWNERDEAD) ? recheck_after_writer_death(q, out) : rc;
 }
 
 int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
