@@ -603,13 +603,15 @@ static int reclaim_stale(const char *name)
     int fd = shm_open(name, O_RDWR, 0);
     if (fd < 0)
         return errno == ENOENT ? 0 : -EEXIST;
-    int rc = -EEXIST, pid;
-    if (lock_byte(fd, WRITER_LOCK) == 0) {
+    int rc = remember_fd(fd) == 0 ? -EEXIST : -ENOMEM, pid;
+    if (rc == -EEXIST && lock_byte(fd, WRITER_LOCK) == 0) {
         SPMC_CRASH_POINT("reclaim:locked");
         if (is_our_queue(fd, &pid) && unlink_if_same(name, fd) == 0)
             rc = 0;
         SPMC_CRASH_POINT("reclaim:unlinked");
     }
+    if (rc != -ENOMEM)
+        forget_fd(fd);
     close(fd); /* drops the lock */
     return rc;
 }
@@ -639,7 +641,11 @@ static int open_new_segment(const char *name, mode_t perm, int *out)
         int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, perm);
         if (fd >= 0) {
             SPMC_CRASH_POINT("create:opened");
-            int rc = take_writer_lock(fd);
+            /* Known at once, so that a fork() from another thread closes
+             * the child's copy (and with it nothing of our lock). */
+            int rc = remember_fd(fd);
+            if (rc == 0 && (rc = take_writer_lock(fd)) != 0)
+                forget_fd(fd);
             if (rc != 0) { /* no magic yet: nobody else removes it */
                 (void)unlink_if_same(name, fd);
                 close(fd);
@@ -745,12 +751,11 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
     rc = size_segment(fd, perm, g.map_size);
     if (rc == 0 && (base = map_segment(name, fd, g.map_size)) == NULL)
         rc = -errno;
-    if (rc == 0)
-        rc = remember_fd(fd);
     if (rc != 0) {
         if (base != NULL)
             unmap_segment(base, g.map_size);
         (void)unlink_if_same(name, fd);
+        forget_fd(fd);
         close(fd); /* drops the lock */
         return rc;
     }
@@ -768,9 +773,10 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
 
 /* Live readers: active entries whose lock is held. The locks (a system
  * call each) are looked at only when the entries alone would be enough;
- * an active entry whose reader is dead is freed on the way. A reader still
- * joining is not counted: a writer that waited for it must not publish
- * before the reader has chosen where it starts. */
+ * an active entry whose reader is dead is freed on the way, at most every
+ * CHECK_EVERY_NS (taking its lock for a moment keeps an attacher off it). A
+ * reader still joining is not counted: a writer that waited for it must not
+ * publish before the reader has chosen where it starts. */
 static unsigned count_readers(struct spmc_queue *q, unsigned wanted)
 {
     unsigned active = 0, live = 0;
@@ -781,14 +787,17 @@ static unsigned count_readers(struct spmc_queue *q, unsigned wanted)
                                                    memory_order_acquire)) == SPMC_ENTRY_ACTIVE;
     if (active < wanted)
         return active;
+    const int reap = time_to_check(q);
     for (unsigned e = 0; e < q->max_readers; e++) {
         if (entry_state(atomic_load_explicit(&q->readers[e].word, memory_order_acquire)) !=
             SPMC_ENTRY_ACTIVE)
             continue;
-        if (lock_byte(q->fd, reader_lock(e)) != 0) { /* held: alive */
+        if (held_elsewhere(q->fd, reader_lock(e))) {
             live++;
             continue;
         }
+        if (!reap || lock_byte(q->fd, reader_lock(e)) != 0)
+            continue;
         SPMC_CRASH_POINT("reap:locked");
         /* A dead work-sharing reader may hold a claimed message: its entry
          * must keep naming it until someone delivers it (share_full(),
@@ -917,21 +926,30 @@ static int take_entry(struct spmc_queue *q, unsigned e)
 
 /* Take an entry of the reader table: its lock first, so that nobody can
  * take it for a dead reader's while we set it up, then its word. Free
- * entries first; then entries whose readers died. */
+ * entries first; then entries whose readers died. A free entry whose lock
+ * is busy is being looked at by a reaper for a moment: try again soon. */
 static int claim_entry(struct spmc_queue *q)
 {
-    for (int pass = 0; pass < 2; pass++)
-        for (unsigned e = 0; e < q->max_readers; e++) {
-            uint64_t w = atomic_load_explicit(&q->readers[e].word, memory_order_relaxed);
-            if ((entry_state(w) == SPMC_ENTRY_FREE) != (pass == 0))
-                continue;
-            if (lock_byte(q->fd, reader_lock(e)) != 0)
-                continue; /* a live reader, or someone looking at it */
-            SPMC_CRASH_POINT("attach:locked");
-            if (take_entry(q, e) == 0)
-                return 0;
-            unlock_byte(q->fd, reader_lock(e));
-        }
+    for (int round = 0; round < 100; round++) {
+        int busy = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (unsigned e = 0; e < q->max_readers; e++) {
+                uint64_t w = atomic_load_explicit(&q->readers[e].word, memory_order_relaxed);
+                if ((entry_state(w) == SPMC_ENTRY_FREE) != (pass == 0))
+                    continue;
+                if (lock_byte(q->fd, reader_lock(e)) != 0) {
+                    busy |= pass == 0; /* a live reader, or someone looking at it */
+                    continue;
+                }
+                SPMC_CRASH_POINT("attach:locked");
+                if (take_entry(q, e) == 0)
+                    return 0;
+                unlock_byte(q->fd, reader_lock(e));
+            }
+        if (!busy)
+            break;
+        sched_yield();
+    }
     return -EUSERS;
 }
 
@@ -965,18 +983,26 @@ static int join_broadcast(struct spmc_queue *q)
         /* Pairs with the seq_cst load of cursor in min_cursor(). */
         atomic_store_explicit(&q->entry->cursor, start, memory_order_seq_cst);
         SPMC_CRASH_POINT("attach:cursor");
-        /* Pairs with the seq_cst load of the word in min_cursor(). */
-        if (entry_state(w) != SPMC_ENTRY_ACTIVE &&
+        /* Starting: the writer respects our cursor from now on, but
+         * wait_readers() does not count us until we know where we start.
+         * Pairs with the seq_cst load of the word in min_cursor(). */
+        if (entry_state(w) != SPMC_ENTRY_STARTING &&
             !atomic_compare_exchange_strong_explicit(&q->entry->word, &w,
-                                                     with_state(w, SPMC_ENTRY_ACTIVE),
+                                                     with_state(w, SPMC_ENTRY_STARTING),
                                                      memory_order_seq_cst, memory_order_seq_cst))
             return -EPROTO;
-        w = with_state(w, SPMC_ENTRY_ACTIVE);
+        w = with_state(w, SPMC_ENTRY_STARTING);
         /* Pairs with the seq_cst store of gate in refresh_limit(). */
         uint64_t gate = atomic_load_explicit(&h->gate, memory_order_seq_cst);
         if ((int64_t)(gate - start) <= 0) {
             q->index = q->published = start;
-            return 0;
+            /* Now we count. Pairs with the acquire loads of the word in
+             * count_readers(); min_cursor() sees no difference. */
+            return atomic_compare_exchange_strong_explicit(
+                       &q->entry->word, &w, with_state(w, SPMC_ENTRY_ACTIVE),
+                       memory_order_seq_cst, memory_order_relaxed)
+                       ? 0
+                       : -EPROTO;
         }
     }
     return -EPROTO; /* gate stays beyond head: not a writer we understand */
@@ -1019,10 +1045,11 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
     SPMC_CRASH_POINT("attach:opened");
     struct geometry g = {0};
     void *base = NULL;
-    rc = read_header(fd, elem_size, capacity, &g);
+    int remembered = (rc = remember_fd(fd)) == 0; /* at once: see open_new_segment() */
+    if (rc == 0)
+        rc = read_header(fd, elem_size, capacity, &g);
     if (rc == 0 && (base = map_segment(name, fd, g.map_size)) == NULL)
         rc = -errno;
-    int remembered = rc == 0 && (rc = remember_fd(fd)) == 0;
     if (rc == 0) {
         /* From here on only the checked geometry is used. */
         set_geometry(q, &g, base);
@@ -1055,9 +1082,10 @@ static uint64_t min_cursor(const struct spmc_queue *q, uint64_t index)
 {
     uint64_t low = index;
     for (unsigned i = 0; i < q->max_readers; i++) {
-        /* Pairs with the seq_cst compare-and-swap in join_broadcast(). */
-        if (entry_state(atomic_load_explicit(&q->readers[i].word, memory_order_seq_cst)) !=
-            SPMC_ENTRY_ACTIVE)
+        /* Pairs with the seq_cst compare-and-swaps in join_broadcast(). */
+        unsigned state =
+            entry_state(atomic_load_explicit(&q->readers[i].word, memory_order_seq_cst));
+        if (state != SPMC_ENTRY_ACTIVE && state != SPMC_ENTRY_STARTING)
             continue;
         /* Pairs with the seq_cst store in join_broadcast() and with the
          * release stores of cursor in publish_cursor(): the reader has
@@ -1130,11 +1158,16 @@ COLD static int share_full(struct spmc_queue *q, uint64_t s)
     if (!is_claim(s) || !claims(s, i - q->capacity) || !time_to_check(q))
         return -EAGAIN; /* the readers are just slow */
     const unsigned e = claimer(s);
+    SPMC_CRASH_POINT("push:full");
     if (e >= q->max_readers || lock_byte(q->fd, reader_lock(e)) != 0)
         return -EAGAIN; /* its reader is alive (perhaps stopped): wait for it */
     SPMC_CRASH_POINT("reap:locked");
-    /* Pairs with the acquire loads of seq in pop_share(): the payload is
-     * the one we wrote (a reader only ever reads it). */
+    /* s was read before we held the lock: meanwhile another reaper may have
+     * delivered that message, and a new reader of entry e may have died
+     * holding another. The compare-and-swap republishes only the claim we
+     * saw; the entry is freed only if it names no claim now. Pairs with
+     * the acquire loads of seq in pop_share(): the payload is the one we
+     * wrote (a reader only ever reads it). */
     if (atomic_compare_exchange_strong_explicit(slot_seq(q, i), &s, i + 1, memory_order_release,
                                                 memory_order_relaxed)) {
         atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed); /* a statistic */
@@ -1143,7 +1176,9 @@ COLD static int share_full(struct spmc_queue *q, uint64_t s)
         atomic_store_explicit(&q->hdr->head, i + 1, memory_order_relaxed);
         SPMC_CRASH_POINT("reap:slot");
     }
-    (void)free_dead_entry(q, e);
+    uint64_t other;
+    if (!orphan_of(q, e, &other))
+        (void)free_dead_entry(q, e);
     SPMC_CRASH_POINT("reap:freed");
     unlock_byte(q->fd, reader_lock(e));
     /* Pairs with the release store of seq in deliver(). */
@@ -1154,7 +1189,8 @@ COLD static int share_full(struct spmc_queue *q, uint64_t s)
 
 int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
 {
-    if (unlikely(q == NULL || q->role != SPMC_WRITER || msg == NULL))
+    if (unlikely(q == NULL || q->role != SPMC_WRITER || msg == NULL ||
+                 q->epoch != process_epoch))
         return -EINVAL;
     if (q->fanout == SPMC_BROADCAST) {
         if (unlikely((int64_t)(q->index - q->limit) >= 0) && broadcast_full(q) != 0)
@@ -1247,7 +1283,8 @@ COLD static int rescue_orphan(struct spmc_queue *q, uint64_t *index)
                 SPMC_CRASH_POINT("reap:slot");
             }
         }
-        (void)free_dead_entry(q, e);
+        if (!orphan_of(q, e, &i)) /* (ours now, or none) */
+            (void)free_dead_entry(q, e);
         SPMC_CRASH_POINT("reap:freed");
         unlock_byte(q->fd, reader_lock(e));
     }
@@ -1385,8 +1422,10 @@ static int pop_share(struct spmc_queue *q, void *out)
                                                         memory_order_relaxed)) {
                 SPMC_CRASH_POINT("pop:claimed");
                 /* Tell the others where to look next. A plain store: the
-                 * hint may fall back a little when two readers race, which
-                 * costs the slower one a few looks, never a message. */
+                 * hint may fall back when two readers race (or one is
+                 * stopped right here), which costs others looks at taken
+                 * slots, never a message: every message below any value
+                 * it takes has been claimed. */
                 atomic_store_explicit(&q->hdr->read_index, i + 1, memory_order_relaxed);
                 q->index = i + 1;
                 q->waiting = 0;
@@ -1401,6 +1440,7 @@ static int pop_share(struct spmc_queue *q, void *out)
             return rc == 0 ? no_message(q, i, out) : rc;
         }
     }
+    q->index = i;
     return -EAGAIN; /* heavy contention (or a scribbling peer): retry later */
 }
 
@@ -1414,7 +1454,8 @@ COLD static int recheck_after_writer_death(struct spmc_queue *q, void *out)
 
 int spmc_queue_try_pop(struct spmc_queue *q, void *out)
 {
-    if (unlikely(q == NULL || q->role != SPMC_READER || out == NULL))
+    if (unlikely(q == NULL || q->role != SPMC_READER || out == NULL ||
+                 q->epoch != process_epoch))
         return -EINVAL;
     int rc = q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
     return unlikely(rc == -EOWNERDEAD) ? recheck_after_writer_death(q, out) : rc;

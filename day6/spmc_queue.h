@@ -85,6 +85,7 @@ enum spmc_entry_state {
     SPMC_ENTRY_FREE = 0,    /**< unused; a new reader may claim it */
     SPMC_ENTRY_JOINING = 1, /**< claimed, broadcast cursor not yet valid */
     SPMC_ENTRY_ACTIVE = 2,  /**< a reader is attached */
+    SPMC_ENTRY_STARTING = 3, /**< broadcast: cursor published (the writer respects it), start not yet confirmed (not counted by spmc_queue_wait_readers()) */
 };
 
 /**
@@ -357,7 +358,8 @@ SPMC_MUST_CHECK int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count
  * @param msg        the message: elem_size bytes to copy in
  * @retval 0       pushed
  * @retval -EAGAIN the ring is full
- * @retval -EINVAL not a writer handle, or @p msg is NULL
+ * @retval -EINVAL not a writer handle (or one opened before a fork()), or
+ *                 @p msg is NULL
  */
 SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
 
@@ -376,7 +378,8 @@ SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
  *                 queue, and everything it published has been drained
  * @retval -EPROTO the shared state is impossible (a corrupted segment, or
  *                 a broadcast message overwritten while it was copied)
- * @retval -EINVAL not a reader handle, or @p out is NULL
+ * @retval -EINVAL not a reader handle (or one opened before a fork()), or
+ *                 @p out is NULL
  */
 SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
 

@@ -57,7 +57,7 @@ struct reader_board {
 };
 
 struct board {
-    _Atomic int fired[2]; /* one armed point fires once per run, whoever reaches it first */
+    _Atomic int fired[3]; /* one armed point fires once per run, whoever reaches it first */
     _Atomic int create_rc, writer_rc;
     _Atomic uint64_t pushed;
     _Atomic uint64_t reaped, redelivered;
@@ -82,25 +82,29 @@ static void board_reset(void)
 /* The hook: raise a signal at the n-th hit of one point                   */
 /* ===================================================================== */
 
-static const char *armed_point;
-static int armed_hit, armed_sig, armed_flag, hits;
+struct armed {
+    const char *point;
+    int hit, sig, flag, hits;
+};
+static struct armed armed[2]; /* a process may be armed at two points */
 
 static void crash_hook(const char *point)
 {
-    if (armed_point != NULL && strcmp(point, armed_point) == 0 && ++hits == armed_hit &&
-        atomic_exchange(&bd->fired[armed_flag], 1) == 0)
-        raise(armed_sig);
+    for (int k = 0; k < 2; k++) {
+        struct armed *a = &armed[k];
+        if (a->point != NULL && strcmp(point, a->point) == 0 && ++a->hits == a->hit &&
+            atomic_exchange(&bd->fired[a->flag], 1) == 0)
+            raise(a->sig);
+    }
 }
 
 /* Arm this process: raise @p sig at the @p hit-th pass through @p point,
- * unless another process armed with the same @p flag got there first. */
+ * unless another process armed with the same @p flag got there first
+ * (flags 0 to 2; a second call arms a second point). */
 static void arm_flag(const char *point, int hit, int sig, int flag)
 {
-    armed_point = point;
-    armed_hit = hit;
-    armed_sig = sig;
-    armed_flag = flag;
-    hits = 0;
+    struct armed *a = armed[0].point == NULL ? &armed[0] : &armed[1];
+    *a = (struct armed){point, hit, sig, flag, 0};
     spmc_crash_hook = crash_hook;
 }
 
@@ -211,11 +215,12 @@ static int wait_for_victim(const pid_t *pids, int n, const char *point)
             }
             tu_forget_pid(pids[i]);
             ck_abort_msg("%s: a process ended without reaching it (%s; writer rc %d, pushed %llu;"
-                         " readers' end rc %d %d %d, received %llu %llu %llu)", point,
-                         tu_status_str(status), atomic_load(&bd->writer_rc),
+                         " readers' attach rc %d %d %d, end rc %d %d %d, received %llu %llu %llu)",
+                         point, tu_status_str(status), atomic_load(&bd->writer_rc),
                          (unsigned long long)atomic_load(&bd->pushed),
-                         atomic_load(&bd->r[0].end_rc), atomic_load(&bd->r[1].end_rc),
-                         atomic_load(&bd->r[2].end_rc),
+                         atomic_load(&bd->r[0].attach_rc), atomic_load(&bd->r[1].attach_rc),
+                         atomic_load(&bd->r[2].attach_rc), atomic_load(&bd->r[0].end_rc),
+                         atomic_load(&bd->r[1].end_rc), atomic_load(&bd->r[2].end_rc),
                          (unsigned long long)atomic_load(&bd->r[0].received),
                          (unsigned long long)atomic_load(&bd->r[1].received),
                          (unsigned long long)atomic_load(&bd->r[2].received));
@@ -570,6 +575,83 @@ START_TEST(test_share_wait_readers_after_a_death_with_a_claim)
 }
 END_TEST
 
+/* The writer looked at a dead reader's claim, then was held up before it
+ * took that reader's lock. Meanwhile a new reader of the same entry
+ * delivered that message (it inherits it) and died holding another. The
+ * writer, resumed, must not free the entry: a claim still names it, and a
+ * reader that then took the entry would look like that claim's live
+ * holder, so the writer would wait for it for good. */
+START_TEST(test_share_writer_resumed_with_an_old_look)
+{
+    const char *name = tu_name();
+    board_reset();
+    int go[2];
+    tu_pipe(go);
+    pid_t w = tu_fork();
+    if (w == 0) { /* stopped with the old look; stopped again after message 4 */
+        arm_flag("push:full", 1, SIGSTOP, 1);
+        arm_flag("push:published", CAP + 1, SIGSTOP, 2);
+        struct spmc_queue q;
+        struct spmc_options o = {.fanout = SPMC_SHARE, .max_readers = 1};
+        int rc = spmc_queue_create_opts(&q, name, ELEM, CAP, &o);
+        atomic_store(&bd->create_rc, rc);
+        if (rc != 0 || spmc_queue_wait_readers(&q, 1, STUCK_NS) != 0)
+            _exit(1);
+        unsigned char m[ELEM];
+        for (uint64_t s = 0; s < 20 && rc == 0; s++) {
+            msg_fill(m, ELEM, s);
+            if ((rc = spmc_queue_push(&q, m, STUCK_NS)) == 0)
+                atomic_store(&bd->pushed, s + 1);
+        }
+        atomic_store(&bd->writer_rc, rc);
+        char c;
+        while (read(go[0], &c, 1) < 0 && errno == EINTR)
+            ;
+        _exit(spmc_queue_destroy(&q) == 0 && rc == 0 ? 0 : 2);
+    }
+    ck_assert_int_eq(create_result("the writer never created the queue"), 0);
+    pid_t d = tu_fork(); /* dies holding message 0 */
+    if (d == 0) {
+        arm_flag("pop:claimed", 1, SIGKILL, 0);
+        reader_child(name, 0, 1);
+    }
+    const pid_t dw[1] = {d}, ww[1] = {w};
+    (void)wait_for_victim(dw, 1, "pop:claimed");
+    (void)wait_for_victim(ww, 1, "push:full"); /* the old look: claim of message 0 */
+    pid_t n = tu_fork(); /* takes the dead entry: delivers message 0, dies holding 1 */
+    if (n == 0) {
+        arm_flag("pop:claimed", 1, SIGKILL, 0);
+        atomic_store(&bd->fired[0], 0);
+        reader_child(name, 1, 1);
+    }
+    const pid_t nw[1] = {n};
+    (void)wait_for_victim(nw, 1, "pop:claimed");
+    ck_assert_uint_eq(atomic_load(&bd->r[1].seen[0]), 1);
+    ck_assert_int_eq(kill(w, SIGCONT), 0);
+    (void)wait_for_victim(ww, 1, "push:published"); /* message CAP is out */
+    struct spmc_queue r;
+    ck_assert_int_eq(spmc_queue_attach(&r, name, ELEM, CAP), 0); /* the one entry */
+    ck_assert_int_eq(kill(w, SIGCONT), 0);
+    unsigned char m[ELEM];
+    uint64_t got = 0;
+    int rc;
+    while ((rc = spmc_queue_pop(&r, m, 10 * SEC)) == 0 && msg_seq(m) < 20) {
+        ck_assert(msg_intact(m, ELEM));
+        ck_assert_msg(!(got >> msg_seq(m) & 1), "message %llu twice",
+                      (unsigned long long)msg_seq(m));
+        got |= 1ull << msg_seq(m);
+        if (got == (1ull << 20) - 2) /* all but message 0, which the dead one got */
+            break;
+    }
+    ck_assert_msg(got == (1ull << 20) - 2, "got %#llx (rc %d), writer rc %d",
+                  (unsigned long long)got, rc, atomic_load(&bd->writer_rc));
+    ck_assert_int_eq(write(go[1], "g", 1), 1);
+    ck_assert_int_eq(spmc_queue_pop(&r, m, 10 * SEC), -EPIPE);
+    ck_assert_int_eq(spmc_queue_destroy(&r), 0);
+    ck_assert(tu_exited_ok(tu_wait(w, IO_TIMEOUT_MS)));
+}
+END_TEST
+
 /* ===================================================================== */
 /* Creating and reclaiming                                                 */
 /* ===================================================================== */
@@ -735,6 +817,7 @@ static Suite *crash_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, test_share_crash_points, 0, 3 * N_SHARE);
     tcase_add_test(tc, test_share_wait_readers_after_a_death_with_a_claim);
+    tcase_add_test(tc, test_share_writer_resumed_with_an_old_look);
     suite_add_tcase(s, tc);
     return s;
 }
