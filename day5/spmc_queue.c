@@ -414,12 +414,17 @@ static int join_broadcast(struct spmc_queue *q)
         uint64_t start = atomic_load_explicit(&h->head, memory_order_relaxed);
         /* Pairs with the seq_cst load of cursor in min_cursor(). */
         atomic_store_explicit(&q->entry->cursor, start, memory_order_seq_cst);
-        /* Pairs with the seq_cst load of state in min_cursor(). */
-        atomic_store_explicit(&q->entry->state, SPMC_ENTRY_ACTIVE, memory_order_seq_cst);
+        /* Starting: the writer respects our cursor from now on, but
+         * wait_readers() does not count us until we know where we start.
+         * Pairs with the seq_cst load of state in min_cursor(). */
+        atomic_store_explicit(&q->entry->state, SPMC_ENTRY_STARTING, memory_order_seq_cst);
         /* Pairs with the seq_cst store of gate in refresh_limit(). */
         uint64_t gate = atomic_load_explicit(&h->gate, memory_order_seq_cst);
         if ((int64_t)(gate - start) <= 0) {
             q->index = q->published = start;
+            /* Now we count. Pairs with the acquire load of state in
+             * count_readers(); min_cursor() sees no difference. */
+            atomic_store_explicit(&q->entry->state, SPMC_ENTRY_ACTIVE, memory_order_seq_cst);
             return 0;
         }
     }
@@ -558,9 +563,9 @@ static uint64_t min_cursor(const struct spmc_queue *q, uint64_t index)
 {
     uint64_t low = index;
     for (unsigned i = 0; i < q->max_readers; i++) {
-        /* Pairs with the seq_cst store of state in join_broadcast(). */
-        if (atomic_load_explicit(&q->readers[i].state, memory_order_seq_cst) !=
-            SPMC_ENTRY_ACTIVE)
+        /* Pairs with the seq_cst stores of state in join_broadcast(). */
+        uint32_t state = atomic_load_explicit(&q->readers[i].state, memory_order_seq_cst);
+        if (state != SPMC_ENTRY_ACTIVE && state != SPMC_ENTRY_STARTING)
             continue;
         /* Pairs with the seq_cst store in join_broadcast() and with the
          * release stores of cursor in publish_cursor(): the reader has

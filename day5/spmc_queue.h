@@ -79,6 +79,7 @@ enum spmc_entry_state {
     SPMC_ENTRY_FREE = 0,    /**< unused; a new reader may claim it */
     SPMC_ENTRY_JOINING = 1, /**< claimed, cursor not yet valid */
     SPMC_ENTRY_ACTIVE = 2,  /**< a reader is attached; cursor is valid */
+    SPMC_ENTRY_STARTING = 3, /**< broadcast: cursor published (the writer respects it), start not yet confirmed (not counted by spmc_queue_wait_readers()) */
 };
 
 /**
