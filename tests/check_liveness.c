@@ -1323,6 +1323,37 @@ START_TEST(test_wait_readers_does_not_count_a_dead_reader)
 }
 END_TEST
 
+/* exec(): a reader whose process replaces its program has no handle any
+ * more: its descriptor is close-on-exec, so its lock goes with it, and the
+ * writer takes its entry back while the process itself lives on (as
+ * another program). A pid-based queue would wait for it for ever. */
+START_TEST(test_reader_that_execs_is_gone)
+{
+    const char *name = tu_name();
+    ck_assert_int_eq(create_queue(&qw, name, SPMC_BROADCAST, 8), 0);
+    int fds[2];
+    tu_pipe(fds);
+    pid_t p = tu_fork();
+    if (p == 0) {
+        struct spmc_queue q;
+        uint64_t ok = spmc_queue_attach(&q, name, ELEM, 0) == 0;
+        if (write(fds[1], &ok, sizeof ok) != (ssize_t)sizeof ok)
+            _exit(1);
+        execl("/bin/sleep", "sleep", "60", (char *)NULL);
+        _exit(127);
+    }
+    uint64_t ok = 0;
+    ck_assert_uint_eq(tu_read_full(fds[0], &ok, sizeof ok, IO_TIMEOUT_MS), sizeof ok);
+    ck_assert_uint_eq(ok, 1);
+    for (uint64_t s = 0; s < 100; s++) /* many laps of the 8-slot ring */
+        push_seq(&qw, s);
+    struct spmc_stats st = stats_of(&qw);
+    ck_assert_uint_ge(st.reaped, 1);
+    ck_assert_uint_eq(st.readers, 0);
+    ck_assert_int_eq(kill(p, 0), 0); /* the process lives on, as sleep */
+}
+END_TEST
+
 /* ===================================================================== */
 /* 8. Closed handles                                                       */
 /* ===================================================================== */
@@ -1416,6 +1447,7 @@ static Suite *liveness_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, test_wait_readers_does_not_count_a_dead_reader, 0, 4);
+    tcase_add_test(tc, test_reader_that_execs_is_gone);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("closed handles");
