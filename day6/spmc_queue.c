@@ -996,11 +996,12 @@ static int join_broadcast(struct spmc_queue *q)
         uint64_t gate = atomic_load_explicit(&h->gate, memory_order_seq_cst);
         if ((int64_t)(gate - start) <= 0) {
             q->index = q->published = start;
+            q->entry_word = with_state(w, SPMC_ENTRY_ACTIVE);
             /* Now we count. Pairs with the acquire loads of the word in
              * count_readers(); min_cursor() sees no difference. */
-            return atomic_compare_exchange_strong_explicit(
-                       &q->entry->word, &w, with_state(w, SPMC_ENTRY_ACTIVE),
-                       memory_order_seq_cst, memory_order_relaxed)
+            return atomic_compare_exchange_strong_explicit(&q->entry->word, &w, q->entry_word,
+                                                           memory_order_seq_cst,
+                                                           memory_order_relaxed)
                        ? 0
                        : -EPROTO;
         }
@@ -1336,12 +1337,17 @@ static int pop_broadcast(struct spmc_queue *q, void *out)
         return broadcast_empty(q, i, s, out);
     memcpy(out, slot_data(q, i), q->elem_size);
     SPMC_CRASH_POINT("pop:copied");
-    /* A second look at seq after the copy (a seqlock's read side): the
-     * writer never overwrites a slot a live reader has not read, but if it
-     * did (a hostile peer), the copy may be torn: say so, never return it.
-     * The fence keeps the copy's loads before the second look. */
+    /* Are we still a reader? The writer overwrites a slot only once every
+     * reader whose entry it respects has read it; if ours was taken from us
+     * (only a broken peer, or a descriptor closed behind our back, can do
+     * that to a live reader), the copy may be torn: say so, never return
+     * it. The writer saw our entry freed before it overwrote, so a copy
+     * that read any of its bytes is followed by a look that sees the
+     * entry freed: the fence keeps the copy's loads before that look. Our
+     * own entry's line, unlike the slot's, is not one the writer is
+     * filling: the look costs next to nothing. */
     atomic_thread_fence(memory_order_acquire);
-    if (unlikely(atomic_load_explicit(seq, memory_order_relaxed) != s))
+    if (unlikely(atomic_load_explicit(&q->entry->word, memory_order_relaxed) != q->entry_word))
         return -EPROTO;
     q->index = i + 1;
     if ((q->index & q->publish_mask) == 0)

@@ -196,6 +196,7 @@ struct spmc_queue {
     uint64_t publish_mask;           /**< reader, broadcast: publish when (index & mask) == 0 */
     struct spmc_shm_reader *entry;   /**< reader: its table entry */
     unsigned entry_index;            /**< reader: which one */
+    uint64_t entry_word;             /**< reader, broadcast: our entry's word while it is ours */
     int has_inherited;               /**< reader, share: a message claimed by a dead reader is ours to deliver */
     int waiting;                     /**< reader, share: the last look found nothing yet */
     uint64_t inherited;              /**< reader, share: its index */
@@ -377,7 +378,7 @@ SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
  * @retval -EOWNERDEAD the writer's process is gone without closing the
  *                 queue, and everything it published has been drained
  * @retval -EPROTO the shared state is impossible (a corrupted segment, or
- *                 a broadcast message overwritten while it was copied)
+ *                 a broadcast reader whose entry was taken from it)
  * @retval -EINVAL not a reader handle (or one opened before a fork()), or
  *                 @p out is NULL
  */

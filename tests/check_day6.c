@@ -466,6 +466,25 @@ START_TEST(test_bad_permissions_are_refused)
 }
 END_TEST
 
+START_TEST(test_reader_whose_entry_was_taken_returns_no_message)
+{
+    /* A broken peer frees a live broadcast reader's entry (as a reaper that
+     * judged it dead wrongly would): the writer then no longer waits for
+     * it and may overwrite what it copies. The reader must say -EPROTO,
+     * never return a message that may be torn. */
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), 0);
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 8), 0);
+    push_seq(&qw, 0);
+    unsigned char m[ELEM];
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), 0); /* the control */
+    push_seq(&qw, 1);
+    _Atomic uint64_t *word = &qr.entry->word; /* as the peer would, in the segment */
+    atomic_store(word, atomic_load(word) & ~(uint64_t)3); /* SPMC_ENTRY_FREE */
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EPROTO);
+}
+END_TEST
+
 /* ===================================================================== */
 /* Looking at a queue                                                      */
 /* ===================================================================== */
@@ -532,6 +551,7 @@ static Suite *day6_suite(void)
     tcase_add_test(tc, test_full_dev_shm_fails_at_create);
     tcase_add_test(tc, test_other_user_cannot_attach_by_default);
     tcase_add_test(tc, test_bad_permissions_are_refused);
+    tcase_add_test(tc, test_reader_whose_entry_was_taken_returns_no_message);
     tcase_add_test(tc, test_stats_describe_the_queue);
     suite_add_tcase(s, tc);
     return s;
