@@ -358,7 +358,9 @@ struct scenario {
     int after_go;       /* the point is reached only once the writer closes */
 };
 
-static void run(const struct scenario *sc, enum spmc_fanout fanout, enum how how)
+/* One scenario; returns what is left of its segment afterwards (-ENOENT:
+ * nothing; a dead writer's queue has been reclaimed and removed). */
+static long run(const struct scenario *sc, enum spmc_fanout fanout, enum how how)
 {
     const int share = fanout == SPMC_SHARE;
     const int sig = how == KILL ? SIGKILL : SIGSTOP;
@@ -482,6 +484,7 @@ static void run(const struct scenario *sc, enum spmc_fanout fanout, enum how how
         ck_assert_msg(reaped == 0, "%llu entries reaped though nobody died",
                       (unsigned long long)reaped);
     assert_name_cleaned_up(name);
+    return tu_segment_size(name);
 }
 
 /* ===================================================================== */
@@ -512,25 +515,25 @@ static const struct scenario share_points[] = {
 #define N_BROADCAST (int)(sizeof broadcast_points / sizeof broadcast_points[0])
 #define N_SHARE (int)(sizeof share_points / sizeof share_points[0])
 
-static void run_loop(int i, enum spmc_fanout fanout)
+static long run_loop(int i, enum spmc_fanout fanout)
 {
     const struct scenario *table = fanout == SPMC_SHARE ? share_points : broadcast_points;
     const int n = fanout == SPMC_SHARE ? N_SHARE : N_BROADCAST;
     const enum how how = (enum how)(i / n);
     fprintf(stderr, "  %-9s %-17s %s\n", fanout == SPMC_SHARE ? "share" : "broadcast",
             table[i % n].point, how_name[how]);
-    run(&table[i % n], fanout, how);
+    return run(&table[i % n], fanout, how);
 }
 
 START_TEST(test_broadcast_crash_points)
 {
-    run_loop(_i, SPMC_BROADCAST);
+    ck_assert_int_eq(run_loop(_i, SPMC_BROADCAST), -ENOENT); /* and nothing left */
 }
 END_TEST
 
 START_TEST(test_share_crash_points)
 {
-    run_loop(_i, SPMC_SHARE);
+    ck_assert_int_eq(run_loop(_i, SPMC_SHARE), -ENOENT); /* and nothing left */
 }
 END_TEST
 

@@ -617,9 +617,11 @@ enum ending { KILLED, CLOSED };
  * the writer counts as gone and its name can be created again; CLOSED, the
  * reader drains them and then gets -EPIPE. @p forks: the writer has forked a
  * child that sleeps on, with copies of its descriptors. */
-static void writer_scenario(enum spmc_fanout f, enum where ww, enum where rw, enum ending end,
-                            int forks)
+/* Returns how the reader's stream ended (-EOWNERDEAD or -EPIPE). */
+static int writer_scenario(enum spmc_fanout f, enum where ww, enum where rw, enum ending end,
+                           int forks)
 {
+    int ended;
     const char *name = tu_name();
     const uint64_t n = messages(2000), extra = 5;
     struct tally *t = tally_new(n + extra);
@@ -673,6 +675,7 @@ static void writer_scenario(enum spmc_fanout f, enum where ww, enum where rw, en
         while (k.count < n + extra)
             pop_one(&qr, &k, t);
         int rc = spmc_queue_pop(&qr, m, DEATH_NS);
+        ended = rc;
         ck_assert_msg(rc == want, "after draining: %s, expected %s", strerror(-rc),
                       strerror(-want));
         ck_assert_uint_eq(k.errors, 0);
@@ -682,6 +685,7 @@ static void writer_scenario(enum spmc_fanout f, enum where ww, enum where rw, en
     } else {
         tell(&r, 'g');
         struct rep d = expect(&r, REP_DONE);
+        ended = d.rc;
         ck_assert_msg(d.rc == want, "after draining: %s, expected %s", strerror(-d.rc),
                       strerror(-want));
         ck_assert_uint_eq(d.a, n + extra);
@@ -702,6 +706,7 @@ static void writer_scenario(enum spmc_fanout f, enum where ww, enum where rw, en
         ck_assert_int_eq(kill(sleeper, SIGKILL), 0);
         sleeper = 0;
     }
+    return ended;
 }
 
 /* This process writes; one reader runs in @p rw. It takes n messages,
@@ -710,7 +715,8 @@ static void writer_scenario(enum spmc_fanout f, enum where ww, enum where rw, en
  * writer lives: -ETIMEDOUT) and stays attached. It must count as alive and
  * never be reaped; once killed it must count as dead. @p forks: the reader
  * has forked a child that sleeps on with copies of its descriptors. */
-static void reader_scenario(enum spmc_fanout f, enum where rw, int forks)
+/* Returns the entries the writer reaped once the reader was dead. */
+static uint64_t reader_scenario(enum spmc_fanout f, enum where rw, int forks)
 {
     const char *name = tu_name();
     const uint64_t n = messages(2000);
@@ -756,6 +762,7 @@ static void reader_scenario(enum spmc_fanout f, enum where rw, int forks)
         ck_assert_int_eq(kill(sleeper, SIGKILL), 0);
         sleeper = 0;
     }
+    return st.reaped;
 }
 
 /* ===================================================================== */
@@ -1116,9 +1123,9 @@ START_TEST(test_writer_killed_in_another_pid_namespace_is_dead)
      * there would find no writer at all and quit early). */
     SKIP_UNLESS_UNSHARE(CLONE_NEWPID);
     if (_i >> 1)
-        writer_scenario(modes[_i & 1], PLAIN, PID_NS, KILLED, 0);
+        ck_assert_int_eq(writer_scenario(modes[_i & 1], PLAIN, PID_NS, KILLED, 0), -EOWNERDEAD);
     else
-        writer_scenario(modes[_i & 1], PID_NS, HERE, KILLED, 0);
+        ck_assert_int_eq(writer_scenario(modes[_i & 1], PID_NS, HERE, KILLED, 0), -EOWNERDEAD);
 }
 END_TEST
 
@@ -1133,9 +1140,9 @@ START_TEST(test_peer_without_proc)
      * the reader has none (it must still see the writer alive). */
     SKIP_UNLESS_UNSHARE(CLONE_NEWNS);
     if (_i >> 1)
-        reader_scenario(modes[_i & 1], NO_PROC, 0);
+        ck_assert_uint_ge(reader_scenario(modes[_i & 1], NO_PROC, 0), 1);
     else
-        writer_scenario(modes[_i & 1], NO_PROC, HERE, KILLED, 0);
+        ck_assert_int_eq(writer_scenario(modes[_i & 1], NO_PROC, HERE, KILLED, 0), -EOWNERDEAD);
 }
 END_TEST
 
@@ -1148,13 +1155,15 @@ START_TEST(test_writer_whose_main_thread_exited_is_alive)
     /* /proc says "Z" for such a process; it runs on. _i: bit 0 the fan-out,
      * bit 1 how it ends: closing (-EPIPE, never -EOWNERDEAD first) or
      * killed (-EOWNERDEAD). */
-    writer_scenario(modes[_i & 1], MAIN_GONE, HERE, _i >> 1 ? KILLED : CLOSED, 0);
+    const enum ending end = _i >> 1 ? KILLED : CLOSED;
+    ck_assert_int_eq(writer_scenario(modes[_i & 1], MAIN_GONE, HERE, end, 0),
+                     end == KILLED ? -EOWNERDEAD : -EPIPE);
 }
 END_TEST
 
 START_TEST(test_reader_whose_main_thread_exited_is_not_reaped)
 {
-    reader_scenario(modes[_i], MAIN_GONE, 0);
+    ck_assert_uint_ge(reader_scenario(modes[_i], MAIN_GONE, 0), 1); /* dead once killed */
 }
 END_TEST
 
@@ -1168,9 +1177,9 @@ START_TEST(test_forked_child_does_not_keep_a_dead_parent_alive)
      * sleeps, and is killed: its reader must see it dead; set: the same
      * for a reader, which its writer must see dead. */
     if (_i >> 1)
-        reader_scenario(modes[_i & 1], PLAIN, 1);
+        ck_assert_uint_ge(reader_scenario(modes[_i & 1], PLAIN, 1), 1);
     else
-        writer_scenario(modes[_i & 1], PLAIN, HERE, KILLED, 1);
+        ck_assert_int_eq(writer_scenario(modes[_i & 1], PLAIN, HERE, KILLED, 1), -EOWNERDEAD);
 }
 END_TEST
 
