@@ -52,6 +52,24 @@ void die_rc(int rc, const char *fmt, ...)
     exit(1);
 }
 
+static volatile sig_atomic_t *stop_flag;
+
+static void on_stop_signal(int sig)
+{
+    *stop_flag = sig;
+}
+
+void catch_stop_signals(volatile sig_atomic_t *flag)
+{
+    stop_flag = flag;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
+        die("sigaction:");
+}
+
 uint64_t now_ns(void)
 {
     struct timespec ts;

@@ -10,6 +10,7 @@
 #ifndef SPMC_COMMON_H
 #define SPMC_COMMON_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,6 +28,11 @@ SPMC_NORETURN void die(const char *fmt, ...) SPMC_PRINTF(1, 2);
 
 /** Like die(), but appends ": strerror(-rc)" for a library's negative errno. */
 SPMC_NORETURN void die_rc(int rc, const char *fmt, ...) SPMC_PRINTF(2, 3);
+
+/** Make SIGINT and SIGTERM store their number in @p flag, without
+ *  SA_RESTART, so that a blocking call returns and the program's loops see
+ *  the request to stop. die() if sigaction() fails. */
+void catch_stop_signals(volatile sig_atomic_t *flag);
 
 /** Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);

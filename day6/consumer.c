@@ -61,22 +61,6 @@ static void parse_options(struct options *o, int argc, char **argv)
 
 static volatile sig_atomic_t stop; /* set by SIGINT or SIGTERM: which one */
 
-static void on_signal(int sig)
-{
-    stop = sig;
-}
-
-/* No SA_RESTART: a blocking call returns, and the loops look at stop. */
-static void catch_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
-        die("sigaction:");
-}
-
 /* Attach, giving a producer that is just starting up to 5 s to appear;
  * -EINTR when a signal stops the waiting first. */
 static int attach(struct spmc_queue *q, const struct options *o)
@@ -118,7 +102,7 @@ int main(int argc, char **argv)
     struct options o;
     parse_options(&o, argc, argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
-    catch_signals();
+    catch_stop_signals(&stop); /* common.h; no SA_RESTART: blocking calls return */
 
     struct spmc_queue q;
     printf("creating spmc_queue %s of size %zu with mode reader\n", o.name, o.size);

@@ -73,22 +73,6 @@ static void parse_options(struct options *o, int argc, char **argv)
 
 static volatile sig_atomic_t stop; /* set by SIGINT or SIGTERM: which one */
 
-static void on_signal(int sig)
-{
-    stop = sig;
-}
-
-/* No SA_RESTART: a blocking call returns, and the loops look at stop. */
-static void catch_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0)
-        die("sigaction:");
-}
-
 /* The blocking calls wait in 100 ms slices, for at most 10 s in all, so
  * that a signal is noticed quickly. -EINTR only when a signal cut the
  * waiting short: a call that succeeded returns 0 even if a signal came
@@ -120,7 +104,7 @@ int main(int argc, char **argv)
     struct options o;
     parse_options(&o, argc, argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
-    catch_signals();
+    catch_stop_signals(&stop); /* common.h; no SA_RESTART: blocking calls return */
 
     struct spmc_queue q;
     const char *fanout = o.fanout == SPMC_SHARE ? "share" : "broadcast";
