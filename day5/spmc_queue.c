@@ -20,12 +20,14 @@ _Static_assert(offsetof(struct spmc_shm_header, read_index) == 2 * SPMC_CACHELIN
 _Static_assert(sizeof(struct spmc_shm_header) == 3 * SPMC_CACHELINE, "table on line 3");
 _Static_assert(sizeof(struct spmc_shm_reader) == SPMC_CACHELINE, "one line per reader");
 
-/* A slot is [payload][seq]. Packed (the default) puts seq right after the
- * payload (72-byte stride for 64-byte messages); SPMC_PAD_SLOTS=1 rounds
- * each slot up to whole cache lines instead (128 bytes): measured slower,
- * see day5/README.md. */
+/* A slot is [payload][seq], rounded up to whole cache lines (128 bytes for
+ * 64-byte messages), so that no two slots share a line: a reader copying
+ * message i never touches the line the writer is filling with message i + 1.
+ * SPMC_PAD_SLOTS=0 packs the slots instead (72-byte stride for 64-byte
+ * messages: 7 slots in 8 straddle two lines, and neighbours share one);
+ * day5/README.md measures both. */
 #ifndef SPMC_PAD_SLOTS
-#define SPMC_PAD_SLOTS 0
+#define SPMC_PAD_SLOTS 1
 #endif
 
 /* ===================================================================== */
@@ -410,7 +412,8 @@ static int join_broadcast(struct spmc_queue *q)
 {
     struct spmc_shm_header *h = q->hdr;
     for (int tries = 0; tries < MAX_RETRIES; tries++) {
-        /* Position only: the data is published by each slot's seq. */
+        /* Position only: pop_broadcast() loads head again, with acquire,
+         * before it reads a slot. */
         uint64_t start = atomic_load_explicit(&h->head, memory_order_relaxed);
         /* Pairs with the seq_cst load of cursor in min_cursor(). */
         atomic_store_explicit(&q->entry->cursor, start, memory_order_seq_cst);
@@ -421,7 +424,7 @@ static int join_broadcast(struct spmc_queue *q)
         /* Pairs with the seq_cst store of gate in refresh_limit(). */
         uint64_t gate = atomic_load_explicit(&h->gate, memory_order_seq_cst);
         if ((int64_t)(gate - start) <= 0) {
-            q->index = q->published = start;
+            q->index = q->published = q->seen_head = start;
             /* Now we count. Pairs with the acquire load of state in
              * count_readers(); min_cursor() sees no difference. */
             atomic_store_explicit(&q->entry->state, SPMC_ENTRY_ACTIVE, memory_order_seq_cst);
@@ -601,27 +604,31 @@ int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
     if (q == NULL || q->mode != SPMC_WRITER || msg == NULL)
         return -EINVAL;
     uint64_t i = q->index;
-    _Atomic uint64_t *seq = slot_seq(q, i);
     if (q->fanout == SPMC_BROADCAST) {
         if ((int64_t)(i - q->limit) >= 0) { /* the cached limit says full */
             refresh_limit(q);
             if ((int64_t)(i - q->limit) >= 0)
                 return -EAGAIN;
         }
+        memcpy(slot_data(q, i), msg, q->elem_size);
     } else {
+        _Atomic uint64_t *seq = slot_seq(q, i);
         /* Pairs with the release store of seq in pop_share(): seq == i says
          * the reader that took this slot's last message, i - capacity, has
          * copied it out (seq == i - capacity + 1: not yet). Only that one
          * slot can hold us back, never a slot already copied. */
         if (atomic_load_explicit(seq, memory_order_acquire) != i)
             return -EAGAIN;
+        memcpy(slot_data(q, i), msg, q->elem_size);
+        /* Pairs with the acquire load of seq in pop_share(). */
+        atomic_store_explicit(seq, i + 1, memory_order_release);
     }
-    memcpy(slot_data(q, i), msg, q->elem_size);
-    /* Pairs with the acquire loads of seq in pop_broadcast() and pop_share(). */
-    atomic_store_explicit(seq, i + 1, memory_order_release);
     q->index = i + 1;
-    /* Position only (for late readers and end of stream); ordered by closed. */
-    atomic_store_explicit(&q->hdr->head, i + 1, memory_order_relaxed);
+    /* Broadcast: the publication. Pairs with the acquire load of head in
+     * pop_broadcast(): every slot below head is written. Share: a position
+     * only (for end of stream), ordered by closed. Every push stores it, so
+     * a message pushed onto an idle queue is visible at once. */
+    atomic_store_explicit(&q->hdr->head, i + 1, memory_order_release);
     return 0;
 }
 
@@ -667,14 +674,18 @@ static int nothing_yet(struct spmc_queue *q, uint64_t index)
 static int pop_broadcast(struct spmc_queue *q, void *out)
 {
     uint64_t i = q->index;
-    /* Pairs with the release store of seq in spmc_queue_try_push(). */
-    uint64_t seq = atomic_load_explicit(slot_seq(q, i), memory_order_acquire);
-    if (seq != i + 1) {
-        if ((int64_t)(seq - (i + 1)) > 0)
-            return -EPROTO; /* overrun: impossible while our cursor holds */
-        if (q->published != i) /* about to wait: let the writer see us */
-            publish_cursor(q);
-        return nothing_yet(q, i);
+    if (i == q->seen_head) { /* the head we know says empty: look again */
+        /* Pairs with the release store of head in spmc_queue_try_push():
+         * every slot below head is written. */
+        uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
+        if ((uint64_t)(head - i) > q->capacity)
+            return -EPROTO; /* overrun (impossible while our cursor holds) or garbage */
+        q->seen_head = head;
+        if (head == i) {
+            if (q->published != i) /* about to wait: let the writer see us */
+                publish_cursor(q);
+            return nothing_yet(q, i);
+        }
     }
     memcpy(out, slot_data(q, i), q->elem_size);
     q->index = i + 1;

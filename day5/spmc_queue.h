@@ -168,6 +168,7 @@ struct spmc_queue {
     uint64_t gate;                   /**< writer, broadcast: the gate it published last */
     uint64_t published;              /**< reader, broadcast: cursor last published */
     uint64_t publish_mask;           /**< reader, broadcast: publish when (index & mask) == 0 */
+    uint64_t seen_head;              /**< reader, broadcast: the head it loaded last */
     struct spmc_shm_reader *entry;   /**< reader: its table entry */
     char name[SPMC_NAME_MAX + 1];    /**< the segment's name */
 };

@@ -24,12 +24,14 @@ _Static_assert(sizeof(struct spmc_shm_header) == 4 * SPMC_CACHELINE, "table on l
 _Static_assert(sizeof(struct spmc_shm_reader) == SPMC_CACHELINE, "one line per reader");
 _Static_assert(SPMC_MAX_READERS <= 1024, "an entry number fits the 10 bits of a claim");
 
-/* A slot is [payload][seq]. Packed (the default) puts seq right after the
- * payload (72-byte stride for 64-byte messages); SPMC_PAD_SLOTS=1 rounds
- * each slot up to whole cache lines instead (128 bytes): measured slower,
- * see day5/README.md. */
+/* A slot is [payload][seq], rounded up to whole cache lines (128 bytes for
+ * 64-byte messages), so that no two slots share a line: a reader copying
+ * message i never touches the line the writer is filling with message i + 1.
+ * SPMC_PAD_SLOTS=0 packs the slots instead (72-byte stride for 64-byte
+ * messages: 7 slots in 8 straddle two lines, and neighbours share one);
+ * day5/README.md measures both. */
 #ifndef SPMC_PAD_SLOTS
-#define SPMC_PAD_SLOTS 0
+#define SPMC_PAD_SLOTS 1
 #endif
 
 #if defined(__GNUC__)
@@ -978,7 +980,8 @@ static int join_broadcast(struct spmc_queue *q)
     struct spmc_shm_header *h = q->hdr;
     uint64_t w = atomic_load_explicit(&q->entry->word, memory_order_relaxed);
     for (int tries = 0; tries < MAX_RETRIES; tries++) {
-        /* Position only: the data is published by each slot's seq. */
+        /* Position only: pop_broadcast() loads head again, with acquire,
+         * before it reads a slot. */
         uint64_t start = atomic_load_explicit(&h->head, memory_order_relaxed);
         /* Pairs with the seq_cst load of cursor in min_cursor(). */
         atomic_store_explicit(&q->entry->cursor, start, memory_order_seq_cst);
@@ -995,7 +998,7 @@ static int join_broadcast(struct spmc_queue *q)
         /* Pairs with the seq_cst store of gate in refresh_limit(). */
         uint64_t gate = atomic_load_explicit(&h->gate, memory_order_seq_cst);
         if ((int64_t)(gate - start) <= 0) {
-            q->index = q->published = start;
+            q->index = q->published = q->seen_head = start;
             q->entry_word = with_state(w, SPMC_ENTRY_ACTIVE);
             /* Now we count. Pairs with the acquire loads of the word in
              * count_readers(); min_cursor() sees no difference. */
@@ -1193,25 +1196,32 @@ int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
     if (unlikely(q == NULL || q->role != SPMC_WRITER || msg == NULL ||
                  q->epoch != process_epoch))
         return -EINVAL;
+    const uint64_t i0 = q->index;
     if (q->fanout == SPMC_BROADCAST) {
-        if (unlikely((int64_t)(q->index - q->limit) >= 0) && broadcast_full(q) != 0)
+        if (unlikely((int64_t)(i0 - q->limit) >= 0) && broadcast_full(q) != 0)
             return -EAGAIN;
+        memcpy(slot_data(q, i0), msg, q->elem_size);
+        SPMC_CRASH_POINT("push:copied");
     } else {
         /* Pairs with the release store of seq in deliver(): the reader of
          * the slot's last message has copied it out. */
-        uint64_t s = atomic_load_explicit(slot_seq(q, q->index), memory_order_acquire);
-        if (unlikely(s != q->index) && share_full(q, s) != 0)
+        uint64_t s = atomic_load_explicit(slot_seq(q, i0), memory_order_acquire);
+        if (unlikely(s != i0) && share_full(q, s) != 0)
             return -EAGAIN;
+        const uint64_t i = q->index; /* (share_full() may have moved it on) */
+        memcpy(slot_data(q, i), msg, q->elem_size);
+        SPMC_CRASH_POINT("push:copied");
+        /* Pairs with the acquire loads of seq in pop_share(). */
+        atomic_store_explicit(slot_seq(q, i), i + 1, memory_order_release);
     }
     const uint64_t i = q->index;
-    memcpy(slot_data(q, i), msg, q->elem_size);
-    SPMC_CRASH_POINT("push:copied");
-    /* Pairs with the acquire loads of seq in pop_broadcast() and pop_share(). */
-    atomic_store_explicit(slot_seq(q, i), i + 1, memory_order_release);
-    SPMC_CRASH_POINT("push:published");
     q->index = i + 1;
-    /* Position only (for late readers and end of stream); ordered by closed. */
-    atomic_store_explicit(&q->hdr->head, i + 1, memory_order_relaxed);
+    /* Broadcast: the publication. Pairs with the acquire load of head in
+     * pop_broadcast(): every slot below head is written. Share: a position
+     * only (for end of stream), ordered by closed. Every push stores it, so
+     * a message pushed onto an idle queue is visible at once. */
+    atomic_store_explicit(&q->hdr->head, i + 1, memory_order_release);
+    SPMC_CRASH_POINT("push:published");
     return 0;
 }
 
@@ -1317,11 +1327,18 @@ COLD static int no_message(struct spmc_queue *q, uint64_t i, void *out)
     return writer_alive(q) ? -EAGAIN : -EOWNERDEAD;
 }
 
-/* Broadcast: no message i yet (seq is @p s). */
-COLD static int broadcast_empty(struct spmc_queue *q, uint64_t i, uint64_t s, void *out)
+/* Broadcast: no message i in the head we know; look at head again. 0 when
+ * there is one now. */
+static int broadcast_empty(struct spmc_queue *q, uint64_t i, void *out)
 {
-    if (is_claim(s) || (int64_t)(s - (i + 1)) > 0)
-        return -EPROTO; /* overrun, impossible while our cursor holds, or garbage */
+    /* Pairs with the release store of head in spmc_queue_try_push(): every
+     * slot below head is written. */
+    uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
+    if (unlikely((uint64_t)(head - i) > q->capacity))
+        return -EPROTO; /* overrun (impossible while our cursor holds) or garbage */
+    q->seen_head = head;
+    if (head != i)
+        return 0;
     if (q->published != i) /* about to wait: let the writer see us */
         publish_cursor(q);
     return no_message(q, i, out);
@@ -1330,11 +1347,11 @@ COLD static int broadcast_empty(struct spmc_queue *q, uint64_t i, uint64_t s, vo
 static int pop_broadcast(struct spmc_queue *q, void *out)
 {
     const uint64_t i = q->index;
-    _Atomic uint64_t *seq = slot_seq(q, i);
-    /* Pairs with the release store of seq in spmc_queue_try_push(). */
-    uint64_t s = atomic_load_explicit(seq, memory_order_acquire);
-    if (unlikely(s != i + 1))
-        return broadcast_empty(q, i, s, out);
+    if (unlikely(i == q->seen_head)) { /* the head we know says empty */
+        int rc = broadcast_empty(q, i, out);
+        if (rc != 0)
+            return rc;
+    }
     memcpy(out, slot_data(q, i), q->elem_size);
     SPMC_CRASH_POINT("pop:copied");
     /* Are we still a reader? The writer overwrites a slot only once every

@@ -194,6 +194,7 @@ struct spmc_queue {
     uint64_t gate;                   /**< writer, broadcast: the gate it published last */
     uint64_t published;              /**< reader, broadcast: cursor last published */
     uint64_t publish_mask;           /**< reader, broadcast: publish when (index & mask) == 0 */
+    uint64_t seen_head;              /**< reader, broadcast: the head it loaded last */
     struct spmc_shm_reader *entry;   /**< reader: its table entry */
     unsigned entry_index;            /**< reader: which one */
     uint64_t entry_word;             /**< reader, broadcast: our entry's word while it is ours */
