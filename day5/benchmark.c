@@ -53,9 +53,11 @@ static void open_writer(struct spmc_queue *q, const char *name)
 {
     say("creating spmc_queue %s of size %zu and capacity %" PRIu64 " with mode writer",
         name, opt.size, opt.capacity);
-    struct spmc_options o = {opt.share ? SPMC_SHARE : SPMC_BROADCAST,
-                             opt.consumers > SPMC_DEFAULT_READERS ? opt.consumers
-                                                                  : SPMC_DEFAULT_READERS};
+    struct spmc_options o = {
+        .fanout = opt.share ? SPMC_SHARE : SPMC_BROADCAST,
+        .max_readers = opt.consumers > SPMC_DEFAULT_READERS ? opt.consumers
+                                                            : SPMC_DEFAULT_READERS,
+    };
     segment_creating(); /* removed however we end, Ctrl-C included (common.h) */
     int rc = spmc_queue_create_opts(q, name, opt.size, opt.capacity, &o);
     segment_created(name, rc == 0);

@@ -107,8 +107,10 @@ int main(int argc, char **argv)
     const char *fanout = o.fanout == SPMC_SHARE ? "share" : "broadcast";
     printf("creating spmc_queue %s of size %zu and capacity %" PRIu64
            " with mode writer, fanout %s\n", o.name, o.size, o.capacity, fanout);
-    struct spmc_options opts = {o.fanout, o.consumers > SPMC_DEFAULT_READERS
-                                              ? o.consumers : SPMC_DEFAULT_READERS};
+    struct spmc_options opts = {
+        .fanout = o.fanout,
+        .max_readers = o.consumers > SPMC_DEFAULT_READERS ? o.consumers : SPMC_DEFAULT_READERS,
+    };
     int rc = spmc_queue_create_opts(&q, o.name, o.size, o.capacity, &opts);
     if (rc != 0)
         die_rc(rc, "cannot create %s", o.name);

@@ -20,12 +20,13 @@ _Static_assert(offsetof(struct spmc_shm_header, read_index) == 2 * SPMC_CACHELIN
 _Static_assert(sizeof(struct spmc_shm_header) == 3 * SPMC_CACHELINE, "table on line 3");
 _Static_assert(sizeof(struct spmc_shm_reader) == SPMC_CACHELINE, "one line per reader");
 
-/* A slot is [payload][seq], rounded up to whole cache lines (128 bytes for
- * 64-byte messages), so that no two slots share a line: a reader copying
- * message i never touches the line the writer is filling with message i + 1.
- * SPMC_PAD_SLOTS=0 packs the slots instead (72-byte stride for 64-byte
- * messages: 7 slots in 8 straddle two lines, and neighbours share one);
- * day5/README.md measures both. */
+/* A slot is the payload alone, rounded up to whole cache lines (64 bytes
+ * for 64-byte messages), so that no two slots share a line: a reader
+ * copying message i never touches the line the writer is filling with
+ * message i + 1. SPMC_PAD_SLOTS=0 packs the slots instead (a stride of the
+ * payload rounded up to 8 bytes; the same for 64-byte messages). Work-sharing
+ * keeps one hand-back word per slot in an array after the slots, eight to a
+ * line. */
 #ifndef SPMC_PAD_SLOTS
 #define SPMC_PAD_SLOTS 1
 #endif
@@ -52,37 +53,46 @@ static int is_power_of_two(uint64_t x)
     return x != 0 && (x & (x - 1)) == 0;
 }
 
-/* Work-sharing needs two slots at least: a reader hands slot i back as
- * "free for message i + capacity", which with one slot is i + 1, the same
- * value as "holds message i", and the writer would overwrite it unread. */
+/* Work-sharing asks for two slots at least: with one, every push would wait
+ * until the reader of the message before has copied it out, and the queue
+ * would be no queue. */
 static int capacity_fits_fanout(uint64_t capacity, uint64_t fanout)
 {
     return fanout != SPMC_SHARE || capacity >= 2;
 }
 
-/* Stride of a slot holding elem_size payload bytes and the seq word; 0 if
- * it would not fit in 32 bits. */
+/* Stride of a slot holding elem_size payload bytes (whole cache lines
+ * unless SPMC_PAD_SLOTS is 0); 0 if it would not fit in 32 bits. */
 static uint64_t slot_size_for(uint64_t elem_size)
 {
     if (elem_size == 0 || elem_size > UINT32_MAX / 2)
         return 0;
-    uint64_t packed = (elem_size + 7) / 8 * 8 + sizeof(uint64_t);
+    uint64_t packed = (elem_size + 7) / 8 * 8;
     if (SPMC_PAD_SLOTS)
         return (packed + SPMC_CACHELINE - 1) / SPMC_CACHELINE * SPMC_CACHELINE;
     return packed;
 }
 
-/* Bytes of a whole segment (header, reader table, slots); 0 when the sizes
- * make no sense or overflow. */
+/* Bytes of the slots, rounded up so that the hand-back words after them
+ * start on a cache line. */
+static size_t slots_bytes(uint64_t slot_size, uint64_t capacity)
+{
+    return (size_t)(slot_size * capacity + SPMC_CACHELINE - 1) / SPMC_CACHELINE *
+           SPMC_CACHELINE;
+}
+
+/* Bytes of a whole segment (header, reader table, slots, one hand-back word
+ * per slot); 0 when the sizes make no sense or overflow. */
 static size_t segment_size(uint64_t slot_size, uint64_t capacity, uint64_t max_readers)
 {
     const size_t room = SIZE_MAX / 4;
     size_t table = sizeof(struct spmc_shm_header) +
                    (size_t)max_readers * sizeof(struct spmc_shm_reader);
     if (slot_size == 0 || !is_power_of_two(capacity) || max_readers == 0 ||
-        max_readers > SPMC_MAX_READERS || capacity > (room - table) / slot_size)
+        max_readers > SPMC_MAX_READERS ||
+        capacity > (room - table) / (slot_size + sizeof(uint64_t) + SPMC_CACHELINE))
         return 0;
-    return table + (size_t)(slot_size * capacity);
+    return table + slots_bytes(slot_size, capacity) + (size_t)capacity * sizeof(uint64_t);
 }
 
 /* Point the handle into a mapped segment laid out as above. */
@@ -91,16 +101,19 @@ static void locate(struct spmc_queue *q, struct spmc_shm_header *h)
     q->hdr = h;
     q->readers = (struct spmc_shm_reader *)(h + 1);
     q->slots = (unsigned char *)(q->readers + q->max_readers);
+    q->words = (_Atomic uint64_t *)(q->slots + slots_bytes(q->slot_size, q->capacity));
 }
 
 /* Bound on lock-free retry loops, so that no value a hostile process writes
  * into the segment can keep a call spinning forever. */
 enum { MAX_RETRIES = 100000 };
 
-/* The sequence word of the slot for index i. */
-static inline _Atomic uint64_t *slot_seq(const struct spmc_queue *q, uint64_t i)
+/* Share: the hand-back word of the slot for index i. It holds i while the
+ * slot is free for message i or holds message i not yet copied out, and
+ * i + capacity once the reader of message i has copied it out. */
+static inline _Atomic uint64_t *slot_word(const struct spmc_queue *q, uint64_t i)
 {
-    return (_Atomic uint64_t *)(q->slots + (i & q->mask) * q->slot_size + q->seq_offset);
+    return &q->words[i & q->mask];
 }
 
 static inline unsigned char *slot_data(const struct spmc_queue *q, uint64_t i)
@@ -255,7 +268,7 @@ static void unmap_segment(void *base, size_t size)
 int spmc_queue_create(struct spmc_queue *q, const char *name, size_t elem_size,
                       size_t capacity)
 {
-    const struct spmc_options defaults = {SPMC_BROADCAST, SPMC_DEFAULT_READERS};
+    const struct spmc_options defaults = {SPMC_BROADCAST, SPMC_DEFAULT_READERS, 0};
     return spmc_queue_create_opts(q, name, elem_size, capacity, &defaults);
 }
 
@@ -265,7 +278,7 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
     if (q == NULL)
         return -EINVAL;
     memset(q, 0, sizeof *q);
-    const struct spmc_options defaults = {SPMC_BROADCAST, SPMC_DEFAULT_READERS};
+    const struct spmc_options defaults = {SPMC_BROADCAST, SPMC_DEFAULT_READERS, 0};
     if (opts == NULL)
         opts = &defaults;
     int rc = check_name(name);
@@ -275,6 +288,9 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
         return -EINVAL;
     uint64_t slot_size = slot_size_for(elem_size);
     size_t size = segment_size(slot_size, capacity, opts->max_readers);
+    unsigned claim_max = opts->claim_max == 0 ? SPMC_CLAIM_DEFAULT : opts->claim_max;
+    if (claim_max > SPMC_CLAIM_MAX)
+        return -EINVAL;
     if (size == 0 || !capacity_fits_fanout(capacity, opts->fanout))
         return -EINVAL;
 
@@ -302,18 +318,20 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
     h->slot_size = (uint32_t)slot_size;
     h->fanout = (uint32_t)opts->fanout;
     h->max_readers = opts->max_readers;
+    h->claim_max = claim_max;
     atomic_store_explicit(&h->closed, 0, memory_order_relaxed);     /* published by ready */
     atomic_store_explicit(&h->head, 0, memory_order_relaxed);       /* published by ready */
     atomic_store_explicit(&h->gate, 0, memory_order_relaxed);       /* published by ready */
     atomic_store_explicit(&h->read_index, 0, memory_order_relaxed); /* published by ready */
+    atomic_store_explicit(&h->leaving, 0, memory_order_relaxed);    /* published by ready */
 
     q->map_size = size;
     q->elem_size = elem_size;
     q->slot_size = (size_t)slot_size;
-    q->seq_offset = (size_t)slot_size - sizeof(uint64_t);
     q->capacity = capacity;
     q->mask = capacity - 1;
     q->max_readers = opts->max_readers;
+    q->claim_max = claim_max;
     q->fanout = opts->fanout;
     q->mode = SPMC_WRITER;
     q->index = 0;
@@ -323,11 +341,12 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
     for (unsigned i = 0; i < q->max_readers; i++) {
         /* published by ready */
         atomic_store_explicit(&q->readers[i].cursor, 0, memory_order_relaxed);
+        atomic_store_explicit(&q->readers[i].claim_end, 0, memory_order_relaxed);
         atomic_store_explicit(&q->readers[i].state, SPMC_ENTRY_FREE, memory_order_relaxed);
     }
     for (uint64_t i = 0; i < capacity; i++)
-        /* Slot i is free for message i (which would make it seq i + 1). */
-        atomic_store_explicit(slot_seq(q, i), i, memory_order_relaxed); /* published by ready */
+        /* Slot i is free for message i. */
+        atomic_store_explicit(slot_word(q, i), i, memory_order_relaxed); /* published by ready */
     /* Last: pairs with the acquire load of ready in spmc_queue_attach(). */
     atomic_store_explicit(&h->ready, SPMC_READY, memory_order_release);
     return 0;
@@ -376,7 +395,7 @@ int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count, int64_t timeou
 struct header_copy {
     uint32_t magic, version, header_size, cacheline;
     uint64_t elem_size, capacity;
-    uint32_t slot_size, fanout, max_readers;
+    uint32_t slot_size, fanout, max_readers, claim_max;
 };
 
 /* Check a header the creator has published; 0 or -EPROTO. */
@@ -392,7 +411,8 @@ static int check_header(const struct header_copy *c, size_t elem_size,
         return -EPROTO;
     if ((c->fanout != SPMC_BROADCAST && c->fanout != SPMC_SHARE) ||
         c->slot_size != slot_size_for(c->elem_size) ||
-        !capacity_fits_fanout(c->capacity, c->fanout))
+        !capacity_fits_fanout(c->capacity, c->fanout) || c->claim_max == 0 ||
+        c->claim_max > SPMC_CLAIM_MAX)
         return -EPROTO;
     size_t size = segment_size(c->slot_size, c->capacity, c->max_readers);
     if (size == 0 || (uint64_t)file_size < size)
@@ -485,7 +505,8 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
     }
     struct header_copy c = {h->magic,     h->version,   h->header_size,
                             h->cacheline, h->elem_size, h->capacity,
-                            h->slot_size, h->fanout,    h->max_readers};
+                            h->slot_size, h->fanout,    h->max_readers,
+                            h->claim_max};
     rc = check_header(&c, elem_size, capacity, st.st_size);
     if (rc != 0)
         goto fail;
@@ -493,10 +514,10 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
     /* From here on only the checked copies are used. */
     q->elem_size = (size_t)c.elem_size;
     q->slot_size = c.slot_size;
-    q->seq_offset = q->slot_size - sizeof(uint64_t);
     q->capacity = c.capacity;
     q->mask = c.capacity - 1;
     q->max_readers = c.max_readers;
+    q->claim_max = c.claim_max;
     q->fanout = (enum spmc_fanout)c.fanout;
     q->map_size = segment_size(c.slot_size, c.capacity, c.max_readers);
     munmap(h, sizeof *h);
@@ -539,8 +560,7 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
     } else {
         /* Pairs with the release store of state in spmc_queue_destroy(). */
         atomic_store_explicit(&q->entry->state, SPMC_ENTRY_ACTIVE, memory_order_release);
-        /* A hint only: the compare-and-swap in pop_share() decides. */
-        q->index = atomic_load_explicit(&h->read_index, memory_order_relaxed);
+        /* index == claim_end == 0: the first pop claims (claim_batch()). */
     }
     q->mode = SPMC_READER;
     memcpy(q->name, name, strlen(name) + 1);
@@ -599,6 +619,28 @@ static void refresh_limit(struct spmc_queue *q)
     q->limit = low + q->capacity;
 }
 
+/* Share: the cached limit says full; read the hand-back words from index
+ * on, to the end of their cache line, and push freely up to the first slot
+ * not handed back yet. The words of one line are read together, so that the
+ * readers' hand-backs into that line (right behind us when they keep up)
+ * do not take it from us message by message. Returns how many are free. */
+static uint64_t refresh_free(struct spmc_queue *q)
+{
+    const uint64_t per_line = SPMC_CACHELINE / sizeof(uint64_t);
+    uint64_t j = q->index, end = (j | (per_line - 1)) + 1;
+    /* Pairs with the release store of the word in hand_back(): the reader of
+     * slot j's last message, j - capacity, has copied it out (the word
+     * says j - capacity until then). Only that slot can hold us back. */
+    while (j != end && atomic_load_explicit(slot_word(q, j), memory_order_acquire) == j)
+        j++;
+    q->limit = j;
+    /* Fetch the line after next now, while no reader writes it: it was
+     * last written a lap ago, and fetching it takes a cache-line transfer
+     * we would otherwise wait for when we get there. */
+    __builtin_prefetch((const void *)slot_word(q, end + per_line), 0, 3);
+    return j - q->index;
+}
+
 int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
 {
     if (q == NULL || q->mode != SPMC_WRITER || msg == NULL)
@@ -610,24 +652,16 @@ int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
             if ((int64_t)(i - q->limit) >= 0)
                 return -EAGAIN;
         }
-        memcpy(slot_data(q, i), msg, q->elem_size);
-    } else {
-        _Atomic uint64_t *seq = slot_seq(q, i);
-        /* Pairs with the release store of seq in pop_share(): seq == i says
-         * the reader that took this slot's last message, i - capacity, has
-         * copied it out (seq == i - capacity + 1: not yet). Only that one
-         * slot can hold us back, never a slot already copied. */
-        if (atomic_load_explicit(seq, memory_order_acquire) != i)
+    } else if ((int64_t)(i - q->limit) >= 0) { /* share: look at the words */
+        if (refresh_free(q) == 0)
             return -EAGAIN;
-        memcpy(slot_data(q, i), msg, q->elem_size);
-        /* Pairs with the acquire load of seq in pop_share(). */
-        atomic_store_explicit(seq, i + 1, memory_order_release);
     }
+    memcpy(slot_data(q, i), msg, q->elem_size);
     q->index = i + 1;
-    /* Broadcast: the publication. Pairs with the acquire load of head in
-     * pop_broadcast(): every slot below head is written. Share: a position
-     * only (for end of stream), ordered by closed. Every push stores it, so
-     * a message pushed onto an idle queue is visible at once. */
+    /* The publication, in both modes. Pairs with the acquire loads of head
+     * in pop_broadcast() and claim_batch(): every slot below head is
+     * written. Every push stores it, so a message pushed onto an idle queue
+     * is visible at once. */
     atomic_store_explicit(&q->hdr->head, i + 1, memory_order_release);
     return 0;
 }
@@ -694,48 +728,123 @@ static int pop_broadcast(struct spmc_queue *q, void *out)
     return 0;
 }
 
-static int pop_share(struct spmc_queue *q, void *out)
+/* Share: a reader that left with messages of its claim not yet delivered
+ * (see spmc_queue_destroy()) parked them in its entry: cursor is the next
+ * one, claim_end the end. Take one with a compare-and-swap on that cursor;
+ * whoever takes the last frees the entry. 1 with *index set if we got one. */
+static int take_leftover(struct spmc_queue *q, uint64_t *index)
+{
+    /* Pairs with the release increment of leaving in spmc_queue_destroy(). */
+    if (atomic_load_explicit(&q->hdr->leaving, memory_order_acquire) == 0)
+        return 0;
+    for (unsigned e = 0; e < q->max_readers; e++) {
+        struct spmc_shm_reader *r = &q->readers[e];
+        /* Pairs with the release store of SPMC_ENTRY_LEAVING in
+         * spmc_queue_destroy(): cursor and claim_end are written, and the
+         * leaver's acquire of head made the messages visible to it, so to
+         * us. */
+        if (atomic_load_explicit(&r->state, memory_order_acquire) != SPMC_ENTRY_LEAVING)
+            continue;
+        uint64_t j = atomic_load_explicit(&r->cursor, memory_order_relaxed);
+        const uint64_t end = atomic_load_explicit(&r->claim_end, memory_order_relaxed);
+        while ((int64_t)(end - j) > 0 && end - j <= q->claim_max) {
+            /* Relaxed: the state load above ordered the data. */
+            if (!atomic_compare_exchange_weak_explicit(&r->cursor, &j, j + 1,
+                                                       memory_order_relaxed,
+                                                       memory_order_relaxed))
+                continue; /* j now holds the cursor another taker left */
+            if (j + 1 == end) { /* the last one: the entry is free again */
+                uint32_t leaving = SPMC_ENTRY_LEAVING;
+                /* Pairs with the acquire compare-and-swap of FREE in
+                 * spmc_queue_attach(). */
+                if (atomic_compare_exchange_strong_explicit(&r->state, &leaving,
+                                                            SPMC_ENTRY_FREE,
+                                                            memory_order_release,
+                                                            memory_order_relaxed))
+                    atomic_fetch_sub_explicit(&q->hdr->leaving, 1, memory_order_relaxed);
+            }
+            *index = j;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Share: claim the next messages, up to claim_max of those the writer
+ * has published, with one compare-and-swap on read_index. 0 with
+ * [q->index, q->claim_end) ours, or -EAGAIN: nothing to claim (then
+ * q->index is read_index), or no agreement after many tries (heavy
+ * contention, or a peer scribbling over read_index). */
+static int claim_batch(struct spmc_queue *q)
 {
     _Atomic uint64_t *read_index = &q->hdr->read_index;
-    uint64_t i = q->index; /* cached guess: where our last claim ended */
+    uint64_t r = atomic_load_explicit(read_index, memory_order_relaxed);
     for (int tries = 0; tries < MAX_RETRIES; tries++) {
-        _Atomic uint64_t *seq = slot_seq(q, i);
-        /* Pairs with the release stores of seq in spmc_queue_try_push() (a
-         * message is there) and below (a slot handed back: the claim that
-         * came before it is visible too, so the read_index load below is
-         * already past i). */
-        uint64_t s = atomic_load_explicit(seq, memory_order_acquire);
-        int64_t ahead = (int64_t)(s - (i + 1));
-        if (ahead == 0) {
-            /* Message i is there: claim it. Relaxed: the data's visibility
-             * comes from seq; the CAS only decides who takes it. */
-            if (atomic_compare_exchange_weak_explicit(read_index, &i, i + 1,
-                                                      memory_order_relaxed,
-                                                      memory_order_relaxed)) {
-                memcpy(out, slot_data(q, i), q->elem_size);
-                /* Hand the slot back at once: "free for message i +
-                 * capacity". Pairs with the acquire load of seq in
-                 * spmc_queue_try_push(): our copy is done before the writer
-                 * reuses the slot. No other reader touches seq meanwhile:
-                 * only the one whose CAS took i may move it on. */
-                atomic_store_explicit(seq, i + q->capacity, memory_order_release);
-                q->index = i + 1;
-                return 0;
+        uint64_t avail = q->seen_head - r;
+        if (avail == 0 || avail > q->capacity) { /* look at head again */
+            /* Pairs with the release store of head in spmc_queue_try_push():
+             * every slot below head is written. */
+            q->seen_head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
+            avail = q->seen_head - r;
+            if (avail == 0) {
+                q->index = q->claim_start = q->claim_end = r;
+                return -EAGAIN;
             }
-            continue; /* i now holds the current read_index */
+            if (avail > q->capacity) {
+                /* More than a lap apart: our r is stale (we were slow and
+                 * the others have claimed on), or a peer scribbled. Read
+                 * read_index again. */
+                r = atomic_load_explicit(read_index, memory_order_relaxed);
+                continue;
+            }
         }
-        /* Not there at our guess: compare with the shared read index. */
-        uint64_t now = atomic_load_explicit(read_index, memory_order_relaxed);
-        if (now != i) {
-            i = now;
-            continue;
+        uint64_t n = avail < q->claim_max ? avail : q->claim_max;
+        /* Relaxed: head's acquire made the data visible; the
+         * compare-and-swap only decides who takes which messages. */
+        if (atomic_compare_exchange_weak_explicit(read_index, &r, r + n, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            q->index = q->claim_start = r;
+            q->claim_end = r + n;
+            return 0;
         }
-        if (ahead > 0) /* handed back or refilled, yet i is unclaimed */
-            return -EPROTO; /* slot ahead of the unclaimed index: corrupted */
-        q->index = i;
-        return nothing_yet(q, i);
+        /* r now holds the read index another reader moved on */
     }
     return -EAGAIN; /* heavy contention (or a scribbling peer): retry later */
+}
+
+/* Share: hand the slots of messages [from, to), which we claimed and have
+ * copied out, back to the writer: "free for message j + capacity". */
+static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
+{
+    for (uint64_t j = from; j != to; j++)
+        /* Pairs with the acquire load of the word in refresh_free(): our
+         * copy is done before the writer reuses the slot. Only the reader
+         * that claimed message j moves this word on. */
+        atomic_store_explicit(slot_word(q, j), j + q->capacity, memory_order_release);
+}
+
+static int pop_share(struct spmc_queue *q, void *out)
+{
+    if (q->index == q->claim_end) { /* our claim is delivered: claim again */
+        uint64_t left;
+        if (take_leftover(q, &left)) { /* the oldest messages first */
+            memcpy(out, slot_data(q, left), q->elem_size);
+            hand_back(q, left, left + 1);
+            return 0;
+        }
+        int rc = claim_batch(q);
+        if (rc != 0)
+            return rc == -EAGAIN ? nothing_yet(q, q->index) : rc;
+    }
+    uint64_t i = q->index++;
+    memcpy(out, slot_data(q, i), q->elem_size);
+    /* The whole claim is copied out: hand its slots back together. A
+     * writer that waits for them (the ring is full) reads their words as
+     * we write them; one burst of stores costs it a transfer or two of
+     * their lines, where one store per message would cost one each. */
+    if (q->index == q->claim_end)
+        hand_back(q, q->claim_start, q->claim_end);
+    return 0;
 }
 
 int spmc_queue_try_pop(struct spmc_queue *q, void *out)
@@ -773,6 +882,16 @@ int spmc_queue_destroy(struct spmc_queue *q)
          * spmc_queue_attach(). */
         atomic_store_explicit(&q->hdr->closed, 1, memory_order_release);
         shm_unlink(q->name);
+    } else if (q->fanout == SPMC_SHARE && q->index != q->claim_end) {
+        /* We leave with messages of our claim not delivered: hand back the
+         * slots we have copied out, and park the rest in our entry for the
+         * other readers (see take_leftover()). */
+        hand_back(q, q->claim_start, q->index);
+        atomic_store_explicit(&q->entry->cursor, q->index, memory_order_relaxed);
+        atomic_store_explicit(&q->entry->claim_end, q->claim_end, memory_order_relaxed);
+        /* Both pair with the acquire loads in take_leftover(). */
+        atomic_store_explicit(&q->entry->state, SPMC_ENTRY_LEAVING, memory_order_release);
+        atomic_fetch_add_explicit(&q->hdr->leaving, 1, memory_order_release);
     } else {
         /* Pairs with the acquire load of state in count_readers() and the
          * seq_cst load in min_cursor(): the writer stops waiting for us. */

@@ -63,6 +63,10 @@
 #ifndef SPMC_ATTACH_WAIT_NS
 #define SPMC_ATTACH_WAIT_NS 1000000000
 #endif
+/** Messages a work-sharing reader claims at once, unless spmc_options.claim_max says otherwise. */
+#define SPMC_CLAIM_DEFAULT 16u
+/** Largest spmc_options.claim_max. */
+#define SPMC_CLAIM_MAX 64u
 /** Reader-table entries of a queue made by spmc_queue_create(). */
 #define SPMC_DEFAULT_READERS 16u
 /** Largest reader table a queue may have. */
@@ -80,6 +84,7 @@ enum spmc_entry_state {
     SPMC_ENTRY_JOINING = 1, /**< claimed, cursor not yet valid */
     SPMC_ENTRY_ACTIVE = 2,  /**< a reader is attached; cursor is valid */
     SPMC_ENTRY_STARTING = 3, /**< broadcast: cursor published (the writer respects it), start not yet confirmed (not counted by spmc_queue_wait_readers()) */
+    SPMC_ENTRY_LEAVING = 4, /**< share: its reader left with messages of its claim not yet delivered, cursor..claim_end; the other readers take them, the last one frees the entry */
 };
 
 /**
@@ -90,6 +95,7 @@ struct spmc_shm_reader {
     alignas(SPMC_CACHELINE) _Atomic uint64_t cursor; /**< broadcast: next index this reader takes, published every capacity/4 messages and before it waits */
     _Atomic uint32_t state;                          /**< enum spmc_entry_state */
     uint32_t reserved;                               /**< zero */
+    _Atomic uint64_t claim_end;                      /**< share, state LEAVING: end of the messages left behind (cursor is the next one) */
 };
 
 /**
@@ -121,13 +127,14 @@ struct spmc_shm_header {
     uint32_t slot_size;      /**< bytes from one slot to the next */
     uint32_t fanout;         /**< enum spmc_fanout */
     uint32_t max_readers;    /**< entries in the reader table */
-    uint32_t reserved;       /**< zero */
+    uint32_t claim_max;      /**< share: most messages a reader claims at once */
     _Atomic uint32_t ready;  /**< SPMC_READY once the header is complete */
     _Atomic uint32_t closed; /**< 1 once the writer has finished */
     uint64_t reserved2;      /**< zero */
     alignas(SPMC_CACHELINE) _Atomic uint64_t head; /**< next index the writer fills (where a late reader starts) */
     _Atomic uint64_t gate;   /**< broadcast: lowest cursor the writer is currently relying on (see spmc_queue_attach) */
     alignas(SPMC_CACHELINE) _Atomic uint64_t read_index; /**< share: next index a reader claims */
+    _Atomic uint64_t leaving; /**< share: entries in state SPMC_ENTRY_LEAVING */
 };
 
 /* ===================================================================== */
@@ -144,6 +151,7 @@ enum spmc_mode {
 struct spmc_options {
     enum spmc_fanout fanout; /**< SPMC_BROADCAST or SPMC_SHARE */
     unsigned max_readers;    /**< reader-table entries, 1..SPMC_MAX_READERS */
+    unsigned claim_max;      /**< share: most messages a reader claims at once, 1..SPMC_CLAIM_MAX; 0 means SPMC_CLAIM_DEFAULT. A reader that stops popping holds the rest of its claim back from the others until it pops again or leaves: choose 1 when each message is long work. */
 };
 
 /** A process's handle on a queue. The caller owns the storage; the
@@ -154,21 +162,24 @@ struct spmc_queue {
     struct spmc_shm_header *hdr;     /**< the mapped segment */
     struct spmc_shm_reader *readers; /**< the reader table */
     unsigned char *slots;            /**< first slot */
+    _Atomic uint64_t *words;         /**< share: the slots' hand-back words */
     size_t map_size;                 /**< bytes mapped */
     size_t elem_size;                /**< payload bytes (validated copy) */
     size_t slot_size;                /**< slot stride (validated copy) */
-    size_t seq_offset;               /**< offset of seq inside a slot */
     uint64_t capacity;               /**< slots (validated copy) */
     uint64_t mask;                   /**< capacity - 1 */
     unsigned max_readers;            /**< reader-table entries */
+    unsigned claim_max;              /**< share: most messages a reader claims at once (validated copy) */
     enum spmc_fanout fanout;         /**< validated copy */
     enum spmc_mode mode;             /**< writer or reader */
     uint64_t index;                  /**< writer: next index to fill; reader: next index to take */
-    uint64_t limit;                  /**< writer, broadcast: push freely while index < limit */
+    uint64_t limit;                  /**< writer: push freely while index < limit */
     uint64_t gate;                   /**< writer, broadcast: the gate it published last */
     uint64_t published;              /**< reader, broadcast: cursor last published */
     uint64_t publish_mask;           /**< reader, broadcast: publish when (index & mask) == 0 */
-    uint64_t seen_head;              /**< reader, broadcast: the head it loaded last */
+    uint64_t seen_head;              /**< reader: the head it loaded last */
+    uint64_t claim_start;            /**< reader, share: start of its claim */
+    uint64_t claim_end;              /**< reader, share: end of its claim (index..claim_end are its to deliver) */
     struct spmc_shm_reader *entry;   /**< reader: its table entry */
     char name[SPMC_NAME_MAX + 1];    /**< the segment's name */
 };

@@ -45,6 +45,20 @@ static void create_mode(const char *name, enum spmc_fanout fanout, unsigned read
     ck_assert_int_eq(spmc_queue_create_opts(&qw, name, ELEM, cap, &o), 0);
 }
 
+/* A work-sharing queue whose readers claim at most @p claim messages at
+ * once. A day without claims of many messages (SPMC_CLAIM_DEFAULT) claims
+ * one at a time, and is built only with claim 1. */
+static void create_claim(const char *name, unsigned readers, size_t cap, unsigned claim)
+{
+#ifdef SPMC_CLAIM_DEFAULT
+    struct spmc_options o = {.fanout = SPMC_SHARE, .max_readers = readers, .claim_max = claim};
+    ck_assert_int_eq(spmc_queue_create_opts(&qw, name, ELEM, cap, &o), 0);
+#else
+    ck_assert_uint_eq(claim, 1);
+    create_mode(name, SPMC_SHARE, readers, cap);
+#endif
+}
+
 static void push_seq(struct spmc_queue *q, uint64_t seq)
 {
     unsigned char m[ELEM];
@@ -87,10 +101,15 @@ START_TEST(test_bad_options_are_refused)
     ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 8, &o), -EINVAL);
     o = (struct spmc_options){.fanout = (enum spmc_fanout)7, .max_readers = 4};
     ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 8, &o), -EINVAL);
-    /* Work-sharing needs two slots: with one, "free for the next message"
-     * would read the same as "holds this one". */
+    /* Work-sharing asks for two slots at least, and a claim of at most
+     * SPMC_CLAIM_MAX messages. */
     o = (struct spmc_options){.fanout = SPMC_SHARE, .max_readers = 4};
     ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 1, &o), -EINVAL);
+#ifdef SPMC_CLAIM_DEFAULT
+    o.claim_max = SPMC_CLAIM_MAX + 1;
+    ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 2, &o), -EINVAL);
+    o.claim_max = 0; /* the default */
+#endif
     ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 2, &o), 0);
     ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
     ck_assert_int_eq(spmc_queue_create_opts(&qw, tu_name(), ELEM, 8, NULL), 0);
@@ -224,8 +243,9 @@ END_TEST
 
 START_TEST(test_share_each_message_to_one_reader)
 {
+    /* One message per claim: the two readers take turns. */
     const char *name = tu_name();
-    create_mode(name, SPMC_SHARE, 4, 8);
+    create_claim(name, 4, 8, 1);
     ck_assert_int_eq(spmc_queue_attach(&qr[0], name, ELEM, 8), 0);
     ck_assert_int_eq(spmc_queue_attach(&qr[1], name, ELEM, 8), 0);
     for (uint64_t s = 0; s < 6; s++)
@@ -241,6 +261,43 @@ START_TEST(test_share_each_message_to_one_reader)
     ck_assert_int_eq(spmc_queue_try_pop(&qr[1], m), -EAGAIN);
 }
 END_TEST
+
+#ifdef SPMC_CLAIM_DEFAULT
+START_TEST(test_share_claims_split_messages_exactly_once)
+{
+    /* Claims of up to 3 messages: whatever the interleaving, each message
+     * goes to exactly one reader, and each reader gets its own in order. */
+    const char *name = tu_name();
+    create_claim(name, 4, 16, 3);
+    ck_assert_int_eq(spmc_queue_attach(&qr[0], name, ELEM, 16), 0);
+    ck_assert_int_eq(spmc_queue_attach(&qr[1], name, ELEM, 16), 0);
+    for (uint64_t s = 0; s < 10; s++)
+        push_seq(&qw, s);
+    unsigned takers[10] = {0};
+    uint64_t last[2] = {0, 0};
+    unsigned char m[ELEM];
+    int idle = 0;
+    for (unsigned turn = 0; idle < 2 && turn < 100; turn++) {
+        unsigned k = turn % 2;
+        int rc = spmc_queue_try_pop(&qr[k], m);
+        if (rc == -EAGAIN) {
+            idle++;
+            continue;
+        }
+        ck_assert_int_eq(rc, 0);
+        idle = 0;
+        uint64_t s = msg_seq(m);
+        ck_assert_uint_lt(s, 10);
+        ck_assert(msg_intact(m, ELEM));
+        ck_assert_uint_ge(s, last[k]); /* in order, per reader */
+        last[k] = s + 1;
+        takers[s]++;
+    }
+    for (unsigned s = 0; s < 10; s++)
+        ck_assert_msg(takers[s] == 1, "message %u taken %u times", s, takers[s]);
+}
+END_TEST
+#endif
 
 START_TEST(test_share_null_buffer_claims_nothing)
 {
@@ -259,8 +316,10 @@ END_TEST
 
 START_TEST(test_share_full_ring_holds_the_writer)
 {
+    /* One message per claim, so that each slot is handed back as soon as
+     * its message is copied out. */
     const char *name = tu_name();
-    create_mode(name, SPMC_SHARE, 4, 4);
+    create_claim(name, 4, 4, 1);
     ck_assert_int_eq(spmc_queue_attach(&qr[0], name, ELEM, 4), 0);
     for (uint64_t s = 0; s < 4; s++)
         push_seq(&qw, s);
@@ -282,13 +341,13 @@ END_TEST
 
 START_TEST(test_share_busy_reader_holds_only_the_slot_it_copies)
 {
-    /* Reader 0 takes one message and then works on it for a long time (it
-     * stops popping); reader 1 takes the rest. Every slot has been copied
-     * out, so the writer must be able to refill the whole ring at once: a
-     * reader hands each slot back right after its copy, and one busy
-     * reader holds nothing back. */
+    /* One message per claim. Reader 0 takes one message and then works on
+     * it for a long time (it stops popping); reader 1 takes the rest.
+     * Every slot has been copied out, so the writer must be able to refill
+     * the whole ring at once: a reader hands each slot back right after
+     * its copy, and one busy reader holds nothing back. */
     const char *name = tu_name();
-    create_mode(name, SPMC_SHARE, 4, 4);
+    create_claim(name, 4, 4, 1);
     ck_assert_int_eq(spmc_queue_attach(&qr[0], name, ELEM, 4), 0);
     ck_assert_int_eq(spmc_queue_attach(&qr[1], name, ELEM, 4), 0);
     for (uint64_t s = 0; s < 4; s++)
@@ -302,6 +361,38 @@ START_TEST(test_share_busy_reader_holds_only_the_slot_it_copies)
         pop_expect(&qr[1], s);
 }
 END_TEST
+
+#ifdef SPMC_CLAIM_DEFAULT
+START_TEST(test_share_busy_reader_holds_at_most_its_claim)
+{
+    /* Claims of 2: reader 0 pops message 0 and stops. It holds message 1
+     * back, and the slots of its claim (a reader hands a claim's slots back
+     * together, once it has copied the last), and only those: reader 1
+     * takes 2 and 3. When reader 0 leaves, it hands back slot 0, and reader
+     * 1 gets message 1 first. */
+    const char *name = tu_name();
+    create_claim(name, 4, 4, 2);
+    ck_assert_int_eq(spmc_queue_attach(&qr[0], name, ELEM, 4), 0);
+    ck_assert_int_eq(spmc_queue_attach(&qr[1], name, ELEM, 4), 0);
+    for (uint64_t s = 0; s < 4; s++)
+        push_seq(&qw, s);
+    pop_expect(&qr[0], 0); /* claims 0 and 1 */
+    pop_expect(&qr[1], 2); /* claims 2 and 3 */
+    pop_expect(&qr[1], 3);
+    unsigned char m[ELEM];
+    ck_assert_int_eq(spmc_queue_try_pop(&qr[1], m), -EAGAIN); /* 1 is reader 0's */
+    msg_fill(m, ELEM, 4);
+    ck_assert_int_eq(spmc_queue_try_push(&qw, m), -EAGAIN); /* slot 0: still held */
+    ck_assert_int_eq(spmc_queue_destroy(&qr[0]), 0);
+    push_seq(&qw, 4);      /* slot 0: handed back on leaving */
+    pop_expect(&qr[1], 1); /* left behind by reader 0, the oldest first */
+    push_seq(&qw, 5);
+    pop_expect(&qr[1], 4);
+    pop_expect(&qr[1], 5);
+    ck_assert_int_eq(spmc_queue_try_pop(&qr[1], m), -EAGAIN);
+}
+END_TEST
+#endif
 
 START_TEST(test_share_detach_hands_slots_back)
 {
@@ -372,6 +463,19 @@ static int attach_copy(void)
     return rc;
 }
 
+#ifdef SPMC_CLAIM_DEFAULT
+START_TEST(test_hostile_claim_max)
+{
+    snapshot(SPMC_SHARE)->claim_max = 1;
+    ck_assert_int_eq(attach_copy(), 0); /* the control */
+    snapshot(SPMC_SHARE)->claim_max = 0;
+    ck_assert_int_eq(attach_copy(), -EPROTO);
+    snapshot(SPMC_SHARE)->claim_max = SPMC_CLAIM_MAX + 1;
+    ck_assert_int_eq(attach_copy(), -EPROTO);
+}
+END_TEST
+#endif
+
 START_TEST(test_hostile_day5_fields)
 {
     snapshot(SPMC_SHARE);
@@ -409,8 +513,12 @@ START_TEST(test_hostile_indices_cannot_make_a_reader_misbehave)
         for (uint64_t s = 0; s < 8; s++)
             push_seq(&qw, s);
         for (size_t j = 0; j < 8; j++) {
+#ifdef SPMC_CLAIM_DEFAULT
+            _Atomic uint64_t *seq = &qr[0].words[j]; /* the hand-back words */
+#else
             _Atomic uint64_t *seq =
                 (_Atomic uint64_t *)(qr[0].slots + j * qr[0].slot_size + qr[0].seq_offset);
+#endif
             atomic_store(seq, 0xdeadbeefcafef00dull * (j + 1));
         }
         atomic_store(&qr[0].hdr->read_index, UINT64_MAX - 3);
@@ -841,9 +949,15 @@ static Suite *day5_suite(void)
     tcase_add_test(tc, test_broadcast_late_reader_starts_at_the_writer);
     tcase_add_test(tc, test_broadcast_reader_leaving_releases_the_writer);
     tcase_add_test(tc, test_share_each_message_to_one_reader);
+#ifdef SPMC_CLAIM_DEFAULT
+    tcase_add_test(tc, test_share_claims_split_messages_exactly_once);
+#endif
     tcase_add_test(tc, test_share_null_buffer_claims_nothing);
     tcase_add_test(tc, test_share_full_ring_holds_the_writer);
     tcase_add_test(tc, test_share_busy_reader_holds_only_the_slot_it_copies);
+#ifdef SPMC_CLAIM_DEFAULT
+    tcase_add_test(tc, test_share_busy_reader_holds_at_most_its_claim);
+#endif
     tcase_add_test(tc, test_share_detach_hands_slots_back);
     tcase_add_test(tc, test_end_of_stream_in_both_modes);
     suite_add_tcase(s, tc);
@@ -852,6 +966,9 @@ static Suite *day5_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_hostile_day5_fields);
+#ifdef SPMC_CLAIM_DEFAULT
+    tcase_add_test(tc, test_hostile_claim_max);
+#endif
     tcase_add_test(tc, test_hostile_indices_cannot_make_a_reader_misbehave);
     suite_add_tcase(s, tc);
 
