@@ -24,12 +24,13 @@ _Static_assert(sizeof(struct spmc_shm_header) == 4 * SPMC_CACHELINE, "table on l
 _Static_assert(sizeof(struct spmc_shm_reader) == SPMC_CACHELINE, "one line per reader");
 _Static_assert(SPMC_MAX_READERS <= 1024, "an entry number fits the 10 bits of a claim");
 
-/* A slot is [payload][seq], rounded up to whole cache lines (128 bytes for
- * 64-byte messages), so that no two slots share a line: a reader copying
- * message i never touches the line the writer is filling with message i + 1.
- * SPMC_PAD_SLOTS=0 packs the slots instead (72-byte stride for 64-byte
- * messages: 7 slots in 8 straddle two lines, and neighbours share one);
- * day5/README.md measures both. */
+/* A slot is the payload alone, rounded up to whole cache lines (64 bytes
+ * for 64-byte messages), so that no two slots share a line: a reader
+ * copying message i never touches the line the writer is filling with
+ * message i + 1. SPMC_PAD_SLOTS=0 packs the slots instead (a stride of the
+ * payload rounded up to 8 bytes; the same for 64-byte messages). Work-sharing
+ * keeps one hand-back word per slot in an array after the slots, eight to a
+ * line. */
 #ifndef SPMC_PAD_SLOTS
 #define SPMC_PAD_SLOTS 1
 #endif
@@ -80,59 +81,70 @@ static int is_power_of_two(uint64_t x)
     return x != 0 && (x & (x - 1)) == 0;
 }
 
-/* Work-sharing needs two slots at least: a reader hands slot i back as
- * "free for message i + capacity", which with one slot is i + 1, the same
- * value as "holds message i", and the writer would overwrite it unread. */
+/* Work-sharing asks for two slots at least: with one, every push would wait
+ * until the reader of the message before has copied it out, and the queue
+ * would be no queue. */
 static int capacity_fits_fanout(uint64_t capacity, uint64_t fanout)
 {
     return fanout != SPMC_SHARE || capacity >= 2;
 }
 
-/* Stride of a slot holding elem_size payload bytes and the seq word; 0 if
- * it would not fit in 32 bits. */
+/* Stride of a slot holding elem_size payload bytes (whole cache lines
+ * unless SPMC_PAD_SLOTS is 0); 0 if it would not fit in 32 bits. */
 static uint64_t slot_size_for(uint64_t elem_size)
 {
     if (elem_size == 0 || elem_size > UINT32_MAX / 2)
         return 0;
-    uint64_t packed = (elem_size + 7) / 8 * 8 + sizeof(uint64_t);
+    uint64_t packed = (elem_size + 7) / 8 * 8;
     if (SPMC_PAD_SLOTS)
         return (packed + SPMC_CACHELINE - 1) / SPMC_CACHELINE * SPMC_CACHELINE;
     return packed;
 }
 
-/* Bytes of a whole segment (header, reader table, slots); 0 when the sizes
- * make no sense or overflow. */
+/* Bytes of the slots, rounded up so that the hand-back words after them
+ * start on a cache line. */
+static size_t slots_bytes(uint64_t slot_size, uint64_t capacity)
+{
+    return (size_t)(slot_size * capacity + SPMC_CACHELINE - 1) / SPMC_CACHELINE *
+           SPMC_CACHELINE;
+}
+
+/* Bytes of a whole segment (header, reader table, slots, one hand-back word
+ * per slot); 0 when the sizes make no sense or overflow. */
 static size_t segment_size(uint64_t slot_size, uint64_t capacity, uint64_t max_readers)
 {
     const size_t room = SIZE_MAX / 4;
     size_t table = sizeof(struct spmc_shm_header) +
                    (size_t)max_readers * sizeof(struct spmc_shm_reader);
     if (slot_size == 0 || !is_power_of_two(capacity) || max_readers == 0 ||
-        max_readers > SPMC_MAX_READERS || capacity > (room - table) / slot_size)
+        max_readers > SPMC_MAX_READERS ||
+        capacity > (room - table) / (slot_size + sizeof(uint64_t) + SPMC_CACHELINE))
         return 0;
-    return table + (size_t)(slot_size * capacity);
+    return table + slots_bytes(slot_size, capacity) + (size_t)capacity * sizeof(uint64_t);
 }
 
 /* What a queue looks like: chosen by the creator, checked by an attacher. */
 struct geometry {
     uint64_t elem_size, capacity;
-    uint32_t slot_size, fanout, max_readers;
+    uint32_t slot_size, fanout, max_readers, claim_max;
     size_t map_size;
 };
 
 /* The geometry of a queue with these parameters; 0 or -EINVAL. */
 static int geometry_for(struct geometry *g, uint64_t elem_size, uint64_t capacity,
-                        uint64_t fanout, uint64_t max_readers)
+                        uint64_t fanout, uint64_t max_readers, uint64_t claim_max)
 {
     if ((fanout != SPMC_BROADCAST && fanout != SPMC_SHARE) ||
-        !capacity_fits_fanout(capacity, fanout))
+        !capacity_fits_fanout(capacity, fanout) || claim_max == 0 ||
+        claim_max > SPMC_CLAIM_MAX)
         return -EINVAL;
     uint64_t slot_size = slot_size_for(elem_size);
     size_t size = segment_size(slot_size, capacity, max_readers);
     if (size == 0)
         return -EINVAL;
-    *g = (struct geometry){elem_size, capacity, (uint32_t)slot_size, (uint32_t)fanout,
-                           (uint32_t)max_readers, size};
+    *g = (struct geometry){elem_size,           capacity,           (uint32_t)slot_size,
+                           (uint32_t)fanout,    (uint32_t)max_readers, (uint32_t)claim_max,
+                           size};
     return 0;
 }
 
@@ -144,13 +156,14 @@ static void set_geometry(struct spmc_queue *q, const struct geometry *g, void *b
     q->hdr = base;
     q->readers = (struct spmc_shm_reader *)(q->hdr + 1);
     q->slots = (unsigned char *)(q->readers + g->max_readers);
+    q->words = (_Atomic uint64_t *)(q->slots + slots_bytes(g->slot_size, g->capacity));
     q->map_size = g->map_size;
     q->elem_size = (size_t)g->elem_size;
     q->slot_size = g->slot_size;
-    q->seq_offset = g->slot_size - sizeof(uint64_t);
     q->capacity = g->capacity;
     q->mask = g->capacity - 1;
     q->max_readers = g->max_readers;
+    q->claim_max = g->claim_max;
     q->fanout = (enum spmc_fanout)g->fanout;
 }
 
@@ -158,10 +171,11 @@ static void set_geometry(struct spmc_queue *q, const struct geometry *g, void *b
  * into the segment can keep a call spinning forever. */
 enum { MAX_RETRIES = 100000 };
 
-/* The sequence word of the slot for index i. */
-static inline _Atomic uint64_t *slot_seq(const struct spmc_queue *q, uint64_t i)
+/* Share: the hand-back word of the slot for index i: see the header's
+ * comment for its values. */
+static inline _Atomic uint64_t *slot_word(const struct spmc_queue *q, uint64_t i)
 {
-    return (_Atomic uint64_t *)(q->slots + (i & q->mask) * q->slot_size + q->seq_offset);
+    return &q->words[i & q->mask];
 }
 
 static inline unsigned char *slot_data(const struct spmc_queue *q, uint64_t i)
@@ -169,15 +183,24 @@ static inline unsigned char *slot_data(const struct spmc_queue *q, uint64_t i)
     return q->slots + (i & q->mask) * q->slot_size;
 }
 
-/* A work-sharing claim: the slot's seq word with bit 63 set, the claiming
- * entry in bits 52-61 and (i + 1) mod 2^52 in bits 0-51. Unclaimed values
- * (i, i + 1) stay below 2^63, so the two never meet. */
+/* Positions carried in 52 bits: a claim marker, read_index, a claim
+ * record. POS masks them; full_index() turns one back into a 64-bit index,
+ * the one at or below @p ref (head) that agrees with it in those bits. */
+#define POS ((1ull << 52) - 1)
+
+static inline uint64_t full_index(uint64_t ref, uint64_t pos)
+{
+    return ref - ((ref - pos) & POS);
+}
+
+/* Share: a dead reader's message that reader e has taken over: the slot's
+ * word with bit 63 set, e in bits 52-61 and (i + 1) mod 2^52 in bits 0-51.
+ * Other values (i, i + capacity) stay below 2^63, so the two never meet. */
 #define CLAIM_BIT (1ull << 63)
-#define CLAIM_POS ((1ull << 52) - 1)
 
 static inline uint64_t claim_word(uint64_t i, unsigned e)
 {
-    return CLAIM_BIT | (uint64_t)e << 52 | ((i + 1) & CLAIM_POS);
+    return CLAIM_BIT | (uint64_t)e << 52 | ((i + 1) & POS);
 }
 
 static inline int is_claim(uint64_t s)
@@ -190,10 +213,25 @@ static inline unsigned claimer(uint64_t s)
     return (unsigned)(s >> 52 & 0x3ff);
 }
 
-/* Does the claim @p s hold message @p i? */
-static inline int claims(uint64_t s, uint64_t i)
+/* Share: read_index holds the next position to claim and 1 + the entry
+ * that claimed last (0: nobody yet). */
+static inline uint64_t read_index_word(uint64_t pos, unsigned e)
 {
-    return (s & CLAIM_POS) == ((i + 1) & CLAIM_POS);
+    return (pos & POS) | (uint64_t)(e + 1) << 52;
+}
+
+/* Share: a reader's claim record, [start, start + n): start mod 2^52, n in
+ * bits 52-58, bit 59 once the claim is on record (it won read_index). */
+#define ON_RECORD (1ull << 59)
+
+static inline uint64_t claim_record(uint64_t start, uint64_t n)
+{
+    return (start & POS) | n << 52;
+}
+
+static inline uint64_t record_n(uint64_t c)
+{
+    return c >> 52 & 0x7f;
 }
 
 /* A reader entry's word: state in bits 0-1, generation in 2-31, the
@@ -366,19 +404,90 @@ static unsigned free_dead_entry(struct spmc_queue *q, unsigned e)
     return 1;
 }
 
-/* Entry e's holder is dead and we hold the entry's lock: did it die holding
- * a work-sharing claim? Its `held` word says where (a reader stores it
- * before every claim, see pop_share()). 1 with *index set if so. */
+/* Share: hand the slots of messages [from, to), which this reader (or the
+ * dead reader whose claim it settles) has copied out, back to the writer:
+ * "free for message j + capacity". */
+static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
+{
+    for (uint64_t j = from; j != to; j++)
+        /* Pairs with the acquire loads of the word in refresh_free(): the
+         * copy is done before the writer reuses the slot. Only the claim's
+         * holder moves this word on (or, once it is dead, its reaper). */
+        atomic_store_explicit(slot_word(q, j), j + q->capacity, memory_order_release);
+}
+
+/* Entry e's holder is dead and we hold the entry's lock: the work-sharing
+ * claim it won, if any; 1 with [*start, *end) set. A claim counts if it is
+ * on record, or if read_index still names it as the last one (it won, and
+ * nobody has claimed since: whoever claims next puts it on record first,
+ * see claim_batch()). A claim beyond head is not one the queue made. */
+static int claim_of(const struct spmc_queue *q, unsigned e, uint64_t *start, uint64_t *end)
+{
+    /* Relaxed: the holder is dead, its last stores are all visible. */
+    const uint64_t c = atomic_load_explicit(&q->readers[e].claim, memory_order_relaxed);
+    const uint64_t n = record_n(c);
+    if (n == 0 || n > q->claim_max)
+        return 0;
+    /* Pairs with the release compare-and-swaps of read_index in
+     * claim_batch(): a claim that read_index has moved past is on record. */
+    const uint64_t last = atomic_load_explicit(&q->hdr->read_index, memory_order_acquire);
+    if (!(c & ON_RECORD) && last != read_index_word(c + n, e))
+        return 0; /* it lost the race for read_index: no claim */
+    /* Pairs with the release store of head in spmc_queue_try_push(). */
+    const uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
+    *start = full_index(head, c & POS);
+    *end = *start + n;
+    return (uint64_t)(head - *start) >= n;
+}
+
+/* Entry e's holder is dead and we hold its lock: hand back the slots of the
+ * messages it delivered but had not handed back yet (a reader hands a
+ * claim's slots back together, once it has copied the last). */
+static void settle_delivered(struct spmc_queue *q, unsigned e)
+{
+    uint64_t start, end;
+    if (!claim_of(q, e, &start, &end))
+        return;
+    uint64_t done = atomic_load_explicit(&q->readers[e].done, memory_order_relaxed);
+    if ((uint64_t)(done - start) > end - start)
+        return; /* not a value the reader wrote */
+    for (uint64_t j = start; j != done; j++) {
+        uint64_t s = j; /* still "holds message j": not handed back */
+        /* Pairs with the acquire loads of the word in refresh_free(): the
+         * dead reader's copy was done before it died, and we took its
+         * lock after. */
+        (void)atomic_compare_exchange_strong_explicit(slot_word(q, j), &s, j + q->capacity,
+                                                      memory_order_release,
+                                                      memory_order_relaxed);
+    }
+}
+
+/* Entry e's holder is dead and we hold its lock: did it leave a message
+ * undelivered? One of its claim, from `done` on, that nobody has taken
+ * over (or one it had taken over from another dead reader itself: `held`,
+ * or a message of the claim named by its entry). 1 with *index set if so. */
 static int orphan_of(const struct spmc_queue *q, unsigned e, uint64_t *index)
 {
     /* Relaxed: the holder is dead, its last stores are all visible. */
-    uint64_t i = atomic_load_explicit(&q->readers[e].held, memory_order_relaxed);
-    /* Pairs with the release store of seq in spmc_queue_try_push(), through
-     * the claim's compare-and-swap: the payload is there to be copied. */
-    if (atomic_load_explicit(slot_seq(q, i), memory_order_acquire) != claim_word(i, e))
+    const uint64_t h = atomic_load_explicit(&q->readers[e].held, memory_order_relaxed);
+    if (atomic_load_explicit(slot_word(q, h), memory_order_relaxed) == claim_word(h, e)) {
+        *index = h;
+        return 1;
+    }
+    uint64_t start, end;
+    if (!claim_of(q, e, &start, &end))
         return 0;
-    *index = i;
-    return 1;
+    uint64_t done = atomic_load_explicit(&q->readers[e].done, memory_order_relaxed);
+    if ((uint64_t)(done - start) > end - start)
+        done = start; /* not a value the reader wrote: look at the whole claim */
+    for (uint64_t j = done; j != end; j++) {
+        uint64_t s = atomic_load_explicit(slot_word(q, j), memory_order_relaxed);
+        if (s == j || s == claim_word(j, e)) {
+            *index = j;
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* ===================================================================== */
@@ -696,7 +805,8 @@ static void init_segment(struct spmc_queue *q)
     h->slot_size = (uint32_t)q->slot_size;
     h->fanout = (uint32_t)q->fanout;
     h->max_readers = q->max_readers;
-    h->reserved = h->reserved2 = 0;
+    h->claim_max = q->claim_max;
+    h->reserved2 = 0;
     /* All relaxed: published by ready. */
     atomic_store_explicit(&h->closed, 0, memory_order_relaxed);
     atomic_store_explicit(&h->writer_pid, (uint32_t)getpid(), memory_order_relaxed);
@@ -709,9 +819,11 @@ static void init_segment(struct spmc_queue *q)
         atomic_store_explicit(&q->readers[e].cursor, 0, memory_order_relaxed);
         atomic_store_explicit(&q->readers[e].word, SPMC_ENTRY_FREE, memory_order_relaxed);
         atomic_store_explicit(&q->readers[e].held, 0, memory_order_relaxed);
+        atomic_store_explicit(&q->readers[e].claim, 0, memory_order_relaxed);
+        atomic_store_explicit(&q->readers[e].done, 0, memory_order_relaxed);
     }
     for (uint64_t i = 0; i < q->capacity; i++) /* slot i is free for message i */
-        atomic_store_explicit(slot_seq(q, i), i, memory_order_relaxed);
+        atomic_store_explicit(slot_word(q, i), i, memory_order_relaxed);
     SPMC_CRASH_POINT("create:header");
     /* From here on a later creator may take the segment for one of ours
      * and remove it, but only once our lock says we are dead. */
@@ -740,7 +852,8 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
     struct geometry g = {0};
     int rc = check_name(name);
     if (rc == 0)
-        rc = o.perm <= 0777 ? geometry_for(&g, elem_size, capacity, o.fanout, o.max_readers)
+        rc = o.perm <= 0777 ? geometry_for(&g, elem_size, capacity, o.fanout, o.max_readers,
+                                           o.claim_max != 0 ? o.claim_max : SPMC_CLAIM_DEFAULT)
                             : -EINVAL;
     if (rc != 0)
         return rc;
@@ -801,10 +914,13 @@ static unsigned count_readers(struct spmc_queue *q, unsigned wanted)
         if (!reap || lock_byte(q->fd, reader_lock(e)) != 0)
             continue;
         SPMC_CRASH_POINT("reap:locked");
-        /* A dead work-sharing reader may hold a claimed message: its entry
-         * must keep naming it until someone delivers it (share_full(),
-         * rescue_orphan(), take_entry()); free it only if it holds none. */
+        /* A dead work-sharing reader may have left messages undelivered:
+         * its entry must keep its claim until someone delivers them
+         * (share_full(), rescue_orphan(), a new holder of the entry); free
+         * it only if it left none. */
         uint64_t orphan;
+        if (q->fanout == SPMC_SHARE)
+            settle_delivered(q, e);
         if (q->fanout != SPMC_SHARE || !orphan_of(q, e, &orphan))
             (void)free_dead_entry(q, e);
         SPMC_CRASH_POINT("reap:freed");
@@ -836,7 +952,7 @@ int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count, int64_t timeou
 struct header_copy {
     uint32_t magic, version, header_size, cacheline;
     uint64_t elem_size, capacity;
-    uint32_t slot_size, fanout, max_readers;
+    uint32_t slot_size, fanout, max_readers, claim_max;
 };
 
 /* Check a header the creator has published; 0 (and its geometry) or -EPROTO. */
@@ -849,7 +965,7 @@ static int check_header(const struct header_copy *c, size_t elem_size, size_t ca
     if ((elem_size != 0 && c->elem_size != elem_size) ||
         (capacity != 0 && c->capacity != capacity))
         return -EPROTO;
-    if (geometry_for(g, c->elem_size, c->capacity, c->fanout, c->max_readers) != 0 ||
+    if (geometry_for(g, c->elem_size, c->capacity, c->fanout, c->max_readers, c->claim_max) != 0 ||
         g->slot_size != c->slot_size || (uint64_t)file_size < g->map_size)
         return -EPROTO;
     return 0;
@@ -888,7 +1004,8 @@ static int read_header(int fd, size_t elem_size, size_t capacity, struct geometr
     if (rc == 0) {
         struct header_copy c = {h->magic,     h->version,   h->header_size,
                                 h->cacheline, h->elem_size, h->capacity,
-                                h->slot_size, h->fanout,    h->max_readers};
+                                h->slot_size, h->fanout,    h->max_readers,
+                                h->claim_max};
         rc = check_header(&c, elem_size, capacity, st.st_size, g);
     }
     if (h != NULL)
@@ -897,8 +1014,9 @@ static int read_header(int fd, size_t elem_size, size_t capacity, struct geometr
 }
 
 /* We hold entry e's lock, so nobody alive holds the entry: make it ours
- * with one compare-and-swap of its word. If its last holder died holding a
- * work-sharing claim, that message is ours to deliver first. */
+ * with one compare-and-swap of its word. If its last holder died with
+ * messages of a work-sharing claim undelivered, they are ours to deliver
+ * first (see adopt_next()). */
 static int take_entry(struct spmc_queue *q, unsigned e)
 {
     struct spmc_shm_reader *r = &q->readers[e];
@@ -906,8 +1024,10 @@ static int take_entry(struct spmc_queue *q, unsigned e)
      * free_dead_entry()): its last holder is done with it. */
     uint64_t w = atomic_load_explicit(&r->word, memory_order_acquire);
     if (entry_state(w) != SPMC_ENTRY_FREE) { /* its holder died */
-        if (q->fanout == SPMC_SHARE)
-            q->has_inherited = orphan_of(q, e, &q->inherited);
+        if (q->fanout == SPMC_SHARE) {
+            settle_delivered(q, e);
+            q->adopting = 1;
+        }
         atomic_fetch_add_explicit(&q->hdr->reaped, 1, memory_order_relaxed); /* a statistic */
     }
     const unsigned state = q->fanout == SPMC_BROADCAST ? SPMC_ENTRY_JOINING : SPMC_ENTRY_ACTIVE;
@@ -915,12 +1035,10 @@ static int take_entry(struct spmc_queue *q, unsigned e)
      * seq_cst ones in min_cursor(). */
     if (!atomic_compare_exchange_strong_explicit(&r->word, &w, new_holder(w, state),
                                                  memory_order_seq_cst, memory_order_relaxed)) {
-        q->has_inherited = 0; /* only a hostile process changes it under our lock */
+        q->adopting = 0; /* only a hostile process changes it under our lock */
         return -EAGAIN;
     }
     SPMC_CRASH_POINT("attach:claimed");
-    if (q->has_inherited)
-        atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed);
     q->entry = r;
     q->entry_index = e;
     return 0;
@@ -1021,11 +1139,8 @@ static int join(struct spmc_queue *q)
     int rc = claim_entry(q);
     if (rc != 0)
         return rc;
-    if (q->fanout == SPMC_SHARE) {
-        /* A hint only: the claims in pop_share() decide. */
-        q->index = atomic_load_explicit(&q->hdr->read_index, memory_order_relaxed);
-        return 0;
-    }
+    if (q->fanout == SPMC_SHARE)
+        return 0; /* index == claim_end == 0: the first pop claims (claim_batch()) */
     q->publish_mask = q->capacity >= 4 ? q->capacity / 4 - 1 : 0;
     rc = join_broadcast(q);
     if (rc != 0)
@@ -1151,33 +1266,77 @@ COLD static int broadcast_full(struct spmc_queue *q)
     return (int64_t)(q->index - q->limit) < 0 ? 0 : -EAGAIN;
 }
 
-/* Share: the slot for our next message holds @p s, not "free". If it is a
- * claim on the slot's previous message by a reader that died before handing
- * the slot back, that message was never delivered: republish it in place,
- * as our next message, and move on. 0 when the slot at q->index is free
- * now. */
-COLD static int share_full(struct spmc_queue *q, uint64_t s)
+/* Share: the cached limit says full; read the hand-back words from index
+ * on, to the end of their cache line, and push freely up to the first slot
+ * not handed back yet. The words of one line are read together, so that the
+ * readers' hand-backs into that line (right behind us when they keep up)
+ * do not take it from us message by message. Returns how many are free. */
+static uint64_t refresh_free(struct spmc_queue *q)
 {
-    const uint64_t i = q->index;
-    if (!is_claim(s) || !claims(s, i - q->capacity) || !time_to_check(q))
-        return -EAGAIN; /* the readers are just slow */
-    const unsigned e = claimer(s);
+    const uint64_t per_line = SPMC_CACHELINE / sizeof(uint64_t);
+    uint64_t j = q->index, end = (j | (per_line - 1)) + 1;
+    /* Pairs with the release stores of the word in hand_back() and
+     * settle_delivered(): the reader of slot j's last message, j -
+     * capacity, has copied it out (the word says j - capacity until then). */
+    while (j != end && atomic_load_explicit(slot_word(q, j), memory_order_acquire) == j)
+        j++;
+    q->limit = j;
+    /* Fetch the line after next now, while no reader writes it: it was
+     * last written a lap ago, and fetching it takes a cache-line transfer
+     * we would otherwise wait for when we get there. */
+    __builtin_prefetch((const void *)slot_word(q, end + per_line), 0, 3);
+    return j - q->index;
+}
+
+/* Share: the entry whose claim holds message j (not handed back), or
+ * max_readers if none does: then nobody has claimed it yet. */
+static unsigned owner_of(const struct spmc_queue *q, uint64_t j)
+{
+    for (unsigned e = 0; e < q->max_readers; e++) {
+        uint64_t start, end;
+        if (claim_of(q, e, &start, &end) && (uint64_t)(j - start) < end - start)
+            return e;
+    }
+    return q->max_readers;
+}
+
+/* Share: the slot for our next message is not handed back. If the reader
+ * that holds the slot's message died before delivering it, republish the
+ * message in place, as our next one, and move on; if it died after, hand
+ * the slot back for it. Rate-limited. 0 when the slot at q->index is free
+ * now. */
+COLD static int share_full(struct spmc_queue *q)
+{
+    const uint64_t i = q->index, j = i - q->capacity;
+    if (!time_to_check(q))
+        return -EAGAIN; /* the readers are just slow, most likely */
+    /* Pairs with the release stores of the word in hand_back(). */
+    uint64_t s = atomic_load_explicit(slot_word(q, i), memory_order_acquire);
+    unsigned e;
+    if (s == j)
+        e = owner_of(q, j); /* message j is in somebody's claim */
+    else if (is_claim(s) && (s & POS) == ((j + 1) & POS))
+        e = claimer(s); /* a reader took message j over from a dead one */
+    else
+        return -EAGAIN;
     SPMC_CRASH_POINT("push:full");
     if (e >= q->max_readers || lock_byte(q->fd, reader_lock(e)) != 0)
-        return -EAGAIN; /* its reader is alive (perhaps stopped): wait for it */
+        return -EAGAIN; /* nobody's yet, or its reader is alive (perhaps stopped): wait */
     SPMC_CRASH_POINT("reap:locked");
+    settle_delivered(q, e); /* message j delivered: its slot goes back */
     /* s was read before we held the lock: meanwhile another reaper may have
-     * delivered that message, and a new reader of entry e may have died
-     * holding another. The compare-and-swap republishes only the claim we
-     * saw; the entry is freed only if it names no claim now. Pairs with
-     * the acquire loads of seq in pop_share(): the payload is the one we
-     * wrote (a reader only ever reads it). */
-    if (atomic_compare_exchange_strong_explicit(slot_seq(q, i), &s, i + 1, memory_order_release,
+     * delivered that message. The compare-and-swap republishes only if it
+     * is still undelivered; readers claim it as message i. The payload is
+     * the one we wrote (a reader only ever reads it). */
+    s = atomic_load_explicit(slot_word(q, i), memory_order_relaxed);
+    if ((s == j || s == claim_word(j, e)) &&
+        atomic_compare_exchange_strong_explicit(slot_word(q, i), &s, i, memory_order_relaxed,
                                                 memory_order_relaxed)) {
         atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed); /* a statistic */
         q->index = i + 1;
-        /* Position only (for late readers and end of stream). */
-        atomic_store_explicit(&q->hdr->head, i + 1, memory_order_relaxed);
+        /* The publication: pairs with the acquire loads of head in
+         * claim_batch() and the rescuers. */
+        atomic_store_explicit(&q->hdr->head, i + 1, memory_order_release);
         SPMC_CRASH_POINT("reap:slot");
     }
     uint64_t other;
@@ -1185,10 +1344,7 @@ COLD static int share_full(struct spmc_queue *q, uint64_t s)
         (void)free_dead_entry(q, e);
     SPMC_CRASH_POINT("reap:freed");
     unlock_byte(q->fd, reader_lock(e));
-    /* Pairs with the release store of seq in deliver(). */
-    return atomic_load_explicit(slot_seq(q, q->index), memory_order_acquire) == q->index
-               ? 0
-               : -EAGAIN;
+    return refresh_free(q) != 0 ? 0 : -EAGAIN;
 }
 
 int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
@@ -1196,30 +1352,19 @@ int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
     if (unlikely(q == NULL || q->role != SPMC_WRITER || msg == NULL ||
                  q->epoch != process_epoch))
         return -EINVAL;
-    const uint64_t i0 = q->index;
-    if (q->fanout == SPMC_BROADCAST) {
-        if (unlikely((int64_t)(i0 - q->limit) >= 0) && broadcast_full(q) != 0)
+    if (unlikely((int64_t)(q->index - q->limit) >= 0)) { /* the cached limit says full */
+        if (q->fanout == SPMC_BROADCAST ? broadcast_full(q) != 0
+                                        : refresh_free(q) == 0 && share_full(q) != 0)
             return -EAGAIN;
-        memcpy(slot_data(q, i0), msg, q->elem_size);
-        SPMC_CRASH_POINT("push:copied");
-    } else {
-        /* Pairs with the release store of seq in deliver(): the reader of
-         * the slot's last message has copied it out. */
-        uint64_t s = atomic_load_explicit(slot_seq(q, i0), memory_order_acquire);
-        if (unlikely(s != i0) && share_full(q, s) != 0)
-            return -EAGAIN;
-        const uint64_t i = q->index; /* (share_full() may have moved it on) */
-        memcpy(slot_data(q, i), msg, q->elem_size);
-        SPMC_CRASH_POINT("push:copied");
-        /* Pairs with the acquire loads of seq in pop_share(). */
-        atomic_store_explicit(slot_seq(q, i), i + 1, memory_order_release);
     }
-    const uint64_t i = q->index;
+    const uint64_t i = q->index; /* (share_full() may have moved it on) */
+    memcpy(slot_data(q, i), msg, q->elem_size);
+    SPMC_CRASH_POINT("push:copied");
     q->index = i + 1;
-    /* Broadcast: the publication. Pairs with the acquire load of head in
-     * pop_broadcast(): every slot below head is written. Share: a position
-     * only (for end of stream), ordered by closed. Every push stores it, so
-     * a message pushed onto an idle queue is visible at once. */
+    /* The publication, in both modes. Pairs with the acquire loads of head
+     * in pop_broadcast() and claim_batch(): every slot below head is
+     * written. Every push stores it, so a message pushed onto an idle queue
+     * is visible at once. */
     atomic_store_explicit(&q->hdr->head, i + 1, memory_order_release);
     SPMC_CRASH_POINT("push:published");
     return 0;
@@ -1252,22 +1397,44 @@ static inline void publish_cursor(struct spmc_queue *q)
     q->published = q->index;
 }
 
-/* Share: deliver message i, which we hold claimed: copy it out, then hand
- * the slot back at once, so that a reader busy with the message holds
- * nobody back. */
-static inline int deliver(struct spmc_queue *q, uint64_t i, void *out)
+/* Share: take message j, which dead entry e left undelivered, as ours: say
+ * so in `held` (should we die holding it), then name our entry in its
+ * slot's word with one compare-and-swap. 1 if we got it. */
+static int take_orphan(struct spmc_queue *q, unsigned e, uint64_t j)
 {
-    memcpy(out, slot_data(q, i), q->elem_size);
+    /* Pairs with the release store of head in spmc_queue_try_push(): the
+     * payload of a message below head is there to be copied. */
+    uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
+    if ((int64_t)(head - j) <= 0)
+        return 0;
+    _Atomic uint64_t *word = slot_word(q, j);
+    uint64_t s = atomic_load_explicit(word, memory_order_relaxed);
+    if (s == claim_word(j, q->entry_index))
+        return 1; /* our entry's last holder had taken it over: ours */
+    if (s != j && s != claim_word(j, e))
+        return 0;
+    atomic_store_explicit(&q->entry->held, j, memory_order_relaxed);
+    if (!atomic_compare_exchange_strong_explicit(word, &s, claim_word(j, q->entry_index),
+                                                 memory_order_relaxed, memory_order_relaxed))
+        return 0;
+    atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed); /* a statistic */
+    SPMC_CRASH_POINT("reap:slot");
+    return 1;
+}
+
+/* Share: deliver message j, taken over from a dead reader: copy it out,
+ * then hand its slot back at once. */
+static int deliver_orphan(struct spmc_queue *q, uint64_t j, void *out)
+{
+    memcpy(out, slot_data(q, j), q->elem_size);
     SPMC_CRASH_POINT("pop:copied");
-    /* Pairs with the acquire load of seq in spmc_queue_try_push(): our copy
-     * is done before the writer reuses the slot. */
-    atomic_store_explicit(slot_seq(q, i), i + q->capacity, memory_order_release);
+    hand_back(q, j, j + 1);
     return 0;
 }
 
-/* Share, nothing to pop: did a reader die holding a message it had claimed?
- * Take its lock, and the message with one compare-and-swap on the slot; it
- * is ours to deliver now. 1 with *index set if we got one. */
+/* Share, nothing to pop: did a reader die with messages undelivered? Take
+ * its lock, then one of those messages; it is ours to deliver now. 1 with
+ * *index set if we got one. */
 COLD static int rescue_orphan(struct spmc_queue *q, uint64_t *index)
 {
     int found = 0;
@@ -1277,22 +1444,11 @@ COLD static int rescue_orphan(struct spmc_queue *q, uint64_t *index)
             lock_byte(q->fd, reader_lock(e)) != 0)
             continue; /* ours, free, or alive */
         SPMC_CRASH_POINT("reap:locked");
+        settle_delivered(q, e);
         uint64_t i;
-        if (orphan_of(q, e, &i)) {
-            uint64_t s = claim_word(i, e);
-            /* As before any claim: should we die holding it, say where. */
-            atomic_store_explicit(&q->entry->held, i, memory_order_relaxed);
-            /* Pairs with the release store of seq in spmc_queue_try_push()
-             * (the dead reader's claim continued its release sequence). */
-            if (atomic_compare_exchange_strong_explicit(slot_seq(q, i), &s,
-                                                        claim_word(i, q->entry_index),
-                                                        memory_order_acquire,
-                                                        memory_order_relaxed)) {
-                atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed);
-                *index = i;
-                found = 1;
-                SPMC_CRASH_POINT("reap:slot");
-            }
+        if (orphan_of(q, e, &i) && take_orphan(q, e, i)) {
+            *index = i;
+            found = 1;
         }
         if (!orphan_of(q, e, &i)) /* (ours now, or none) */
             (void)free_dead_entry(q, e);
@@ -1315,13 +1471,13 @@ COLD static int no_message(struct spmc_queue *q, uint64_t i, void *out)
             return -EAGAIN;
         /* The end, unless a dead reader left a message behind. */
         if (q->fanout == SPMC_SHARE && rescue_orphan(q, &orphan))
-            return deliver(q, orphan, out);
+            return deliver_orphan(q, orphan, out);
         return -EPIPE;
     }
     if (!time_to_check(q))
         return -EAGAIN;
     if (q->fanout == SPMC_SHARE && rescue_orphan(q, &orphan))
-        return deliver(q, orphan, out);
+        return deliver_orphan(q, orphan, out);
     /* A writer that died cannot close: everything it published before it
      * died is visible by now (the caller takes one more look). */
     return writer_alive(q) ? -EAGAIN : -EOWNERDEAD;
@@ -1372,99 +1528,121 @@ static int pop_broadcast(struct spmc_queue *q, void *out)
     return 0;
 }
 
-/* Share: help the read-index hint past message i, which is taken. */
-static inline void advance_read_index(struct spmc_queue *q, uint64_t i)
+/* Share: read_index names entry e as the claimer of the messages up to r:
+ * before we move it on, put that claim on record in e's entry, or nothing
+ * would say whose it is should e die holding it. (e puts it on record
+ * itself right after winning; we may be quicker.) */
+static void put_on_record(struct spmc_queue *q, unsigned e, uint64_t r)
 {
-    /* Relaxed: a hint; the slots' words decide who takes what. */
-    (void)atomic_compare_exchange_strong_explicit(&q->hdr->read_index, &i, i + 1,
+    _Atomic uint64_t *record = &q->readers[e].claim;
+    /* Relaxed: our acquire load of read_index made e's record visible. */
+    uint64_t c = atomic_load_explicit(record, memory_order_relaxed);
+    if ((c & ON_RECORD) || (((c & POS) + record_n(c)) & POS) != (r & POS))
+        return; /* on record already, or e has finished it and moved on */
+    /* Relaxed: our release compare-and-swap of read_index publishes it. */
+    (void)atomic_compare_exchange_strong_explicit(record, &c, c | ON_RECORD,
                                                   memory_order_relaxed, memory_order_relaxed);
 }
 
-/* Share: message *i is not there unclaimed; its slot's word is @p s. 1 with
- * *i moved on (message *i is taken, or our guess was stale); 0 when message
- * *i is not written yet; -EPROTO for a word no queue writes. */
-static int share_next(struct spmc_queue *q, uint64_t *i, uint64_t s)
+/* Share: claim the next messages, up to claim_max of those the writer has
+ * published, with one compare-and-swap on read_index, which then names our
+ * entry. Before it, our entry says what we claim and that none of it is
+ * delivered yet; after it, that the claim is on record. Should we die in
+ * between, a reaper tells won from lost by read_index (see claim_of()).
+ * 0 with [q->index, q->claim_end) ours, or -EAGAIN: nothing to claim (then
+ * q->index is head), or no agreement after many tries (heavy contention,
+ * or a peer scribbling over read_index). */
+static int claim_batch(struct spmc_queue *q)
 {
-    const uint64_t at = *i;
-    /* How far the slot's message is from message at, in messages: a claim
-     * carries its position in 52 bits, so compare it in 52 bits. */
-    int64_t d;
-    if (is_claim(s))
-        d = (int64_t)(((s & CLAIM_POS) - ((at + 1) & CLAIM_POS)) << 12) >> 12;
-    else
-        d = (int64_t)(s - (at + 1));
-    int where; /* 1: message at is taken; 0: not written yet; -1: stale or garbage */
-    if (d >= 0) /* (d == 0 unclaimed was the caller's case) */
-        where = 1;
-    else if (is_claim(s) ? d == -(int64_t)q->capacity : d == -1)
-        where = 0; /* the previous lap is still held, or the slot is free for at */
-    else
-        where = -1;
-    if (where == 0)
-        return 0;
-    uint64_t hint = atomic_load_explicit(&q->hdr->read_index, memory_order_relaxed);
-    if (where > 0) {
-        advance_read_index(q, at);
-        *i = (int64_t)(hint - (at + 1)) > 0 ? hint : at + 1;
-        return 1;
+    _Atomic uint64_t *read_index = &q->hdr->read_index;
+    /* Acquire: pairs with the release compare-and-swap of the reader that
+     * claimed last, so that we can put its claim on record. */
+    uint64_t w = atomic_load_explicit(read_index, memory_order_acquire);
+    for (int tries = 0; tries < MAX_RETRIES; tries++) {
+        uint64_t avail = (q->seen_head - w) & POS;
+        if (avail == 0 || avail > q->capacity) { /* look at head again */
+            /* Pairs with the release store of head in spmc_queue_try_push():
+             * every slot below head is written. */
+            q->seen_head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
+            avail = (q->seen_head - w) & POS;
+            if (avail == 0) {
+                q->index = q->claim_start = q->claim_end = q->seen_head;
+                return -EAGAIN;
+            }
+            if (avail > q->capacity) {
+                /* More than a lap apart: our w is stale (we were slow and
+                 * the others have claimed on), or a peer scribbled. Read
+                 * read_index again. */
+                w = atomic_load_explicit(read_index, memory_order_acquire);
+                continue;
+            }
+        }
+        const uint64_t r = q->seen_head - avail;
+        const uint64_t n = avail < q->claim_max ? avail : q->claim_max;
+        const uint64_t last = w >> 52;
+        if (last != 0 && last - 1 != q->entry_index && last - 1 < q->max_readers)
+            put_on_record(q, (unsigned)(last - 1), r);
+        atomic_store_explicit(&q->entry->claim, claim_record(r, n), memory_order_relaxed);
+        atomic_store_explicit(&q->entry->done, r, memory_order_relaxed);
+        SPMC_CRASH_POINT("pop:hinted");
+        /* Release: our claim record, and any we put on record, are visible
+         * to whoever sees read_index move on. */
+        if (atomic_compare_exchange_weak_explicit(read_index, &w,
+                                                  read_index_word(r + n, q->entry_index),
+                                                  memory_order_release, memory_order_acquire)) {
+            SPMC_CRASH_POINT("pop:claimed");
+            atomic_store_explicit(&q->entry->claim, claim_record(r, n) | ON_RECORD,
+                                  memory_order_relaxed);
+            q->index = q->claim_start = r;
+            q->claim_end = r + n;
+            return 0;
+        }
+        /* w now holds the read index another reader moved on */
     }
-    if (hint == at)
-        return -EPROTO; /* unread message a lap behind the index: corrupted */
-    *i = hint;
-    return 1;
+    return -EAGAIN; /* heavy contention (or a scribbling peer): retry later */
+}
+
+/* Share: our entry was a dead reader's; deliver one of the messages it left
+ * undelivered. -ENOENT when there are none left. */
+COLD static int adopt_next(struct spmc_queue *q, void *out)
+{
+    uint64_t j;
+    for (int tries = 0; tries < MAX_RETRIES; tries++) {
+        if (!orphan_of(q, q->entry_index, &j))
+            return -ENOENT;
+        if (take_orphan(q, q->entry_index, j))
+            return deliver_orphan(q, j, out);
+    }
+    return -EAGAIN;
 }
 
 static int pop_share(struct spmc_queue *q, void *out)
 {
-    if (unlikely(q->has_inherited)) { /* a dead reader's message, ours since attach */
-        q->has_inherited = 0;
-        return deliver(q, q->inherited, out);
-    }
-    uint64_t i = q->index; /* a guess: where our last claim ended */
-    for (int tries = 0; tries < MAX_RETRIES; tries++) {
-        _Atomic uint64_t *seq = slot_seq(q, i);
-        uint64_t s = i + 1;
-        /* While messages flow, claim at once: the compare-and-swap fetches
-         * the slot's line for writing in one transfer, where a load and
-         * then a claim would take two. After "nothing yet", look first,
-         * so that a waiting reader does not keep taking the line from the
-         * writer. Pairs with the release store of seq in
-         * spmc_queue_try_push(). */
-        if (unlikely(q->waiting))
-            s = atomic_load_explicit(seq, memory_order_acquire);
-        if (likely(s == i + 1)) {
-            /* Say where we claim before we claim: should we die holding
-             * the message, the reader or writer that reaps us looks here. */
-            atomic_store_explicit(&q->entry->held, i, memory_order_relaxed);
-            SPMC_CRASH_POINT("pop:hinted");
-            /* The claim: one compare-and-swap on the slot's word, which
-             * then names our entry. Acquire: pairs with the release store
-             * of seq in spmc_queue_try_push(), so the payload is there. */
-            if (atomic_compare_exchange_strong_explicit(seq, &s, claim_word(i, q->entry_index),
-                                                        memory_order_acquire,
-                                                        memory_order_relaxed)) {
-                SPMC_CRASH_POINT("pop:claimed");
-                /* Tell the others where to look next. A plain store: the
-                 * hint may fall back when two readers race (or one is
-                 * stopped right here), which costs others looks at taken
-                 * slots, never a message: every message below any value
-                 * it takes has been claimed. */
-                atomic_store_explicit(&q->hdr->read_index, i + 1, memory_order_relaxed);
-                q->index = i + 1;
-                q->waiting = 0;
-                return deliver(q, i, out);
-            }
+    if (q->index == q->claim_end) { /* our claim is delivered: claim again */
+        if (unlikely(q->adopting)) {
+            int rc = adopt_next(q, out);
+            if (rc != -ENOENT)
+                return rc;
+            q->adopting = 0;
         }
-        /* s is what the slot holds: not message i, unclaimed. */
-        int rc = share_next(q, &i, s);
-        if (rc <= 0) {
-            q->index = i;
-            q->waiting = rc == 0;
-            return rc == 0 ? no_message(q, i, out) : rc;
-        }
+        int rc = claim_batch(q);
+        if (rc != 0)
+            return rc == -EAGAIN ? no_message(q, q->index, out) : rc;
     }
-    q->index = i;
-    return -EAGAIN; /* heavy contention (or a scribbling peer): retry later */
+    const uint64_t i = q->index;
+    memcpy(out, slot_data(q, i), q->elem_size);
+    SPMC_CRASH_POINT("pop:copied");
+    q->index = i + 1;
+    /* Delivered: should we die from here on, it is not delivered again. */
+    atomic_store_explicit(&q->entry->done, i + 1, memory_order_relaxed);
+    SPMC_CRASH_POINT("pop:delivered");
+    /* The whole claim is copied out: hand its slots back together. A
+     * writer that waits for them (the ring is full) reads their words as
+     * we write them; one burst of stores costs it a transfer or two of
+     * their lines, where one store per message would cost one each. */
+    if (q->index == q->claim_end)
+        hand_back(q, q->claim_start, q->claim_end);
+    return 0;
 }
 
 /* The writer's process is gone, so all its stores are visible now: one
@@ -1575,13 +1753,21 @@ int spmc_queue_destroy(struct spmc_queue *q)
         SPMC_CRASH_POINT("destroy:closed");
         (void)unlink_if_same(q->name, q->fd);
         SPMC_CRASH_POINT("destroy:unlinked");
-    } else if (!q->has_inherited) {
-        release_entry(q);
-        SPMC_CRASH_POINT("destroy:freed");
+    } else {
+        uint64_t left = 0;
+        int holding = q->fanout == SPMC_SHARE &&
+                      (q->index != q->claim_end ||
+                       (q->adopting && orphan_of(q, q->entry_index, &left)));
+        if (q->fanout == SPMC_SHARE && q->index != q->claim_end)
+            hand_back(q, q->claim_start, q->index); /* the ones we delivered */
+        if (!holding) {
+            release_entry(q);
+            SPMC_CRASH_POINT("destroy:freed");
+        }
     }
-    /* (A reader leaving with an inherited message it never delivered keeps
-     * its entry: once our lock is gone it is a dead reader's, and the next
-     * reader to look delivers the message.) */
+    /* (A reader leaving with messages it never delivered keeps its entry:
+     * once our lock is gone it is a dead reader's, and the next reader to
+     * look delivers them.) */
     forget_fd(q->fd);
     unmap_segment(q->hdr, q->map_size);
     close(q->fd); /* drops our lock */

@@ -69,6 +69,12 @@
 #ifndef SPMC_ATTACH_WAIT_NS
 #define SPMC_ATTACH_WAIT_NS 1000000000
 #endif
+/** Messages a work-sharing reader claims at once, unless spmc_options.claim_max says otherwise. */
+#ifndef SPMC_CLAIM_DEFAULT
+#define SPMC_CLAIM_DEFAULT 16u
+#endif
+/** Largest spmc_options.claim_max. */
+#define SPMC_CLAIM_MAX 64u
 /** Reader-table entries of a queue made by spmc_queue_create(). */
 #define SPMC_DEFAULT_READERS 16u
 /** Largest reader table a queue may have. */
@@ -101,7 +107,9 @@ enum spmc_entry_state {
 struct spmc_shm_reader {
     alignas(SPMC_CACHELINE) _Atomic uint64_t cursor; /**< broadcast: next index this reader takes, published every capacity/4 messages and before it waits */
     _Atomic uint64_t word;                           /**< state, generation and pid: see above */
-    _Atomic uint64_t held;                           /**< share: the message this reader claims or is about to claim */
+    _Atomic uint64_t held;                           /**< share: the dead reader's message this reader takes over, or is about to */
+    _Atomic uint64_t claim;                          /**< share: this reader's claim, start (mod 2^52) in bits 0-51, length in bits 52-58, bit 59 once it is on record (see claim_batch()) */
+    _Atomic uint64_t done;                           /**< share: the claim's messages below this index are delivered */
 };
 
 /**
@@ -141,14 +149,14 @@ struct spmc_shm_header {
     uint32_t slot_size;      /**< bytes from one slot to the next */
     uint32_t fanout;         /**< enum spmc_fanout */
     uint32_t max_readers;    /**< entries in the reader table */
-    uint32_t reserved;       /**< zero */
+    uint32_t claim_max;      /**< share: most messages a reader claims at once */
     _Atomic uint32_t ready;  /**< SPMC_READY once the header is complete */
     _Atomic uint32_t closed; /**< 1 once the writer has finished */
     _Atomic uint32_t writer_pid; /**< the writer's pid in its own PID namespace (information only) */
     uint32_t reserved2;      /**< zero */
     alignas(SPMC_CACHELINE) _Atomic uint64_t head; /**< next index the writer fills (where a late reader starts) */
     _Atomic uint64_t gate;   /**< broadcast: lowest cursor the writer is currently relying on (see spmc_queue_attach) */
-    alignas(SPMC_CACHELINE) _Atomic uint64_t read_index; /**< share: a hint, the next index to claim */
+    alignas(SPMC_CACHELINE) _Atomic uint64_t read_index; /**< share: the next index to claim (mod 2^52, bits 0-51) and 1 + the entry that claimed last (bits 52-63) */
     alignas(SPMC_CACHELINE) _Atomic uint64_t reaped; /**< entries taken back from dead readers, in all */
     _Atomic uint64_t redelivered; /**< share: messages delivered again because their first reader died */
 };
@@ -169,6 +177,7 @@ struct spmc_options {
     enum spmc_fanout fanout; /**< SPMC_BROADCAST or SPMC_SHARE */
     unsigned max_readers;    /**< reader-table entries, 1..SPMC_MAX_READERS */
     unsigned perm;           /**< permission bits of the segment: 0 means 0600; 0660 opens it to the group */
+    unsigned claim_max;      /**< share: most messages a reader claims at once, 1..SPMC_CLAIM_MAX; 0 means SPMC_CLAIM_DEFAULT. A reader that stops popping holds the rest of its claim back from the others until it pops again or leaves: choose 1 when each message is long work. */
 };
 
 /** A process's handle on a queue. The caller owns the storage; the
@@ -179,28 +188,29 @@ struct spmc_queue {
     struct spmc_shm_header *hdr;     /**< the mapped segment */
     struct spmc_shm_reader *readers; /**< the reader table */
     unsigned char *slots;            /**< first slot */
+    _Atomic uint64_t *words;         /**< share: the slots' hand-back words */
     size_t map_size;                 /**< bytes mapped */
     size_t elem_size;                /**< payload bytes (validated copy) */
     size_t slot_size;                /**< slot stride (validated copy) */
-    size_t seq_offset;               /**< offset of seq inside a slot */
     uint64_t capacity;               /**< slots (validated copy) */
     uint64_t mask;                   /**< capacity - 1 */
     unsigned max_readers;            /**< reader-table entries */
+    unsigned claim_max;              /**< share: most messages a reader claims at once (validated copy) */
     enum spmc_fanout fanout;         /**< validated copy */
     enum spmc_role role;             /**< writer or reader */
     int fd;                          /**< the segment's file, open while the handle is: it carries our lock */
     uint64_t index;                  /**< writer: next index to fill; reader: next index to take */
-    uint64_t limit;                  /**< writer, broadcast: push freely while index < limit */
+    uint64_t limit;                  /**< writer: push freely while index < limit */
     uint64_t gate;                   /**< writer, broadcast: the gate it published last */
     uint64_t published;              /**< reader, broadcast: cursor last published */
     uint64_t publish_mask;           /**< reader, broadcast: publish when (index & mask) == 0 */
-    uint64_t seen_head;              /**< reader, broadcast: the head it loaded last */
+    uint64_t seen_head;              /**< reader: the head it loaded last */
+    uint64_t claim_start;            /**< reader, share: start of its claim */
+    uint64_t claim_end;              /**< reader, share: end of its claim (index..claim_end are its to deliver) */
     struct spmc_shm_reader *entry;   /**< reader: its table entry */
     unsigned entry_index;            /**< reader: which one */
     uint64_t entry_word;             /**< reader, broadcast: our entry's word while it is ours */
-    int has_inherited;               /**< reader, share: a message claimed by a dead reader is ours to deliver */
-    int waiting;                     /**< reader, share: the last look found nothing yet */
-    uint64_t inherited;              /**< reader, share: its index */
+    int adopting;                    /**< reader, share: our entry was a dead reader's; deliver what it left first */
     uint64_t idle_polls;             /**< empty or full polls since the last liveness check */
     uint64_t last_check_ns;          /**< when the peers' liveness was last checked */
     unsigned long epoch;             /**< the process's fork count when the handle was opened (a forked child's copy is stale) */

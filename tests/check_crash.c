@@ -505,8 +505,9 @@ static const struct scenario share_points[] = {
     {"attach:opened", READER, 1, 0},   {"attach:mapped", READER, 1, 0},
     {"attach:locked", READER, 1, 0},   {"attach:claimed", READER, 1, 0},
     {"pop:hinted", READER, 5, 0},      {"pop:claimed", READER, 5, 0},
-    {"pop:copied", READER, 5, 0},      {"destroy:freed", READER, 1, 1},
-    {"push:copied", WRITER, 20, 0},    {"push:published", WRITER, 20, 0},
+    {"pop:copied", READER, 5, 0},      {"pop:delivered", READER, 5, 0},
+    {"destroy:freed", READER, 1, 1},   {"push:copied", WRITER, 20, 0},
+    {"push:published", WRITER, 20, 0},
     {"destroy:closed", WRITER, 1, 1},  {"destroy:unlinked", WRITER, 1, 1},
     {"reap:locked", REAPER, 1, 0},     {"reap:slot", REAPER, 1, 0},
     {"reap:freed", REAPER, 1, 0},
@@ -595,7 +596,9 @@ START_TEST(test_share_writer_resumed_with_an_old_look)
         arm_flag("push:full", 1, SIGSTOP, 1);
         arm_flag("push:published", CAP + 1, SIGSTOP, 2);
         struct spmc_queue q;
-        struct spmc_options o = {.fanout = SPMC_SHARE, .max_readers = 1};
+        /* One message per claim, so that each reader holds exactly the
+         * message this scenario names. */
+        struct spmc_options o = {.fanout = SPMC_SHARE, .max_readers = 1, .claim_max = 1};
         int rc = spmc_queue_create_opts(&q, name, ELEM, CAP, &o);
         atomic_store(&bd->create_rc, rc);
         if (rc != 0 || spmc_queue_wait_readers(&q, 1, STUCK_NS) != 0)
