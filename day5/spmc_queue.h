@@ -1,7 +1,7 @@
 /**
  * @file day5/spmc_queue.h
  * @brief Day 5: one producer, many consumers, in two fan-out modes, over a
- *        power-of-two ring of sequence-numbered slots.
+ *        power-of-two ring whose writer publishes its position.
  *
  * One writer process creates the queue; up to `max_readers` reader
  * processes attach to it by name, at any time, and detach when they like.
@@ -13,22 +13,22 @@
  *   attached reader has not read (the slowest reader holds it back). A
  *   reader that attaches late starts at the writer's current position.
  * - **work-sharing** (SPMC_SHARE): each message goes to exactly one reader.
- *   Readers claim the next index with a compare-and-swap on a shared read
- *   index; the reader that took message i hands its slot back to the writer
- *   through the slot's sequence word right after it has copied the message
- *   out, so a reader busy with a message holds no other slot.
+ *   A reader claims the next messages, up to `claim_max` of them, with one
+ *   compare-and-swap on a shared read index, returns them one pop at a
+ *   time, and hands their slots back to the writer together once it has
+ *   copied the last out. A reader that stops popping holds the rest of its
+ *   claim; `claim_max = 1` makes it hold only the message it copies.
  *
- * Every slot is `[payload][seq]`: a 64-bit sequence word packed right after
- * the payload. `seq == i` means "free for message i", `seq == i + 1` means
- * "holds message i". The writer publishes a message by storing its seq with
- * release after the payload; a reader sees it with an acquire load of the
- * same word, in the same cache line as the payload, so one message costs
- * about one cache-line transfer and no shared index at all. In work-sharing
- * mode the reader that copied message i out stores `seq = i + capacity`
- * ("free for message i + capacity") with release, and the writer writes
- * message i only once an acquire load says `seq == i` (so a work-sharing
- * ring has two slots at least). Indices are free-running 64-bit counters;
- * the slot of index i is `i & (capacity - 1)`.
+ * A slot is the payload alone, rounded up to whole cache lines. The writer
+ * publishes every message by storing `head` with release after the
+ * payload; readers load it with acquire, and only when the head they know
+ * is used up. In work-sharing mode each slot also has a 64-bit hand-back
+ * word, in an array after the slots: `i` while the slot is free for message
+ * i or holds it, `i + capacity` once the reader of message i has copied it
+ * out (stored with release); the writer writes message i only once an
+ * acquire load says `i` (a work-sharing ring has two slots at least).
+ * Indices are free-running 64-bit counters; the slot of index i is
+ * `i & (capacity - 1)`.
  *
  * Concurrency: one thread per handle. Any number of reader handles (in any
  * processes) may pop concurrently with the one writer handle.
@@ -109,15 +109,16 @@ struct spmc_shm_reader {
  *
  * | offset | size | field                                       | written by |
  * |-------:|-----:|---------------------------------------------|------------|
- * |      0 |   48 | magic, version, header_size, cacheline, elem_size, capacity, slot_size, fanout, max_readers, reserved | creator, once |
+ * |      0 |   48 | magic, version, header_size, cacheline, elem_size, capacity, slot_size, fanout, max_readers, claim_max | creator, once |
  * |     48 |   16 | ready, closed, reserved                     | writer     |
  * |     64 |   16 | head, gate (own cache line)                 | writer     |
- * |    128 |    8 | read_index (own cache line)                 | readers (share) |
+ * |    128 |   16 | read_index, leaving (own cache line)        | readers (share) |
  * |    192 | 64 x max_readers | reader table                     | readers    |
- * | 192 + 64 x max_readers | capacity x slot_size | slots: payload, then seq | writer; seq also by readers (share) |
+ * | 192 + 64 x max_readers | capacity x slot_size, rounded up to a line | slots: the payload | writer |
+ * | after the slots | capacity x 8 | hand-back words, one per slot | readers (share) |
  *
  * Nothing lies between the reader table and the slots, in either mode: a
- * work-sharing reader hands a slot back through the slot's own seq word.
+ * work-sharing reader hands a slot back through its word after the slots.
  */
 struct spmc_shm_header {
     uint32_t magic;          /**< SPMC_MAGIC */

@@ -13,9 +13,10 @@
  *   its entry of the reader table; the writer never overwrites a slot that
  *   a live reader has not read (the slowest live reader holds it back).
  * - **work-sharing** (SPMC_SHARE): each message goes to exactly one reader.
- *   A reader claims a message by a compare-and-swap on the slot's sequence
- *   word, which then names the reader; it hands the slot back to the writer
- *   right after copying the message out.
+ *   A reader claims up to `claim_max` messages with one compare-and-swap on
+ *   the shared read index, after recording the claim in its table entry;
+ *   it returns them one pop at a time, counts each in its entry, and hands
+ *   their slots back together once it has copied the last out.
  *
  * **Liveness.** Whether a peer is alive is decided by the kernel, never by
  * a pid: the writer holds an open-file-description lock (F_OFD_SETLK) on
@@ -25,10 +26,10 @@
  * observer are in. A stopped process still holds its locks: it is alive.
  *
  * **Crashes.** A dead broadcast reader is dropped from the table when it
- * holds the writer back. A work-sharing message claimed by a reader that
- * died before handing its slot back is delivered again, to another reader
- * (or republished by the writer): a message is returned by pop() exactly
- * once, whoever dies. Readers of a writer that died drain what it published
+ * holds the writer back. The messages of a work-sharing claim that a reader
+ * had not delivered when it died (or left) are delivered again, to another
+ * reader (or republished by the writer): a message is returned by pop()
+ * exactly once, whoever dies. Readers of a writer that died drain what it published
  * and then get -EOWNERDEAD. A queue whose writer died is removed by the next
  * spmc_queue_create() of its name; nothing else is ever removed.
  *
@@ -121,20 +122,23 @@ struct spmc_shm_reader {
  *
  * | offset | size | field                                       | written by |
  * |-------:|-----:|---------------------------------------------|------------|
- * |      0 |   48 | magic, version, header_size, cacheline, elem_size, capacity, slot_size, fanout, max_readers, reserved | creator, once |
+ * |      0 |   48 | magic, version, header_size, cacheline, elem_size, capacity, slot_size, fanout, max_readers, claim_max | creator, once |
  * |     48 |   16 | ready, closed, writer_pid, reserved2         | writer     |
  * |     64 |   16 | head, gate (own cache line)                 | writer     |
  * |    128 |    8 | read_index (own cache line)                 | readers (share) |
  * |    192 |   16 | reaped, redelivered (own cache line)        | whoever reaps |
  * |    256 | 64 x max_readers | reader table                     | readers    |
- * |    ...  | capacity x slot_size | slots: payload, then seq     | writer, readers |
+ * |    ...  | capacity x slot_size, rounded up to a line | slots: the payload | writer |
+ * |    ...  | capacity x 8 | hand-back words, one per slot | readers (share) |
  *
- * A slot's 64-bit sequence word `seq` says what the slot holds: `i` "free
- * for message i", `i + 1` "holds message i"; in work-sharing, a reader that
- * has claimed message i sets bit 63 and puts its entry number in bits 52-61
- * and `(i + 1) mod 2^52` in bits 0-51, until it hands the slot back with
- * `i + capacity`. Indices are free-running 64-bit counters; the slot of
- * index i is `i & (capacity - 1)`.
+ * The writer publishes every message by storing `head`. A slot's 64-bit
+ * hand-back word (work-sharing) says: `i` "free for message i, or holds
+ * it"; `i + capacity` "message i copied out"; bit 63 set, an entry number in
+ * bits 52-61 and `(i + 1) mod 2^52` in bits 0-51: "message i, left
+ * undelivered by a dead reader, taken over by that entry's reader".
+ * `read_index` holds the next position to claim mod 2^52 and, in bits
+ * 52-63, 1 + the entry that claimed last. Indices are free-running 64-bit
+ * counters; the slot of index i is `i & (capacity - 1)`.
  *
  * Locks (open file description locks on the segment's file, one byte
  * each): byte 0 is held by the writer, byte 1 + e by the reader of entry e.
