@@ -701,8 +701,14 @@ static inline void publish_cursor(struct spmc_queue *q)
  * it pushed is taken, else -EAGAIN. */
 static int nothing_yet(struct spmc_queue *q, uint64_t index)
 {
-    /* Pairs with the release store of closed in spmc_queue_destroy(). */
-    if (!atomic_load_explicit(&q->hdr->closed, memory_order_acquire))
+    /* Pairs with the seq_cst store of closed in spmc_queue_destroy(). */
+    if (!atomic_load_explicit(&q->hdr->closed, memory_order_seq_cst))
+        return -EAGAIN;
+    /* Share: messages a reader left behind are not the end of the stream.
+     * Seq_cst, as the increment in spmc_queue_destroy(): a reader that
+     * left before the writer closed is counted here. */
+    if (q->fanout == SPMC_SHARE &&
+        atomic_load_explicit(&q->hdr->leaving, memory_order_seq_cst) != 0)
         return -EAGAIN;
     /* The writer's last head store is ordered before closed. */
     uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_relaxed);
@@ -735,24 +741,33 @@ static int pop_broadcast(struct spmc_queue *q, void *out)
 /* Share: a reader that left with messages of its claim not yet delivered
  * (see spmc_queue_destroy()) parked them in its entry: cursor is the next
  * one, claim_end the end. Take one with a compare-and-swap on that cursor;
- * whoever takes the last frees the entry. 1 with *index set if we got one. */
+ * whoever takes the last frees the entry. 1 with *index set if we got one.
+ *
+ * The entry may be freed, taken by a new reader and left again while we
+ * look (we may be slow): the leaver stores cursor first (an empty range,
+ * since its messages all come after the last leaver's), then the state,
+ * then claim_end, which opens the range. So a range we see open is the
+ * current leaver's, and its claim_end tells us its messages are there. */
 static int take_leftover(struct spmc_queue *q, uint64_t *index)
 {
-    /* Pairs with the release increment of leaving in spmc_queue_destroy(). */
-    if (atomic_load_explicit(&q->hdr->leaving, memory_order_acquire) == 0)
+    /* Pairs with the seq_cst increment of leaving in spmc_queue_destroy(). */
+    if (atomic_load_explicit(&q->hdr->leaving, memory_order_seq_cst) == 0)
         return 0;
     for (unsigned e = 0; e < q->max_readers; e++) {
         struct spmc_shm_reader *r = &q->readers[e];
         /* Pairs with the release store of SPMC_ENTRY_LEAVING in
-         * spmc_queue_destroy(): cursor and claim_end are written, and the
-         * leaver's acquire of head made the messages visible to it, so to
-         * us. */
+         * spmc_queue_destroy(). */
         if (atomic_load_explicit(&r->state, memory_order_acquire) != SPMC_ENTRY_LEAVING)
             continue;
+        /* Pairs with the release store of claim_end in spmc_queue_destroy():
+         * the leaver's acquire of head made its messages visible to it,
+         * so to us. */
+        const uint64_t end = atomic_load_explicit(&r->claim_end, memory_order_acquire);
         uint64_t j = atomic_load_explicit(&r->cursor, memory_order_relaxed);
-        const uint64_t end = atomic_load_explicit(&r->claim_end, memory_order_relaxed);
-        while ((int64_t)(end - j) > 0 && end - j <= q->claim_max) {
-            /* Relaxed: the state load above ordered the data. */
+        for (int tries = 0; tries < MAX_RETRIES && (int64_t)(end - j) > 0 &&
+                            end - j <= q->claim_max;
+             tries++) {
+            /* Relaxed: the claim_end load above ordered the data. */
             if (!atomic_compare_exchange_weak_explicit(&r->cursor, &j, j + 1,
                                                        memory_order_relaxed,
                                                        memory_order_relaxed))
@@ -760,12 +775,13 @@ static int take_leftover(struct spmc_queue *q, uint64_t *index)
             if (j + 1 == end) { /* the last one: the entry is free again */
                 uint32_t leaving = SPMC_ENTRY_LEAVING;
                 /* Pairs with the acquire compare-and-swap of FREE in
-                 * spmc_queue_attach(). */
+                 * spmc_queue_attach(); acquire: after the other takers'
+                 * moves of cursor. */
                 if (atomic_compare_exchange_strong_explicit(&r->state, &leaving,
                                                             SPMC_ENTRY_FREE,
-                                                            memory_order_release,
+                                                            memory_order_acq_rel,
                                                             memory_order_relaxed))
-                    atomic_fetch_sub_explicit(&q->hdr->leaving, 1, memory_order_relaxed);
+                    atomic_fetch_sub_explicit(&q->hdr->leaving, 1, memory_order_seq_cst);
             }
             *index = j;
             return 1;
@@ -882,20 +898,25 @@ int spmc_queue_destroy(struct spmc_queue *q)
     if (q == NULL || q->hdr == NULL)
         return -EINVAL;
     if (q->mode == SPMC_WRITER) {
-        /* Pairs with the acquire loads of closed in nothing_yet() and
-         * spmc_queue_attach(). */
-        atomic_store_explicit(&q->hdr->closed, 1, memory_order_release);
+        /* Pairs with the seq_cst load of closed in nothing_yet() and the
+         * acquire load in spmc_queue_attach(). */
+        atomic_store_explicit(&q->hdr->closed, 1, memory_order_seq_cst);
         shm_unlink(q->name);
     } else if (q->fanout == SPMC_SHARE && q->index != q->claim_end) {
         /* We leave with messages of our claim not delivered: hand back the
          * slots we have copied out, and park the rest in our entry for the
-         * other readers (see take_leftover()). */
+         * other readers (see take_leftover()): cursor first (the range is
+         * empty until claim_end is stored), counted in leaving before the
+         * state says so, claim_end last. */
         hand_back(q, q->claim_start, q->index);
         atomic_store_explicit(&q->entry->cursor, q->index, memory_order_relaxed);
-        atomic_store_explicit(&q->entry->claim_end, q->claim_end, memory_order_relaxed);
-        /* Both pair with the acquire loads in take_leftover(). */
+        /* Pairs with the seq_cst loads of leaving in take_leftover() and
+         * nothing_yet(). */
+        atomic_fetch_add_explicit(&q->hdr->leaving, 1, memory_order_seq_cst);
+        /* Pairs with the acquire load of state in take_leftover(). */
         atomic_store_explicit(&q->entry->state, SPMC_ENTRY_LEAVING, memory_order_release);
-        atomic_fetch_add_explicit(&q->hdr->leaving, 1, memory_order_release);
+        /* Pairs with the acquire load of claim_end in take_leftover(). */
+        atomic_store_explicit(&q->entry->claim_end, q->claim_end, memory_order_release);
     } else {
         /* Pairs with the acquire load of state in count_readers() and the
          * seq_cst load in min_cursor(): the writer stops waiting for us. */

@@ -418,6 +418,45 @@ START_TEST(test_share_busy_reader_holds_at_most_its_claim)
 END_TEST
 #endif
 
+/* Day 5's order for messages a reader left behind: before any new claim,
+ * and before the end of stream (day 6 delivers them once a reader finds
+ * nothing else to pop; its crash-point suite covers that). */
+#if defined(SPMC_CLAIM_DEFAULT) && SPMC_VERSION == 5
+START_TEST(test_share_left_messages_come_before_the_end_of_stream)
+{
+    /* Claims of 2. Readers 0 and 1 each leave one message of their claim
+     * behind, after the writer has closed; reader 2 gets both before it
+     * sees the end of the stream. Then an entry that was left, freed and
+     * taken again is left again, and its message is not lost either. */
+    const char *name = tu_name();
+    create_claim(name, 4, 8, 2);
+    for (int k = 0; k < 3; k++)
+        ck_assert_int_eq(spmc_queue_attach(&qr[k], name, ELEM, 8), 0);
+    for (uint64_t s = 0; s < 8; s++)
+        push_seq(&qw, s);
+    pop_expect(&qr[0], 0); /* claims 0 and 1 */
+    pop_expect(&qr[1], 2); /* claims 2 and 3 */
+    pop_expect(&qr[2], 4); /* claims 4 and 5 */
+    pop_expect(&qr[2], 5);
+    pop_expect(&qr[2], 6); /* claims 6 and 7 */
+    ck_assert_int_eq(spmc_queue_destroy(&qr[0]), 0); /* leaves 1 */
+    pop_expect(&qr[2], 7);
+    pop_expect(&qr[2], 1);                           /* entry 0 is free again */
+    ck_assert_int_eq(spmc_queue_attach(&qr[0], name, ELEM, 8), 0); /* takes it */
+    for (uint64_t s = 8; s < 10; s++)
+        push_seq(&qw, s);
+    pop_expect(&qr[0], 8);                           /* claims 8 and 9 */
+    ck_assert_int_eq(spmc_queue_destroy(&qr[0]), 0); /* leaves 9 */
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);    /* closes */
+    ck_assert_int_eq(spmc_queue_destroy(&qr[1]), 0); /* leaves 3, after the close */
+    pop_set(&qr[2], 9, 1);
+    pop_expect(&qr[2], 3);
+    unsigned char m[ELEM];
+    ck_assert_int_eq(spmc_queue_try_pop(&qr[2], m), -EPIPE);
+}
+END_TEST
+#endif
+
 START_TEST(test_share_detach_hands_slots_back)
 {
     const char *name = tu_name();
@@ -982,6 +1021,9 @@ static Suite *day5_suite(void)
     tcase_add_test(tc, test_share_busy_reader_holds_at_most_its_claim);
 #endif
     tcase_add_test(tc, test_share_detach_hands_slots_back);
+#if defined(SPMC_CLAIM_DEFAULT) && SPMC_VERSION == 5
+    tcase_add_test(tc, test_share_left_messages_come_before_the_end_of_stream);
+#endif
     tcase_add_test(tc, test_end_of_stream_in_both_modes);
     suite_add_tcase(s, tc);
 
