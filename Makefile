@@ -179,18 +179,10 @@ memcheck: deps-check deps-valgrind $(TEST_BINS) $(foreach d,$(SEL),$(call day_pr
 	   VALGRIND="$(VALGRIND)" BUILD=$(BUILD) ./common/demo.sh $$d >/dev/null || { echo "memcheck: $$d demo failed"; status=1; }; done; \
 	 exit $$status
 
-SAN_ASAN := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
-SAN_TSAN := -fsanitize=thread
-
+# Every stage runs, each is reported, and the goal fails at the end if one did.
 sanitize: deps-check
 	$(no_days)
-	@echo "== ASan+UBSan: $(SEL)"
-	$(Q)SPMC_STRESS_MESSAGES=500000 ASAN_OPTIONS=detect_leaks=1 $(MAKE) --no-print-directory BUILD=build/asan SAN="$(SAN_ASAN)" OPT="-O1 -g" test $(NAMED_DAYS)
-	@tsan_days="$(filter-out day1 day2,$(SEL))"; \
-	 if [ -z "$$tsan_days" ]; then echo "== TSan: no day 3+ selected (days 1-2 are racy by design)"; exit 0; fi; \
-	 echo "== ThreadSanitizer: $$tsan_days"; \
-	 SPMC_STRESS_MESSAGES=200000 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" setarch $$(uname -m) -R \
-	   $(MAKE) --no-print-directory BUILD=build/tsan SAN="$(SAN_TSAN)" OPT="-O1 -g" test $$tsan_days
+	@MAKE="$(MAKE)" WERROR=$(WERROR) NAMED="$(NAMED_DAYS)" ./common/sanitize.sh $(SEL)
 
 run: all
 	$(no_days)
