@@ -78,6 +78,13 @@ $(ALL_DAYS):
 $(addsuffix -only,$(ALL_DAYS)):
 	@true
 
+# A day goal that names no day of the course: say which days there are.
+UNKNOWN_DAYS := $(filter-out $(ALL_DAYS) %-only,$(filter day%,$(MAKECMDGOALS)))
+ifneq ($(UNKNOWN_DAYS),)
+$(UNKNOWN_DAYS):
+	@echo "make: there is no $@; the days are $(ALL_DAYS) (make help lists the goals)" >&2; exit 2
+endif
+
 # ---------------------------------------------------------------------------
 # Compiling and linking.
 # ---------------------------------------------------------------------------
@@ -237,16 +244,21 @@ docs: deps-docs
 	$(Q)mkdir -p $(BUILD)/docs
 	$(Q)./docs/build.sh $(BUILD)/docs
 
-FROM ?= day3
-TO   ?= day4
+# `make diff FROM=dayN` compares day N with day N+1; `TO=dayN` alone, day N-1
+# with day N; neither, day 3 with day 4.
 DIFF_SRC := spmc_queue.h spmc_queue.c producer.c consumer.c benchmark.c
 diff:
-	@for d in $(FROM) $(TO); do [ -d $$d ] || { echo "diff: no folder $$d (days: $(DAYS))" >&2; exit 2; }; done
-	@for f in $(DIFF_SRC); do \
-	   a=$(FROM)/$$f; b=$(TO)/$$f; \
+	@from="$(FROM)"; to="$(TO)"; day='^day[1-9][0-9]*$$'; \
+	 [ -n "$$from$$to" ] || from=day3; \
+	 if [ -z "$$to" ] && [[ $$from =~ $$day ]]; then to=day$$(( $${from#day} + 1 )); fi; \
+	 if [ -z "$$from" ] && [[ $$to =~ $$day ]]; then from=day$$(( $${to#day} - 1 )); fi; \
+	 if [ ! -f "$$from/README.md" ] || [ ! -f "$$to/README.md" ]; then \
+	   echo "diff: cannot compare '$$from' with '$$to': days are $(DAYS) (FROM=dayN alone compares day N with the day after)" >&2; exit 2; fi; \
+	 for f in $(DIFF_SRC); do \
+	   a=$$from/$$f; b=$$to/$$f; \
 	   [ -f $$a ] || a=/dev/null; [ -f $$b ] || b=/dev/null; \
 	   [ $$a = /dev/null ] && [ $$b = /dev/null ] && continue; \
-	   diff -u --label $(FROM)/$$f --label $(TO)/$$f $$a $$b; \
+	   diff -u --label $$from/$$f --label $$to/$$f $$a $$b; \
 	   st=$$?; [ $$st -le 1 ] || [ $$st -ge 128 ] || exit 2; done; true
 
 deps: deps-check deps-valgrind deps-docs

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -174,9 +176,66 @@ uint64_t parse_u64(const char *s, const char *what)
     if (s == NULL || *s == '\0' || *s == '-')
         die("%s: expected a non-negative integer, got '%s'", what, s ? s : "");
     unsigned long long v = strtoull(s, &end, 0);
-    if (errno != 0 || *end != '\0')
+    if (*end != '\0')
         die("%s: expected a non-negative integer, got '%s'", what, s);
+    if (errno == ERANGE || v > UINT64_MAX)
+        die("%s: %s is too large (the largest is %" PRIu64 ")", what, s, UINT64_MAX);
+    if (errno != 0)
+        die("%s: cannot read '%s':", what, s);
     return (uint64_t)v;
+}
+
+/* What is wrong with a queue name, or NULL if nothing is. */
+static const char *name_problem(const char *s)
+{
+    if (s == NULL || s[0] != '/')
+        return "needs a leading /";
+    if (s[1] == '\0')
+        return "needs a character after the /";
+    if (strchr(s + 1, '/') != NULL)
+        return "may hold no / but the first";
+    if (strlen(s) >= NAME_MAX)
+        return "is too long";
+    return NULL;
+}
+
+const char *parse_name(const char *s)
+{
+    const char *why = name_problem(s);
+    if (why != NULL)
+        die("queue name '%s' %s (e.g. /myqueue)", s ? s : "", why);
+    return s;
+}
+
+void die_create(int rc, const char *name, uint64_t elem_size, uint64_t capacity)
+{
+    const char *why = name_problem(name);
+    if (rc == -EINVAL && why != NULL)
+        die("cannot create '%s': a queue name %s (e.g. /myqueue)", name, why);
+    if (rc == -EINVAL && elem_size == 0)
+        die("cannot create %s: the message size must be at least 1 byte", name);
+    if (rc == -EINVAL && capacity == 0)
+        die("cannot create %s: the capacity must be at least 1", name);
+    if (rc == -EINVAL && capacity > SIZE_MAX / elem_size)
+        die("cannot create %s: %" PRIu64 " messages of %" PRIu64 " bytes are more "
+            "bytes than this machine can address", name, capacity, elem_size);
+    if (rc == -EINVAL && (capacity & (capacity - 1)) != 0)
+        die("cannot create %s: the capacity must be a power of two (e.g. 1024 or "
+            "2048), not %" PRIu64, name, capacity);
+    if (rc == -ENOSPC || rc == -ENOMEM || rc == -EFBIG) {
+        struct statvfs fs;
+        uint64_t need = capacity <= UINT64_MAX / elem_size ? capacity * elem_size : UINT64_MAX;
+        if (statvfs("/dev/shm", &fs) == 0)
+            die("cannot create %s: it needs more than %" PRIu64 " bytes (%" PRIu64
+                " messages of %" PRIu64 " bytes) and /dev/shm has %" PRIu64
+                " bytes free (df -h /dev/shm; in a container, raise --shm-size)",
+                name, need, capacity, elem_size,
+                (uint64_t)fs.f_bavail * (uint64_t)fs.f_frsize);
+    }
+    if (rc == -EINVAL)
+        die("cannot create %s: an argument is out of range (see --help for "
+            "--size, --capacity and the options)", name);
+    die_rc(rc, "cannot create %s", name);
 }
 
 /* ===================================================================== */

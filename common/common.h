@@ -67,6 +67,17 @@ uint64_t msg_checksum(const void *buf, size_t size);
  *  anything else. */
 uint64_t parse_u64(const char *s, const char *what);
 
+/** Check a queue name given as --name; die() saying what is wrong unless it
+ *  is a '/' followed by one or more characters, none of them '/'.
+ *  @return @p s */
+const char *parse_name(const char *s);
+
+/** die() after spmc_queue_create() of @p name returned @p rc, saying what
+ *  to change: the name, a size or capacity of zero, a capacity that is not a
+ *  power of two (days 5 and later need one), or the bytes the segment needs
+ *  against the bytes /dev/shm has free. */
+void die_create(int rc, const char *name, uint64_t elem_size, uint64_t capacity);
+
 /**
  * @name Removing this process's segments however it ends
  *

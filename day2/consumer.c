@@ -15,7 +15,7 @@
 
 int main(int argc, char **argv)
 {
-    const char *name = argc > 1 ? argv[1] : "/spmc_test_queue";
+    const char *name = argc > 1 ? parse_name(argv[1]) : "/spmc_test_queue";
     setvbuf(stdout, NULL, _IOLBF, 0);
     struct timespec nap = {0, 10000000}; /* 10 ms */
 

@@ -13,7 +13,7 @@
 
 int main(int argc, char **argv)
 {
-    const char *name = argc > 1 ? argv[1] : "/spmc_test_queue";
+    const char *name = argc > 1 ? parse_name(argv[1]) : "/spmc_test_queue";
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     struct spmc_queue q;
@@ -21,7 +21,7 @@ int main(int argc, char **argv)
            name, MSG_SIZE, CAPACITY);
     int rc = spmc_queue_create(&q, name, MSG_SIZE, CAPACITY);
     if (rc != 0)
-        die_rc(rc, "cannot create %s", name);
+        die_create(rc, name, MSG_SIZE, CAPACITY);
     printf("spmc_queue created\n");
 
     /* Publish only once somebody listens: wait up to 10 s for the reader. */

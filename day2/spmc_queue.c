@@ -5,13 +5,22 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-_Static_assert(sizeof(struct spmc_shm_header) == 64, "header is a fixed wire format");
+/* The wire format: every field at the same offset in every process that
+ * maps the segment. Only offsetof pins an offset; sizeof pins the total
+ * alone (i386, for one, aligns uint64_t to 4 bytes inside a struct). */
+_Static_assert(offsetof(struct spmc_shm_header, elem_size) == 16, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, capacity) == 24, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, ready) == 32, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, head) == 48, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, tail) == 56, "wire format");
+_Static_assert(sizeof(struct spmc_shm_header) == 64, "slots start on line 1");
 
 /* ===================================================================== */
 /* Names and sizes                                                        */
@@ -126,6 +135,13 @@ int spmc_queue_create(struct spmc_queue *q, const char *name, size_t elem_size,
         return -errno;
     if (ftruncate(fd, (off_t)size) != 0) {
         rc = errno == EFBIG ? -ENOMEM : -errno;
+        goto fail_unlink;
+    }
+    /* Reserve the memory now: a full /dev/shm fails here with -ENOSPC,
+     * not with SIGBUS at the first write to a page tmpfs cannot give. */
+    rc = posix_fallocate(fd, 0, (off_t)size);
+    if (rc != 0) {
+        rc = rc == EFBIG ? -ENOSPC : -rc;
         goto fail_unlink;
     }
     void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);

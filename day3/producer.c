@@ -33,7 +33,7 @@ static void parse_options(struct options *o, int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'n': o->name = optarg; break;
+        case 'n': o->name = parse_name(optarg); break;
         case 's': o->size = (size_t)parse_u64(optarg, "--size"); break;
         case 'c': o->capacity = parse_u64(optarg, "--capacity"); break;
         case 'm': o->messages = parse_u64(optarg, "--messages"); break;
@@ -63,7 +63,7 @@ int main(int argc, char **argv)
            o.name, o.size, o.capacity);
     int rc = spmc_queue_create(&q, o.name, o.size, o.capacity);
     if (rc != 0)
-        die_rc(rc, "cannot create %s", o.name);
+        die_create(rc, o.name, o.size, o.capacity);
     printf("spmc_queue created\n");
 
     printf("waiting up to 10 s for a reader...\n");

@@ -6,13 +6,27 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stddef.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-_Static_assert(sizeof(struct spmc_shm_header) == 64, "header is a fixed wire format");
+/* Shared atomics must be lock-free: a lock-based one keeps its lock in
+ * each process's own memory, so two processes would not exclude each other. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2 &&
+               ATOMIC_LLONG_LOCK_FREE == 2, "32- and 64-bit atomics are lock-free");
+
+/* The wire format: every field at the same offset in every process that
+ * maps the segment. Only offsetof pins an offset; sizeof pins the total
+ * alone (i386, for one, aligns uint64_t to 4 bytes inside a struct). */
+_Static_assert(offsetof(struct spmc_shm_header, elem_size) == 16, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, capacity) == 24, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, ready) == 32, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, head) == 48, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, tail) == 56, "wire format");
+_Static_assert(sizeof(struct spmc_shm_header) == 64, "slots start on line 1");
 
 /* ===================================================================== */
 /* Names and sizes                                                        */
@@ -202,6 +216,13 @@ int spmc_queue_create(struct spmc_queue *q, const char *name, size_t elem_size,
         return -errno;
     if (ftruncate(fd, (off_t)size) != 0) {
         rc = errno == EFBIG ? -ENOMEM : -errno;
+        goto fail_unlink;
+    }
+    /* Reserve the memory now: a full /dev/shm fails here with -ENOSPC,
+     * not with SIGBUS at the first write to a page tmpfs cannot give. */
+    rc = posix_fallocate(fd, 0, (off_t)size);
+    if (rc != 0) {
+        rc = rc == EFBIG ? -ENOSPC : -rc;
         goto fail_unlink;
     }
     void *map = map_segment(fd, size);

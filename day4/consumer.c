@@ -33,7 +33,7 @@ static void parse_options(struct options *o, int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'n': o->name = optarg; break;
+        case 'n': o->name = parse_name(optarg); break;
         case 's': o->size = (size_t)parse_u64(optarg, "--size"); break;
         case 'c': o->capacity = parse_u64(optarg, "--capacity"); break;
         case 'h':

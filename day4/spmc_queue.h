@@ -128,6 +128,7 @@ struct spmc_queue {
  *                       that overflows
  * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
  * @retval -EEXIST       a segment of that name exists already
+ * @retval -ENOSPC       /dev/shm has no room for the segment
  * @retval -ENOMEM       the segment cannot be sized or mapped
  * @retval -EACCES       permission denied by the system
  * @retval -EMFILE       other negative errno values of shm_open(), ftruncate()

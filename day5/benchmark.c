@@ -62,7 +62,7 @@ static void open_writer(struct spmc_queue *q, const char *name)
     int rc = spmc_queue_create_opts(q, name, opt.size, opt.capacity, &o);
     segment_created(name, rc == 0);
     if (rc != 0)
-        die_rc(rc, "cannot create %s", name);
+        die_create(rc, name, opt.size, opt.capacity);
     say("spmc_queue created");
 }
 
@@ -403,7 +403,7 @@ static void echo_side(const char *ping, const char *pong, uint64_t total)
     int rc = spmc_queue_create(&out, pong, opt.size, opt.capacity);
     segment_created(pong, rc == 0);
     if (rc != 0)
-        die_rc(rc, "cannot create %s", pong);
+        die_create(rc, pong, opt.size, opt.capacity);
     attach_retry(&in, ping);
     unsigned char *msg = malloc(opt.size);
     if (msg == NULL)
@@ -437,7 +437,7 @@ static void run_latency(void)
     int rc = spmc_queue_create(&out, ping, opt.size, opt.capacity);
     segment_created(ping, rc == 0);
     if (rc != 0)
-        die_rc(rc, "cannot create %s", ping);
+        die_create(rc, ping, opt.size, opt.capacity);
 
     const uint64_t total = opt.latency_count + warmup;
     char *names[2] = {ping, pong};

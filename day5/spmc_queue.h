@@ -212,6 +212,7 @@ struct spmc_queue {
  *                       a segment size that overflows
  * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
  * @retval -EEXIST       a segment of that name exists already
+ * @retval -ENOSPC       /dev/shm has no room for the segment
  * @retval -ENOMEM       the segment cannot be sized or mapped
  * @retval -EACCES       permission denied by the system
  * @retval -EMFILE       other negative errno values of shm_open(), ftruncate()
@@ -238,6 +239,7 @@ SPMC_MUST_CHECK int spmc_queue_create(struct spmc_queue *q, const char *name,
  *                       1..SPMC_MAX_READERS, or a size that overflows
  * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
  * @retval -EEXIST       a segment of that name exists already
+ * @retval -ENOSPC       /dev/shm has no room for the segment
  * @retval -ENOMEM       the segment cannot be sized or mapped
  * @retval -EACCES       permission denied by the system
  * @retval -EMFILE       other negative errno values of shm_open(), ftruncate()

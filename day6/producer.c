@@ -43,7 +43,7 @@ static void parse_options(struct options *o, int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'n': o->name = optarg; break;
+        case 'n': o->name = parse_name(optarg); break;
         case 's': o->size = (size_t)parse_u64(optarg, "--size"); break;
         case 'c': o->capacity = parse_u64(optarg, "--capacity"); break;
         case 'm': o->messages = parse_u64(optarg, "--messages"); break;
@@ -120,11 +120,8 @@ int main(int argc, char **argv)
     if (rc == -EEXIST && spmc_queue_owner(o.name, &owner) == 0)
         die("cannot create %s: it belongs to the live process %d (pid in its own "
             "PID namespace)", o.name, owner);
-    if (rc == -ENOSPC)
-        die("cannot create %s: /dev/shm is full (df -h /dev/shm; in a container, "
-            "raise --shm-size)", o.name);
     if (rc != 0)
-        die_rc(rc, "cannot create %s", o.name);
+        die_create(rc, o.name, o.size, o.capacity);
     printf("spmc_queue created\n");
 
     printf("waiting up to 10 s for %u reader(s)...\n", o.consumers);

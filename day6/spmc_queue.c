@@ -14,6 +14,14 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Shared atomics must be lock-free: a lock-based one keeps its lock in
+ * each process's own memory, so two processes would not exclude each other. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2 &&
+               ATOMIC_LLONG_LOCK_FREE == 2, "32- and 64-bit atomics are lock-free");
+
+/* The wire format: every field at the same offset in every process that
+ * maps the segment. Only offsetof pins an offset; sizeof pins the total
+ * alone (i386, for one, aligns uint64_t to 4 bytes inside a struct). */
 _Static_assert(offsetof(struct spmc_shm_header, ready) == 48, "wire format");
 _Static_assert(offsetof(struct spmc_shm_header, head) == SPMC_CACHELINE, "head on line 1");
 _Static_assert(offsetof(struct spmc_shm_header, read_index) == 2 * SPMC_CACHELINE,
