@@ -20,7 +20,9 @@
 #include "test_util.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdalign.h>
+#include <sys/mount.h>
 
 #ifndef SPMC_DAY
 #error "SPMC_DAY must name the day under test (the Makefile sets it)"
@@ -343,6 +345,35 @@ START_TEST(test_create_refuses_an_existing_name)
     const char *other = tu_name();
     ck_assert_int_eq(t_create(&qw, other, ELEM, CAP), 0);
     ck_assert_int_eq(t_create(&qx, other, ELEM, CAP), -EEXIST);
+}
+END_TEST
+
+/* A capacity larger than /dev/shm can hold fails at creation with -ENOSPC
+ * and leaves nothing behind, rather than making a sparse segment that dies
+ * with SIGBUS at the first write to a page tmpfs cannot give. */
+START_TEST(test_full_dev_shm_fails_at_create)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "skipped: mounting a small /dev/shm needs root\n");
+        return;
+    }
+    pid_t p = tu_fork();
+    if (p == 0) { /* a private mount namespace with a 1 MiB /dev/shm */
+        if (unshare(CLONE_NEWNS) != 0 ||
+            mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=1m") != 0)
+            _exit(77);
+        struct spmc_queue q;
+        int rc = t_create(&q, "/spmc-t-full", 64, 1u << 16); /* 4 MiB of slots */
+        int left = access("/dev/shm/spmc-t-full", F_OK) == 0;
+        _exit(rc == -ENOSPC && !left ? 0 : 1);
+    }
+    int status = tu_wait(p, IO_TIMEOUT_MS);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
+        fprintf(stderr, "skipped: cannot mount a tmpfs here\n");
+        return;
+    }
+    ck_assert_msg(tu_exited_ok(status), "create on a full /dev/shm: %s", tu_status_str(status));
 }
 END_TEST
 
@@ -897,6 +928,7 @@ static Suite *contract_suite(void)
     tcase_add_test(tc, test_bad_sizes_are_refused);
     tcase_add_test(tc, test_null_buffers_are_refused_and_lose_nothing);
     tcase_add_test(tc, test_create_refuses_an_existing_name);
+    tcase_add_test(tc, test_full_dev_shm_fails_at_create);
     tcase_add_test(tc, test_attach_to_a_missing_segment);
     tcase_add_test(tc, test_blocking_pop_times_out_on_empty);
     tcase_add_test(tc, test_blocking_push_times_out_on_full);
