@@ -51,7 +51,7 @@ double bench_median(double *v, size_t n);
 
 /** After one run: in --csv mode print the run's CSV line
  *  (day,mode,fanout,consumers,msg_size,capacity,messages,seconds,msgs_per_s,mib_per_s);
- *  otherwise print the outline's "Elapsed time"/"Throughput" lines. */
+ *  otherwise print the "Elapsed time"/"Throughput" (MB, 10^6 bytes) lines. */
 void bench_report_run(const struct bench_opts *o, const char *day,
                       double seconds);
 

@@ -149,7 +149,7 @@ for d in "${days[@]}"; do
     else
         add_row "$d" process "$b" "--mode process --messages $MESSAGES $opts"
     fi
-    case $d in # the outline measured days 3 and 4 with two threads
+    case $d in # days 3 and 4 are also measured with two threads of one process
     day3 | day4) add_row "$d" thread "$b" "--mode thread --messages $MESSAGES $opts" ;;
     esac
 done

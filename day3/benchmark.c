@@ -1,7 +1,7 @@
 /* benchmark.c - day 3: throughput and round-trip latency of the queue.
  *
- * Thread mode runs producer and consumer as two threads of one process, as
- * the outline did; process mode forks a consumer that attaches by name, the
+ * Thread mode runs producer and consumer as two threads of one process (the
+ * classic benchmark); process mode forks a consumer that attaches by name, the
  * real IPC case. Every message carries its sequence number and a payload
  * derived from it; the consumer checks each one and the run fails on any
  * lost, duplicated, reordered or torn message. */
@@ -27,7 +27,7 @@
 
 static struct bench_opts opt;
 
-/* The outline's transcript lines; silent with --csv. */
+/* The transcript lines of the README; silent with --csv. */
 static void say(const char *fmt, ...)
 {
     if (opt.csv)
@@ -104,7 +104,7 @@ struct result {
 
 static atomic_uint start_line; /* thread mode: both sides ready */
 
-/* Check one run's outcome and print the outline's lines; 1 if it failed. */
+/* Check one run's outcome and print its transcript lines; 1 if it failed. */
 static int report(const struct result *r, uint64_t sum, double seconds)
 {
     if (r->error[0] != '\0' || r->received != opt.messages || r->sum != sum) {

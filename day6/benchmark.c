@@ -1,7 +1,7 @@
 /* benchmark.c - day 6: throughput and round-trip latency, K consumers.
  *
- * Thread mode runs producer and consumer as two threads of one process, as
- * the outline did; process mode forks a consumer that attaches by name, the
+ * Thread mode runs producer and consumer as two threads of one process (the
+ * classic benchmark); process mode forks a consumer that attaches by name, the
  * real IPC case. Every message carries its sequence number and a payload
  * derived from it; the consumer checks each one and the run fails on any
  * lost, duplicated, reordered or torn message. With --fanout broadcast each
@@ -32,7 +32,7 @@
 
 static struct bench_opts opt;
 
-/* The outline's transcript lines; silent with --csv. */
+/* The transcript lines of the README; silent with --csv. */
 static void say(const char *fmt, ...)
 {
     if (opt.csv)
@@ -132,7 +132,7 @@ static int check_exactly_once(char *why, size_t len)
     return 1;
 }
 
-/* Check one run's outcome and print the outline's lines; 1 if it failed. */
+/* Check one run's outcome and print its transcript lines; 1 if it failed. */
 static int report(const struct result *r, uint64_t sum, uint64_t start_ns,
                   double *seconds)
 {
