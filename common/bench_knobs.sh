@@ -133,7 +133,7 @@ fi
 # ---------------------------------------------------------------------------
 # Report.
 # ---------------------------------------------------------------------------
-echo "make day4 bench: which of day 4's two changes matters on this machine"
+echo "== make day4 bench: which of day 4's two changes matters on this machine"
 echo "CPU:       ${cpu:-unknown} ($ncpu CPUs), c2c $(printf '%s\n' "${C2C[@]}" | median |
     awk '{ print ($1 == "nan" ? "unknown" : sprintf("%.0f ns", $1)) }') (median of the rounds)"
 echo "Compiler:  $($CC --version 2>/dev/null | head -n 1), flags $CFLAGS_SHOWN;" \
