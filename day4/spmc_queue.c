@@ -19,6 +19,8 @@ _Static_assert(offsetof(struct spmc_shm_header, head) == SPMC_CACHELINE, "head o
 _Static_assert(offsetof(struct spmc_shm_header, tail) == 2 * SPMC_CACHELINE, "tail on line 2");
 _Static_assert(sizeof(struct spmc_shm_header) == 3 * SPMC_CACHELINE, "slots on line 3");
 #else /* -DSPMC_ALIGN=0 (spmc_queue.h): day 3's packed layout */
+_Static_assert(offsetof(struct spmc_shm_header, head) == 48, "day 3's layout");
+_Static_assert(offsetof(struct spmc_shm_header, tail) == 56, "day 3's layout");
 _Static_assert(sizeof(struct spmc_shm_header) == 64, "head, tail and header on one line");
 #endif
 
