@@ -151,6 +151,24 @@ $(BUILD)/tests/contract_$(1).o: tests/check_contract.c | deps-check
 endef
 $(foreach d,$(DAYS),$(eval $(call DAY_RULES,$(d))))
 
+# Day 4 built again with one of its two changes undone by a knob of
+# day4/spmc_queue.[ch], for `make day4 bench`: "orders" keeps day 4's memory
+# orders with day 3's packed layout, "align" day 4's layout with day 3's
+# seq_cst orders. Objects under build/day4/orders/ and build/day4/align/.
+KNOB_orders := -DSPMC_ALIGN=0
+KNOB_align  := -DSPMC_SEQ_CST=1
+DAY4_KNOB_BINS := $(BUILD)/day4/benchmark-orders $(BUILD)/day4/benchmark-align
+define KNOB_RULES
+$(BUILD)/day4/$(1)/%.o: day4/%.c
+	$$(quiet) CC "$$< ($(KNOB_$(1)))"
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(ALL_CFLAGS) $(KNOB_$(1)) -c $$< -o $$@
+endef
+$(foreach k,orders align,$(eval $(call KNOB_RULES,$(k))))
+$(BUILD)/day4/benchmark-%: $(BUILD)/day4/%/benchmark.o $(BUILD)/day4/%/spmc_queue.o $(COMMON_OBJ)
+	$(quiet) LD $@
+	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS)
+
 $(BUILD)/common/%: $(BUILD)/common/%.o $(COMMON_OBJ)
 	$(quiet) LD $@
 	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS)
@@ -195,10 +213,17 @@ run: all
 	$(no_days)
 	@for d in $(SEL); do BUILD=$(BUILD) ./common/demo.sh $$d || exit 1; done
 
-bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TOOLS))
+# `make day4 bench` without ARGS: day 3, day 4 and the two knob builds,
+# interleaved (common/bench_knobs.sh); with ARGS, day 4's benchmark alone.
+KNOBS_BENCH := $(if $(NAMED_DAYS),$(if $(ARGS),,$(filter day4,$(SEL_BENCH))))
+
+bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TOOLS)) \
+       $(if $(KNOBS_BENCH),$(BUILD)/day3/benchmark $(DAY4_KNOB_BINS) $(BUILD)/common/c2c)
 	$(no_days)
 	@if [ -z "$(SEL_BENCH)" ]; then echo "bench: no day has a benchmark yet (day 3 brings the first)"; exit 0; fi
 	@if [ -n "$(NAMED_DAYS)" ]; then for d in $(SEL_BENCH); do \
+	   if [ $$d = "$(KNOBS_BENCH)" ]; then \
+	     BUILD=$(BUILD) CC="$(CC)" CFLAGS_SHOWN="$(OPT)" ./common/bench_knobs.sh || exit 1; continue; fi; \
 	   echo "== $$d benchmark"; $(BUILD)/$$d/benchmark $(ARGS) || exit 1; done; \
 	 else BUILD=$(BUILD) CC="$(CC)" CFLAGS_SHOWN="$(OPT)" ./common/bench.sh $(SEL_BENCH); fi
 
@@ -277,6 +302,7 @@ help:
 	@echo "make dayN                 build one day (and narrow the goals below to it)"
 	@echo "make test                 run the Check suites (installs Check if missing)"
 	@echo "make bench                benchmark days 3+ and the baselines, one table"
+	@echo "make day4 bench           day 3 against day 4 with only its orders, only its alignment, both"
 	@echo "make run                  each day's producer/consumer demo, as real processes"
 	@echo "make memcheck             tests and demos under Valgrind memcheck"
 	@echo "make sanitize             tests under ASan+UBSan, then ThreadSanitizer (days 3+)"

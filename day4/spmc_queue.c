@@ -24,9 +24,24 @@ _Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2 &&
 _Static_assert(offsetof(struct spmc_shm_header, elem_size) == 16, "wire format");
 _Static_assert(offsetof(struct spmc_shm_header, capacity) == 24, "wire format");
 _Static_assert(offsetof(struct spmc_shm_header, ready) == 32, "wire format");
+#if SPMC_ALIGN
 _Static_assert(offsetof(struct spmc_shm_header, head) == SPMC_CACHELINE, "head on line 1");
 _Static_assert(offsetof(struct spmc_shm_header, tail) == 2 * SPMC_CACHELINE, "tail on line 2");
 _Static_assert(sizeof(struct spmc_shm_header) == 3 * SPMC_CACHELINE, "slots on line 3");
+#else /* -DSPMC_ALIGN=0 (spmc_queue.h): day 3's packed layout */
+_Static_assert(offsetof(struct spmc_shm_header, head) == 48, "day 3's layout");
+_Static_assert(offsetof(struct spmc_shm_header, tail) == 56, "day 3's layout");
+_Static_assert(sizeof(struct spmc_shm_header) == 64, "head, tail and header on one line");
+#endif
+
+/* Build knob: compiled with -DSPMC_SEQ_CST=1, every atomic access in push
+ * and pop is seq_cst again, as on day 3, so that `make day4 bench` can
+ * measure what the weaker orders buy. ORDER(acquire) is memory_order_acquire
+ * in the normal build. */
+#ifndef SPMC_SEQ_CST
+#define SPMC_SEQ_CST 0
+#endif
+#define ORDER(o) (SPMC_SEQ_CST ? memory_order_seq_cst : memory_order_##o)
 
 /* ===================================================================== */
 /* Names and sizes                                                        */
@@ -407,15 +422,15 @@ int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
         return -EINVAL;
     struct spmc_shm_header *h = q->hdr;
     /* Own index: only this thread writes it. */
-    uint64_t head = atomic_load_explicit(&h->head, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&h->head, ORDER(relaxed));
     /* Pairs with the release store of tail in spmc_queue_try_pop(): the
      * reader is done with every slot below tail before we overwrite it. */
-    uint64_t tail = atomic_load_explicit(&h->tail, memory_order_acquire);
+    uint64_t tail = atomic_load_explicit(&h->tail, ORDER(acquire));
     if (head - tail >= q->capacity)
         return -EAGAIN;
     memcpy(q->slots + (head % q->capacity) * q->elem_size, msg, q->elem_size);
     /* Pairs with the acquire load of head in spmc_queue_try_pop(). */
-    atomic_store_explicit(&h->head, head + 1, memory_order_release);
+    atomic_store_explicit(&h->head, head + 1, ORDER(release));
     return 0;
 }
 
@@ -444,15 +459,15 @@ int spmc_queue_try_pop(struct spmc_queue *q, void *out)
         return -EINVAL;
     struct spmc_shm_header *h = q->hdr;
     /* Own index: only this thread writes it. */
-    uint64_t tail = atomic_load_explicit(&h->tail, memory_order_relaxed);
+    uint64_t tail = atomic_load_explicit(&h->tail, ORDER(relaxed));
     /* Pairs with the release store of head in spmc_queue_try_push(). */
-    uint64_t head = atomic_load_explicit(&h->head, memory_order_acquire);
+    uint64_t head = atomic_load_explicit(&h->head, ORDER(acquire));
     if (head == tail) {
         /* Pairs with the release store of closed in spmc_queue_destroy(). */
-        if (!atomic_load_explicit(&h->closed, memory_order_acquire))
+        if (!atomic_load_explicit(&h->closed, ORDER(acquire)))
             return -EAGAIN;
         /* Closed: everything pushed before the close is visible now. */
-        head = atomic_load_explicit(&h->head, memory_order_acquire); /* same pair */
+        head = atomic_load_explicit(&h->head, ORDER(acquire)); /* same pair */
         if (head == tail)
             return -EPIPE;
     }
@@ -460,7 +475,7 @@ int spmc_queue_try_pop(struct spmc_queue *q, void *out)
         return -EPROTO;
     memcpy(out, q->slots + (tail % q->capacity) * q->elem_size, q->elem_size);
     /* Pairs with the acquire load of tail in spmc_queue_try_push(). */
-    atomic_store_explicit(&h->tail, tail + 1, memory_order_release);
+    atomic_store_explicit(&h->tail, tail + 1, ORDER(release));
     return 0;
 }
 

@@ -43,6 +43,18 @@
 #define SPMC_NAME_MAX 31
 /** Timeout value meaning "wait as long as it takes". */
 #define SPMC_WAIT_FOREVER (-1)
+/**
+ * Build knob: compiled with -DSPMC_ALIGN=0, head and tail lose their cache
+ * lines and sit packed after the header fields as on day 3 (a 64-byte
+ * header), so that `make day4 bench` can measure what the alignment buys.
+ * header_size records which layout a segment has: the two builds refuse
+ * each other's segments.
+ */
+#ifndef SPMC_ALIGN
+#define SPMC_ALIGN 1
+#endif
+/** Alignment of head and tail: a cache line each (unless SPMC_ALIGN is 0). */
+#define SPMC_INDEX_ALIGN (SPMC_ALIGN ? SPMC_CACHELINE : alignof(_Atomic uint64_t))
 /** How long attach waits for a creator still writing the header (ns). */
 #ifndef SPMC_ATTACH_WAIT_NS
 #define SPMC_ATTACH_WAIT_NS 1000000000
@@ -78,8 +90,8 @@ struct spmc_shm_header {
     _Atomic uint32_t readers;   /**< 1 while a reader is attached */
     _Atomic uint32_t closed;    /**< 1 once the writer has finished */
     uint32_t reserved;          /**< zero */
-    alignas(SPMC_CACHELINE) _Atomic uint64_t head; /**< next index the writer fills */
-    alignas(SPMC_CACHELINE) _Atomic uint64_t tail; /**< next index the reader takes */
+    alignas(SPMC_INDEX_ALIGN) _Atomic uint64_t head; /**< next index the writer fills */
+    alignas(SPMC_INDEX_ALIGN) _Atomic uint64_t tail; /**< next index the reader takes */
 };
 
 /* ===================================================================== */
