@@ -64,7 +64,7 @@ day_tests = $(if $(wildcard tests/check_$(1).c),$(BUILD)/tests/check_$(1)) \
 
 TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
 
-.PHONY: all $(ALL_DAYS) test bench run memcheck sanitize docs diff deps soak fuzz plot \
+.PHONY: all $(ALL_DAYS) test build-tests bench run memcheck sanitize docs diff deps soak fuzz plot \
         deps-check deps-valgrind deps-docs deps-fuzz clean help tools
 
 all: $(foreach d,$(SEL),$(call day_progs,$(d)))
@@ -191,6 +191,11 @@ test: deps-check $(TEST_BINS) $(foreach d,$(SEL),$(call day_progs,$(d)))
 	   echo "== $$t"; $$t || status=1; done; \
 	 exit $$status
 
+# Every program, tool and test binary of the selected days, built, not run
+# (CI builds them with clang as well as gcc: make CC=clang build-tests).
+build-tests: deps-check $(TEST_BINS) $(foreach d,$(SEL),$(call day_progs,$(d))) $(TOOLS)
+	@echo "build-tests: built $(words $(TEST_BINS)) test binaries with $(CC)"
+
 VALGRIND = timeout 900 valgrind -q --error-exitcode=99 --leak-check=full \
 	--errors-for-leak-kinds=definite,indirect,possible \
 	--show-leak-kinds=definite,indirect,possible --trace-children=no
@@ -301,6 +306,7 @@ help:
 	@echo "make                      build every day"
 	@echo "make dayN                 build one day (and narrow the goals below to it)"
 	@echo "make test                 run the Check suites (installs Check if missing)"
+	@echo "make build-tests          build every program and test without running them"
 	@echo "make bench                benchmark days 3+ and the baselines, one table"
 	@echo "make day4 bench           day 3 against day 4 with only its orders, only its alignment, both"
 	@echo "make run                  each day's producer/consumer demo, as real processes"
