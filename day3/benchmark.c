@@ -1,4 +1,4 @@
-/* benchmark.c - day 3: throughput and round-trip latency of the queue.
+/* benchmark.c - days 3 and 4: throughput and round-trip latency of the queue.
  *
  * Thread mode runs producer and consumer as two threads of one process (the
  * classic benchmark); process mode forks a consumer that attaches by name, the
@@ -22,7 +22,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define DAY "day3"
+/* The day whose queue this program is built with: its layout version
+ * (day 4 builds this same file against its own spmc_queue.h). */
+static char day_name[16];
 #define QUEUE_TIMEOUT_NS (10 * 1000000000ll) /* a stuck peer fails the run */
 
 static struct bench_opts opt;
@@ -114,7 +116,7 @@ static int report(const struct result *r, uint64_t sum, double seconds)
                 sum, r->sum);
         return 1;
     }
-    bench_report_run(&opt, DAY, seconds);
+    bench_report_run(&opt, day_name, seconds);
     say("test_producer_sum = %" PRIu64 " and test_consumer_sum = %" PRIu64, sum, r->sum);
     return 0;
 }
@@ -389,7 +391,7 @@ static void run_latency(void)
         pthread_join(tid, NULL);
     }
     destroy_writer(&out);
-    bench_report_latency(&opt, DAY, rtt, opt.latency_count);
+    bench_report_latency(&opt, day_name, rtt, opt.latency_count);
     free(rtt);
     free(msg);
     free(back);
@@ -401,6 +403,7 @@ static void run_latency(void)
 
 int main(int argc, char **argv)
 {
+    snprintf(day_name, sizeof day_name, "day%u", (unsigned)SPMC_VERSION);
     bench_parse(&opt, argc, argv, 0);
     if (opt.latency) {
         run_latency();

@@ -1,4 +1,4 @@
-/* consumer.c - day 3: receive the stream and check every message. */
+/* consumer.c - days 3 and 4: receive the stream and check every message. */
 #define _GNU_SOURCE
 #include "spmc_queue.h"
 #include "common.h"

@@ -1,4 +1,4 @@
-/* producer.c - day 3: stream numbered messages through the ring. */
+/* producer.c - days 3 and 4: stream numbered messages through the ring. */
 #define _GNU_SOURCE
 #include "spmc_queue.h"
 #include "common.h"

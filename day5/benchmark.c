@@ -1,4 +1,4 @@
-/* benchmark.c - day 5: throughput and round-trip latency, K consumers.
+/* benchmark.c - days 5 and 6: throughput and round-trip latency, K consumers.
  *
  * Thread mode runs producer and consumer as two threads of one process (the
  * classic benchmark); process mode forks a consumer that attaches by name, the
@@ -27,7 +27,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define DAY "day5"
+/* The day whose queue this program is built with: its layout version
+ * (day 6 builds this same file against its own spmc_queue.h). */
+static char day_name[16];
 #define QUEUE_TIMEOUT_NS (10 * 1000000000ll) /* a stuck peer fails the run */
 
 static struct bench_opts opt;
@@ -86,13 +88,12 @@ static void destroy_writer(struct spmc_queue *q)
     segment_destroyed(name);
 }
 
-static void close_queue(struct spmc_queue *q)
+static void close_queue(struct spmc_queue *q, int writer)
 {
     char name[SPMC_NAME_MAX + 1];
-    const char *mode = q->mode == SPMC_WRITER ? "writer" : "reader";
     memcpy(name, q->name, sizeof name);
-    say("destroying spmc_queue %s of mode %s", name, mode);
-    if (q->mode == SPMC_WRITER)
+    say("destroying spmc_queue %s of mode %s", name, writer ? "writer" : "reader");
+    if (writer)
         destroy_writer(q);
     else
         (void)spmc_queue_destroy(q);
@@ -159,7 +160,7 @@ static int report(const struct result *r, uint64_t sum, uint64_t start_ns,
         return 1;
     }
     *seconds = (double)(end_ns - start_ns) / 1e9;
-    bench_report_run(&opt, DAY, *seconds);
+    bench_report_run(&opt, day_name, *seconds);
     for (unsigned k = 0; k < opt.consumers && opt.consumers > 1; k++) {
         double rate = (double)r[k].received / ((double)(r[k].end_ns - start_ns) / 1e9);
         if (opt.csv)
@@ -257,7 +258,7 @@ static void *consumer_thread(void *arg)
     while (atomic_load(&start_line) < opt.consumers + 1)
         sched_yield();
     consume(a->q, &a->r, a->k);
-    close_queue(a->q);
+    close_queue(a->q, 0);
     return NULL;
 }
 
@@ -270,7 +271,7 @@ static void *producer_thread(void *arg)
     while (atomic_load(&start_line) < opt.consumers + 1)
         sched_yield();
     a->sum = produce(a->q, &a->start_ns);
-    close_queue(a->q); /* end of stream: the consumers drain, then stop */
+    close_queue(a->q, 1); /* end of stream: the consumers drain, then stop */
     return NULL;
 }
 
@@ -341,7 +342,7 @@ static int run_processes(const char *name, double *seconds)
             say("consumer process %u attached", k);
             struct result res;
             consume(&rd, &res, k);
-            close_queue(&rd);
+            close_queue(&rd, 0);
             /* One result is less than PIPE_BUF: the write is atomic. */
             if (write(fds[1], &res, sizeof res) != (ssize_t)sizeof res)
                 _exit(3);
@@ -357,7 +358,7 @@ static int run_processes(const char *name, double *seconds)
     say("performance benchmark starts");
     uint64_t start_ns;
     uint64_t sum = produce(&w, &start_ns);
-    close_queue(&w); /* end of stream: the consumers drain, then stop */
+    close_queue(&w, 1); /* end of stream: the consumers drain, then stop */
     int failed = 0;
     for (unsigned k = 0; k < opt.consumers; k++) {
         struct result res;
@@ -483,7 +484,7 @@ static void run_latency(void)
         pthread_join(tid, NULL);
     }
     destroy_writer(&out);
-    bench_report_latency(&opt, DAY, rtt, opt.latency_count);
+    bench_report_latency(&opt, day_name, rtt, opt.latency_count);
     free(rtt);
     free(msg);
     free(back);
@@ -495,6 +496,7 @@ static void run_latency(void)
 
 int main(int argc, char **argv)
 {
+    snprintf(day_name, sizeof day_name, "day%u", (unsigned)SPMC_VERSION);
     bench_parse(&opt, argc, argv, BENCH_FANOUT);
     if (opt.latency) {
         run_latency();
