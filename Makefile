@@ -196,18 +196,9 @@ test: deps-check $(TEST_BINS) $(foreach d,$(SEL),$(call day_progs,$(d)))
 build-tests: deps-check $(TEST_BINS) $(foreach d,$(SEL),$(call day_progs,$(d))) $(TOOLS)
 	@echo "build-tests: built $(words $(TEST_BINS)) test binaries with $(CC)"
 
-VALGRIND = timeout 900 valgrind -q --error-exitcode=99 --leak-check=full \
-	--errors-for-leak-kinds=definite,indirect,possible \
-	--show-leak-kinds=definite,indirect,possible --trace-children=no
-
 memcheck: deps-check deps-valgrind $(TEST_BINS) $(foreach d,$(SEL),$(call day_progs,$(d)))
 	$(no_days)
-	@status=0; for t in $(TEST_BINS); do \
-	   echo "== memcheck $$t"; SPMC_STRESS_MESSAGES=20000 CK_FORK=no CK_VERBOSITY=normal \
-	     $(VALGRIND) $$t || status=1; done; \
-	 for d in $(SEL); do echo "== memcheck $$d demo"; \
-	   VALGRIND="$(VALGRIND)" BUILD=$(BUILD) ./common/demo.sh $$d >/dev/null || { echo "memcheck: $$d demo failed"; status=1; }; done; \
-	 exit $$status
+	@TESTS="$(TEST_BINS)" BUILD=$(BUILD) ./common/memcheck.sh $(SEL)
 
 # Every stage runs, each is reported, and the goal fails at the end if one did.
 sanitize: deps-check

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# memcheck.sh DAY... - the named days' test binaries (TESTS, from make) and
+# then each day's producer/consumer demo, under Valgrind memcheck: any
+# invalid access, uninitialised read or leak fails. Every binary runs even
+# when one before it failed; the exit status is non-zero if any did.
+# Run by `make memcheck` and `make dayN memcheck`.
+# Environment: TESTS (test binaries), BUILD (build directory).
+set -u
+export VALGRIND="timeout 900 valgrind -q --error-exitcode=99 --leak-check=full \
+--errors-for-leak-kinds=definite,indirect,possible \
+--show-leak-kinds=definite,indirect,possible --trace-children=no"
+status=0
+for t in ${TESTS:-}; do
+  echo "== memcheck $t"
+  # In one process (CK_FORK=no) so that Valgrind sees every test; fewer
+  # stress messages, as Valgrind runs code some 20-50 times slower.
+  SPMC_STRESS_MESSAGES=20000 CK_FORK=no CK_VERBOSITY=normal $VALGRIND "$t" || status=1
+done
+for d in "$@"; do
+  echo "== memcheck $d demo"
+  BUILD=${BUILD:-build} ./common/demo.sh "$d" >/dev/null || { echo "memcheck: $d demo failed"; status=1; }
+done
+exit $status
