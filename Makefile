@@ -43,6 +43,8 @@ MISSING    := $(filter-out $(DAYS),$(NAMED_DAYS))
 SEL        := $(if $(NAMED_DAYS),$(filter $(DAYS),$(NAMED_DAYS)),$(DAYS))
 BENCH_DAYS := $(patsubst %/,%,$(dir $(wildcard day*/benchmark.c)))
 SEL_BENCH  := $(filter $(BENCH_DAYS),$(SEL))
+RACE_DAYS  := $(patsubst %/,%,$(dir $(wildcard day*/race.c)))
+SEL_RACE   := $(filter $(RACE_DAYS),$(SEL))
 # The contract suite (tests/check_contract.c) runs against day 3 and later;
 # day 5's fan-out suite also runs against the days after it; from day 6 on,
 # the crash-point suite (tests/check_crash.c, against the queue built with
@@ -64,7 +66,7 @@ day_tests = $(if $(wildcard tests/check_$(1).c),$(BUILD)/tests/check_$(1)) \
 
 TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
 
-.PHONY: all $(ALL_DAYS) test bench run memcheck sanitize docs diff deps soak fuzz plot \
+.PHONY: all $(ALL_DAYS) test bench run race memcheck sanitize docs diff deps soak fuzz plot \
         deps-check deps-valgrind deps-docs deps-fuzz clean help tools
 
 all: $(foreach d,$(SEL),$(call day_progs,$(d)))
@@ -196,6 +198,12 @@ run: all
 	$(no_days)
 	@for d in $(SEL); do BUILD=$(BUILD) ./common/demo.sh $$d || exit 1; done
 
+# Day 2's attach race, counted (day2/race.c): `make race` or `make day2 race`.
+race: $(foreach d,$(SEL_RACE),$(BUILD)/$(d)/race)
+	$(no_days)
+	@if [ -z "$(SEL_RACE)" ]; then echo "race: only day 2 has a race program (its attach is racy by design)"; exit 0; fi
+	@for d in $(SEL_RACE); do echo "== $$d race"; $(BUILD)/$$d/race $(ARGS) || exit 1; done
+
 bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TOOLS))
 	$(no_days)
 	@if [ -z "$(SEL_BENCH)" ]; then echo "bench: no day has a benchmark yet (day 3 brings the first)"; exit 0; fi
@@ -274,6 +282,7 @@ help:
 	@echo "make test                 run the Check suites (installs Check if missing)"
 	@echo "make bench                benchmark days 3+ and the baselines, one table"
 	@echo "make run                  each day's producer/consumer demo, as real processes"
+	@echo "make race                 day 2's attach race: two readers at once, both attached? (ARGS=--tries N)"
 	@echo "make memcheck             tests and demos under Valgrind memcheck"
 	@echo "make sanitize             tests under ASan+UBSan, then ThreadSanitizer (days 3+)"
 	@echo "make docs                 Doxygen HTML in build/docs, fails on any warning"
