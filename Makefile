@@ -66,7 +66,7 @@ day_tests = $(if $(wildcard tests/check_$(1).c),$(BUILD)/tests/check_$(1)) \
 
 TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
 
-.PHONY: all $(ALL_DAYS) test bench run race memcheck sanitize docs diff deps soak fuzz plot \
+.PHONY: all $(ALL_DAYS) test bench run race memcheck sanitize docs diff deps soak fuzz plot layout \
         deps-check deps-valgrind deps-docs deps-fuzz clean help tools
 
 all: $(foreach d,$(SEL),$(call day_progs,$(d)))
@@ -211,15 +211,21 @@ bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TO
 	   echo "== $$d benchmark"; $(BUILD)/$$d/benchmark $(ARGS) || exit 1; done; \
 	 else BUILD=$(BUILD) CC="$(CC)" CFLAGS_SHOWN="$(OPT)" ./common/bench.sh $(SEL_BENCH); fi
 
-# The chart: from the last make bench (run first if there is none).
+# The chart: from the last make bench (run first if there is none); then the
+# segment pictures.
 plot:
 	@[ -f $(BUILD)/bench/medians.csv ] || $(MAKE) --no-print-directory bench
 	@./common/deps.sh plot doxygen
 	$(Q)gnuplot -e "infile='$(BUILD)/bench/medians.csv'; machine_title='make bench, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $$(nproc) CPUs, 64-byte messages, two processes'" \
 	   docs/plot.gp > docs/throughput.svg
 	@echo "plot: wrote docs/throughput.svg from $(BUILD)/bench/medians.csv"
-	$(Q)for f in docs/layout/*.dot; do dot -Tsvg $$f -o $${f%.dot}.svg; done
-	@echo "plot: redrew the segment layouts docs/layout/*.svg"
+	@$(MAKE) --no-print-directory layout
+
+# The segment pictures docs/layout/dayN.dot and .svg, from each day's
+# offsetof() and sizeof() (docs/layout/draw.sh; templates dayN.dot.in).
+LAYOUT_DAYS = $(patsubst docs/layout/%.dot.in,%,$(wildcard docs/layout/day*.dot.in))
+layout: deps-docs
+	$(Q)BUILD=$(BUILD) CC="$(CC)" ./docs/layout/draw.sh $(filter $(SEL),$(LAYOUT_DAYS))
 
 SOAK_SECONDS ?= 60
 soak: $(BUILD)/day6/soak
@@ -288,7 +294,8 @@ help:
 	@echo "make docs                 Doxygen HTML in build/docs, fails on any warning"
 	@echo "make diff FROM=dayA TO=dayB   unified diff of two days' sources"
 	@echo "make soak                 day 6 for SOAK_SECONDS (60): consumers killed at random"
-	@echo "make plot                 docs/throughput.svg from the last make bench (gnuplot)"
+	@echo "make plot                 docs/throughput.svg from the last make bench (gnuplot), then make layout"
+	@echo "make layout               docs/layout/dayN.dot and .svg from each day's offsetof() (graphviz)"
 	@echo "make fuzz                 hostile segment bytes into attach/pop of days 2-6 (clang)"
 	@echo "make deps                 install Check, Valgrind and Doxygen"
 	@echo "make clean                remove build/"
