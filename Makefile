@@ -43,6 +43,8 @@ MISSING    := $(filter-out $(DAYS),$(NAMED_DAYS))
 SEL        := $(if $(NAMED_DAYS),$(filter $(DAYS),$(NAMED_DAYS)),$(DAYS))
 BENCH_DAYS := $(patsubst %/,%,$(dir $(wildcard day*/benchmark.c)))
 SEL_BENCH  := $(filter $(BENCH_DAYS),$(SEL))
+RACE_DAYS  := $(patsubst %/,%,$(dir $(wildcard day*/race.c)))
+SEL_RACE   := $(filter $(RACE_DAYS),$(SEL))
 # The contract suite (tests/check_contract.c) runs against day 3 and later;
 # day 5's fan-out suite also runs against the days after it; from day 6 on,
 # the crash-point suite (tests/check_crash.c, against the queue built with
@@ -64,7 +66,7 @@ day_tests = $(if $(wildcard tests/check_$(1).c),$(BUILD)/tests/check_$(1)) \
 
 TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
 
-.PHONY: all $(ALL_DAYS) test build-tests bench run memcheck sanitize docs diff deps soak fuzz plot \
+.PHONY: all $(ALL_DAYS) test build-tests bench run race memcheck sanitize docs diff deps soak fuzz plot layout \
         deps-check deps-valgrind deps-docs deps-fuzz clean help tools
 
 all: $(foreach d,$(SEL),$(call day_progs,$(d)))
@@ -209,6 +211,12 @@ run: all
 	$(no_days)
 	@for d in $(SEL); do BUILD=$(BUILD) ./common/demo.sh $$d || exit 1; done
 
+# Day 2's attach race, counted (day2/race.c): `make race` or `make day2 race`.
+race: $(foreach d,$(SEL_RACE),$(BUILD)/$(d)/race)
+	$(no_days)
+	@if [ -z "$(SEL_RACE)" ]; then echo "race: only day 2 has a race program (its attach is racy by design)"; exit 0; fi
+	@for d in $(SEL_RACE); do echo "== $$d race"; $(BUILD)/$$d/race $(ARGS) || exit 1; done
+
 # `make day4 bench` without ARGS: day 3, day 4 and the two knob builds,
 # interleaved (common/bench_knobs.sh); with ARGS, day 4's benchmark alone.
 KNOBS_BENCH := $(if $(NAMED_DAYS),$(if $(ARGS),,$(filter day4,$(SEL_BENCH))))
@@ -223,15 +231,21 @@ bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TO
 	   echo "== $$d benchmark"; $(BUILD)/$$d/benchmark $(ARGS) || exit 1; done; \
 	 else BUILD=$(BUILD) CC="$(CC)" CFLAGS_SHOWN="$(OPT)" ./common/bench.sh $(SEL_BENCH); fi
 
-# The chart: from the last make bench (run first if there is none).
+# The chart: from the last make bench (run first if there is none); then the
+# segment pictures.
 plot:
 	@[ -f $(BUILD)/bench/medians.csv ] || $(MAKE) --no-print-directory bench
 	@./common/deps.sh plot doxygen
 	$(Q)gnuplot -e "infile='$(BUILD)/bench/medians.csv'; machine_title='make bench, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $$(nproc) CPUs, 64-byte messages, two processes'" \
 	   docs/plot.gp > docs/throughput.svg
 	@echo "plot: wrote docs/throughput.svg from $(BUILD)/bench/medians.csv"
-	$(Q)for f in docs/layout/*.dot; do dot -Tsvg $$f -o $${f%.dot}.svg; done
-	@echo "plot: redrew the segment layouts docs/layout/*.svg"
+	@$(MAKE) --no-print-directory layout
+
+# The segment pictures docs/layout/dayN.dot and .svg, from each day's
+# offsetof() and sizeof() (docs/layout/draw.sh; templates dayN.dot.in).
+LAYOUT_DAYS = $(patsubst docs/layout/%.dot.in,%,$(wildcard docs/layout/day*.dot.in))
+layout: deps-docs
+	$(Q)BUILD=$(BUILD) CC="$(CC)" ./docs/layout/draw.sh $(filter $(SEL),$(LAYOUT_DAYS))
 
 SOAK_SECONDS ?= 60
 soak: $(BUILD)/day6/soak
@@ -301,12 +315,14 @@ help:
 	@echo "make bench                benchmark days 3+ and the baselines, one table"
 	@echo "make day4 bench           day 3 against day 4 with only its orders, only its alignment, both"
 	@echo "make run                  each day's producer/consumer demo, as real processes"
+	@echo "make race                 day 2's attach race: two readers at once, both attached? (ARGS=--tries N)"
 	@echo "make memcheck             tests and demos under Valgrind memcheck"
 	@echo "make sanitize             tests under ASan+UBSan, then ThreadSanitizer (days 3+)"
 	@echo "make docs                 Doxygen HTML in build/docs, fails on any warning"
 	@echo "make diff FROM=dayA TO=dayB   unified diff of two days' sources"
 	@echo "make soak                 day 6 for SOAK_SECONDS (60): consumers killed at random"
-	@echo "make plot                 docs/throughput.svg from the last make bench (gnuplot)"
+	@echo "make plot                 docs/throughput.svg from the last make bench (gnuplot), then make layout"
+	@echo "make layout               docs/layout/dayN.dot and .svg from each day's offsetof() (graphviz)"
 	@echo "make fuzz                 hostile segment bytes into attach/pop of days 2-6 (clang)"
 	@echo "make deps                 install Check, Valgrind and Doxygen"
 	@echo "make clean                remove build/"
