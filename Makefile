@@ -66,7 +66,7 @@ day_tests = $(if $(wildcard tests/check_$(1).c),$(BUILD)/tests/check_$(1)) \
 
 TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
 
-.PHONY: all $(ALL_DAYS) test build-tests bench run race memcheck sanitize docs diff deps soak fuzz plot layout \
+.PHONY: all $(ALL_DAYS) test build-tests bench run race memcheck sanitize docs linkcheck diff deps soak fuzz plot layout \
         deps-check deps-valgrind deps-docs deps-fuzz clean help tools
 
 all: $(foreach d,$(SEL),$(call day_progs,$(d)))
@@ -279,6 +279,10 @@ docs: deps-docs
 	$(Q)mkdir -p $(BUILD)/docs
 	$(Q)./docs/build.sh $(BUILD)/docs
 
+# Every link of the site, followed as from disk (file://): no network needed.
+linkcheck: docs
+	$(Q)./docs/check_links.sh $(BUILD)/docs
+
 # `make diff FROM=dayN` compares day N with day N+1; `TO=dayN` alone, day N-1
 # with day N; neither, day 3 with day 4.
 DIFF_SRC := spmc_queue.h spmc_queue.c producer.c consumer.c benchmark.c
@@ -319,6 +323,7 @@ help:
 	@echo "make memcheck             tests and demos under Valgrind memcheck"
 	@echo "make sanitize             tests under ASan+UBSan, then ThreadSanitizer (days 3+)"
 	@echo "make docs                 Doxygen HTML in build/docs, fails on any warning"
+	@echo "make linkcheck            make docs, then check every link of build/docs offline"
 	@echo "make diff FROM=dayA TO=dayB   unified diff of two days' sources"
 	@echo "make soak                 day 6 for SOAK_SECONDS (60): consumers killed at random"
 	@echo "make plot                 docs/throughput.svg from the last make bench (gnuplot), then make layout"
