@@ -20,10 +20,11 @@ mkdir -p "$out"
 warnings="$out/warnings.log"
 : >"$warnings"
 
-run() { # run DIR NAME FILTERS INPUT... : one Doxygen run into DIR
-  local dir=$1 name=$2 filters=$3; shift 3
+run() { # run DIR NAME FILTERS EXTRA INPUT... : one Doxygen run into DIR
+  local dir=$1 name=$2 filters=$3 extra=$4; shift 4
   mkdir -p "$dir"
   { cat docs/Doxyfile
+    echo "$extra"
     echo "PROJECT_NAME = \"$name\""
     echo "OUTPUT_DIRECTORY = $dir"
     echo "INPUT = $*"
@@ -38,16 +39,20 @@ run() { # run DIR NAME FILTERS INPUT... : one Doxygen run into DIR
 # filter `true` hands Doxygen an empty file to document, so their internals
 # add nothing to the API reference and no warnings, while the page shows the
 # file itself (FILTER_SOURCE_FILES = NO). The course part carries the shared
-# code and the tests, which the READMEs link to.
+# code and the tests, which the READMEs link to. The course part's tag file
+# lets a day's README link to the project README (../README.md) as a page.
 shared=$(ls common/*.[ch] tests/*.[ch] 2>/dev/null || true)
-run "$out" "SPMC queue in C: the course" "*.c=true *.h=true" docs/mainpage.md README.md $shared
+tag="$out/course.tag"
+run "$out" "SPMC queue in C: the course" "*.c=true *.h=true" "GENERATE_TAGFILE = $tag" \
+  docs/mainpage.md README.md $shared
 for d in day[0-9]; do
   [ -f "$d/README.md" ] || continue
   inputs="$d/README.md"
   [ -f "$d/spmc_queue.h" ] && inputs="$inputs $d/spmc_queue.h"
   inputs="$inputs $(ls "$d"/*.c 2>/dev/null || true)"
-  run "$out/$d" "SPMC queue in C: $d" "*.c=true" $inputs
+  run "$out/$d" "SPMC queue in C: $d" "*.c=true" "TAGFILES = $tag=.." $inputs
 done
+rm -f "$tag"
 
 # The pictures the pages show, where their relative links expect them.
 mkdir -p "$out/docs/layout"
