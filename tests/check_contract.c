@@ -71,35 +71,39 @@ static void teardown(void)
 }
 
 /* A writer on a fresh name, and a reader attached to it. */
-static const char *open_pair(size_t elem, size_t cap)
+static const char *open_pair_at(size_t elem, size_t cap, const char *file, int line)
 {
-    const char *name = tu_name();
-    ck_assert_int_eq(t_create(&qw, name, elem, cap), 0);
-    ck_assert_int_eq(t_attach(&qr, name, elem, cap), 0);
-    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 10 * SEC), 0);
+    const char *name = tu_name_at(file, line);
+    tu_assert_int_at(file, line, t_create(&qw, name, elem, cap), ==, 0);
+    tu_assert_int_at(file, line, t_attach(&qr, name, elem, cap), ==, 0);
+    tu_assert_int_at(file, line, spmc_queue_wait_readers(&qw, 1, 10 * SEC), ==, 0);
     return name;
 }
+#define open_pair(elem, cap) open_pair_at((elem), (cap), __FILE__, __LINE__)
 
-static void push_seq(struct spmc_queue *q, uint64_t seq)
+static void push_seq_at(struct spmc_queue *q, uint64_t seq, const char *file, int line)
 {
     unsigned char m[ELEM];
     msg_fill(m, ELEM, seq);
     int rc = spmc_queue_try_push(q, m);
-    ck_assert_msg(rc == 0, "try_push of message %llu: %d (%s)", (unsigned long long)seq, rc,
-                  strerror(-rc));
+    tu_assert_at(file, line, rc == 0, "try_push of message %llu: %d (%s)", (unsigned long long)seq,
+                 rc, strerror(-rc));
 }
+#define push_seq(q, seq) push_seq_at((q), (seq), __FILE__, __LINE__)
 
-static void pop_expect(struct spmc_queue *q, uint64_t seq)
+static void pop_expect_at(struct spmc_queue *q, uint64_t seq, const char *file, int line)
 {
     unsigned char m[ELEM];
     memset(m, 0xee, sizeof m);
     int rc = spmc_queue_try_pop(q, m);
-    ck_assert_msg(rc == 0, "try_pop of message %llu: %d (%s)", (unsigned long long)seq, rc,
-                  strerror(-rc));
-    ck_assert_msg(msg_seq(m) == seq, "popped message %llu, expected %llu",
-                  (unsigned long long)msg_seq(m), (unsigned long long)seq);
-    ck_assert_msg(msg_intact(m, ELEM), "message %llu is damaged", (unsigned long long)seq);
+    tu_assert_at(file, line, rc == 0, "try_pop of message %llu: %d (%s)", (unsigned long long)seq,
+                 rc, strerror(-rc));
+    tu_assert_at(file, line, msg_seq(m) == seq, "popped message %llu, expected %llu",
+                 (unsigned long long)msg_seq(m), (unsigned long long)seq);
+    tu_assert_at(file, line, msg_intact(m, ELEM), "message %llu is damaged",
+                 (unsigned long long)seq);
 }
+#define pop_expect(q, seq) pop_expect_at((q), (seq), __FILE__, __LINE__)
 
 /* ===================================================================== */
 /* Lifecycle                                                               */
@@ -451,27 +455,30 @@ END_TEST
 static alignas(64) unsigned char snap[1 << 16];
 static size_t snap_size;
 
-static struct spmc_shm_header *take_snapshot(void)
+static struct spmc_shm_header *take_snapshot_at(const char *file, int line)
 {
-    const char *name = tu_name();
-    ck_assert_int_eq(t_create(&qx, name, ELEM, CAP), 0);
+    const char *name = tu_name_at(file, line);
+    tu_assert_int_at(file, line, t_create(&qx, name, ELEM, CAP), ==, 0);
     long size = tu_read_segment(name, snap, sizeof snap);
-    ck_assert_msg(size >= (long)sizeof(struct spmc_shm_header), "snapshot: %ld", size);
+    tu_assert_at(file, line, size >= (long)sizeof(struct spmc_shm_header), "snapshot: %ld", size);
     snap_size = (size_t)size;
-    ck_assert_int_eq(spmc_queue_destroy(&qx), 0);
+    tu_assert_int_at(file, line, spmc_queue_destroy(&qx), ==, 0);
     return (struct spmc_shm_header *)snap;
 }
+#define take_snapshot() take_snapshot_at(__FILE__, __LINE__)
 
 /* Write the snapshot (first @p size bytes, or all when 0) under a new name
  * and attach to it, expecting @p elem x @p cap. */
-static int attach_copy(size_t size, size_t elem, size_t cap)
+static int attach_copy_at(size_t size, size_t elem, size_t cap, const char *file, int line)
 {
-    const char *name = tu_name();
+    const char *name = tu_name_at(file, line);
     if (size == 0)
         size = snap_size;
-    ck_assert_int_eq(tu_make_segment(name, size, snap, size < snap_size ? size : snap_size), 0);
+    tu_assert_int_at(file, line,
+                     tu_make_segment(name, size, snap, size < snap_size ? size : snap_size), ==, 0);
     return t_attach(&qr, name, elem, cap);
 }
+#define attach_copy(size, elem, cap) attach_copy_at((size), (elem), (cap), __FILE__, __LINE__)
 
 START_TEST(test_untouched_copy_attaches)
 {
@@ -657,26 +664,31 @@ static void consume(struct spmc_queue *q, size_t elem, uint64_t n, struct side_r
     }
 }
 
-static void check_consumer(const struct side_report *rep, uint64_t n, const char *who)
+static void check_consumer_at(const struct side_report *rep, uint64_t n, const char *who,
+                              const char *file, int line)
 {
-    ck_assert_msg(rep->open_rc == 0, "%s could not attach: %d (%s)", who, rep->open_rc,
-                  strerror(-rep->open_rc));
-    ck_assert_msg(rep->bad == 0, "%s: message %llu is lost, duplicated, reordered or damaged",
-                  who, (unsigned long long)rep->first_bad);
-    ck_assert_msg(rep->count == n, "%s received %llu messages of %llu", who,
-                  (unsigned long long)rep->count, (unsigned long long)n);
-    ck_assert_msg(rep->last_rc == -EPIPE, "%s ended with %d (%s), expected -EPIPE", who,
-                  rep->last_rc, strerror(-rep->last_rc));
+    tu_assert_at(file, line, rep->open_rc == 0, "%s could not attach: %d (%s)", who, rep->open_rc,
+                 strerror(-rep->open_rc));
+    tu_assert_at(file, line, rep->bad == 0,
+                 "%s: message %llu is lost, duplicated, reordered or damaged", who,
+                 (unsigned long long)rep->first_bad);
+    tu_assert_at(file, line, rep->count == n, "%s received %llu messages of %llu", who,
+                 (unsigned long long)rep->count, (unsigned long long)n);
+    tu_assert_at(file, line, rep->last_rc == -EPIPE, "%s ended with %d (%s), expected -EPIPE", who,
+                 rep->last_rc, strerror(-rep->last_rc));
 }
+#define check_consumer(rep, n, who) check_consumer_at((rep), (n), (who), __FILE__, __LINE__)
 
-static void check_producer(const struct side_report *rep, uint64_t n, const char *who)
+static void check_producer_at(const struct side_report *rep, uint64_t n, const char *who,
+                              const char *file, int line)
 {
-    ck_assert_msg(rep->open_rc == 0, "%s could not start: %d (%s)", who, rep->open_rc,
-                  strerror(-rep->open_rc));
-    ck_assert_msg(rep->last_rc == 0 && rep->count == n, "%s pushed %llu of %llu, then %d (%s)",
-                  who, (unsigned long long)rep->count, (unsigned long long)n, rep->last_rc,
-                  strerror(-rep->last_rc));
+    tu_assert_at(file, line, rep->open_rc == 0, "%s could not start: %d (%s)", who, rep->open_rc,
+                 strerror(-rep->open_rc));
+    tu_assert_at(file, line, rep->last_rc == 0 && rep->count == n,
+                 "%s pushed %llu of %llu, then %d (%s)", who, (unsigned long long)rep->count,
+                 (unsigned long long)n, rep->last_rc, strerror(-rep->last_rc));
 }
+#define check_producer(rep, n, who) check_producer_at((rep), (n), (who), __FILE__, __LINE__)
 
 /* A consumer child: attach, consume, report, _exit. */
 static void consumer_child(const char *name, size_t elem, size_t cap, uint64_t n,
@@ -695,15 +707,19 @@ static void consumer_child(const char *name, size_t elem, size_t cap, uint64_t n
 }
 
 /* The report a child sends through @p fd, and its wait status in @p status. */
-static struct side_report read_report(int fd, pid_t child, int *status, const char *who)
+static struct side_report read_report_at(int fd, pid_t child, int *status, const char *who,
+                                         const char *file, int line)
 {
     struct side_report rep;
     memset(&rep, 0, sizeof rep);
-    size_t got = tu_read_full(fd, &rep, sizeof rep, IO_TIMEOUT_MS);
-    *status = tu_wait(child, IO_TIMEOUT_MS);
-    ck_assert_msg(got == sizeof rep, "%s sent no report (%s)", who, tu_status_str(*status));
+    size_t got = tu_read_full_at(fd, &rep, sizeof rep, IO_TIMEOUT_MS, file, line);
+    *status = tu_wait_at(child, IO_TIMEOUT_MS, file, line);
+    tu_assert_at(file, line, got == sizeof rep, "%s sent no report (%s)", who,
+                 tu_status_str(*status));
     return rep;
 }
+#define read_report(fd, child, status, who)                                                        \
+    read_report_at((fd), (child), (status), (who), __FILE__, __LINE__)
 
 START_TEST(test_stress_across_processes)
 {

@@ -37,13 +37,14 @@ static void teardown(void)
 }
 
 /* A writer on a fresh name, and a reader attached to it. */
-static const char *open_pair(size_t elem, size_t cap)
+static const char *open_pair_at(size_t elem, size_t cap, const char *file, int line)
 {
-    const char *name = tu_name();
-    ck_assert_int_eq(spmc_queue_create(&qw, name, elem, cap), 0);
-    ck_assert_int_eq(spmc_queue_attach(&qr, name, elem, cap), 0);
+    const char *name = tu_name_at(file, line);
+    tu_assert_int_at(file, line, spmc_queue_create(&qw, name, elem, cap), ==, 0);
+    tu_assert_int_at(file, line, spmc_queue_attach(&qr, name, elem, cap), ==, 0);
     return name;
 }
+#define open_pair(elem, cap) open_pair_at((elem), (cap), __FILE__, __LINE__)
 
 /* A complete, valid header as day 2's creator writes it. */
 static struct spmc_shm_header valid_header(uint64_t elem, uint64_t cap)
@@ -64,12 +65,14 @@ static struct spmc_shm_header valid_header(uint64_t elem, uint64_t cap)
 
 /* Attach (expecting ELEM x CAP) to a hand-made segment of @p size bytes
  * starting with @p h; returns what attach says. */
-static int attach_handmade(const struct spmc_shm_header *h, size_t size)
+static int attach_handmade_at(const struct spmc_shm_header *h, size_t size, const char *file,
+                              int line)
 {
-    const char *name = tu_name();
-    ck_assert_int_eq(tu_make_segment(name, size, h, sizeof *h), 0);
+    const char *name = tu_name_at(file, line);
+    tu_assert_int_at(file, line, tu_make_segment(name, size, h, sizeof *h), ==, 0);
     return spmc_queue_attach(&qr, name, ELEM, CAP);
 }
+#define attach_handmade(h, size) attach_handmade_at((h), (size), __FILE__, __LINE__)
 
 /* ===================================================================== */
 /* Lifecycle                                                               */
