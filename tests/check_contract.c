@@ -984,14 +984,5 @@ static Suite *contract_suite(void)
 
 int main(void)
 {
-    tu_init();
-    SRunner *sr = srunner_create(contract_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    int left = tu_sweep();
-    if (failed == 0 && left > 0)
-        fprintf(stderr, "check_contract_%s: all tests passed but %d segment(s) were left\n",
-                SPMC_DAY, left);
-    return failed == 0 && left == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_main(contract_suite(), "check_contract_" SPMC_DAY);
 }

@@ -859,19 +859,12 @@ static Suite *crash_suite(void)
 
 int main(void)
 {
-    tu_init();
     bd = mmap(NULL, sizeof *bd, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (bd == MAP_FAILED) {
         perror("mmap");
         return EXIT_FAILURE;
     }
-    SRunner *sr = srunner_create(crash_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int status = tu_main(crash_suite(), "check_crash");
     munmap(bd, sizeof *bd);
-    int left = tu_sweep();
-    if (failed == 0 && left > 0)
-        fprintf(stderr, "check_crash: all tests passed but %d segment(s) were left\n", left);
-    return failed == 0 && left == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return status;
 }

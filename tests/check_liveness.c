@@ -1491,13 +1491,5 @@ static Suite *liveness_suite(void)
 
 int main(void)
 {
-    tu_init();
-    SRunner *sr = srunner_create(liveness_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    int left = tu_sweep();
-    if (failed == 0 && left > 0)
-        fprintf(stderr, "check_liveness: all tests passed but %d segment(s) were left\n", left);
-    return failed == 0 && left == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_main(liveness_suite(), "check_liveness");
 }

@@ -13,8 +13,8 @@
  * unlink the names. So every name starts with the pid of the process that
  * runs the suite, "/spmc-t-<pid>-<counter>", the counter lives in a page
  * shared with Check's forked children so that no two tests of a run share a
- * name, and main() calls tu_sweep() after the run to remove whatever of ours
- * is still in /dev/shm.
+ * name, and tu_main(), every suite's main(), calls tu_sweep() after the run
+ * to remove whatever of ours is still in /dev/shm.
  *
  * Children. A child made by tu_fork() must leave with _exit() (never return
  * into Check, never call ck_assert: the runner would read its failure as the
@@ -131,7 +131,7 @@ static struct tu_state tu;
 static pid_t tu_runner_pid;           /* set by tu_init() */
 static _Atomic unsigned *tu_counter;  /* in a MAP_SHARED page, see above */
 
-/** Call once in main() before running the suite. */
+/** Call once before running the suite (tu_main() does). */
 static inline void tu_init(void)
 {
     tu_runner_pid = getpid();
@@ -190,7 +190,7 @@ static inline void tu_teardown(void)
 }
 
 /** Remove every segment of this run still in /dev/shm; returns how many.
- *  Call from main() after srunner_run_all(). */
+ *  Call after srunner_run_all() (tu_main() does). */
 static inline int tu_sweep(void)
 {
     char prefix[TU_NAME_LEN];
@@ -215,6 +215,23 @@ static inline int tu_sweep(void)
     return removed;
 }
 
+/** The whole main() of a suite: run @p s (Check's CK_FORK decides how),
+ *  then sweep what the run left in /dev/shm. Fails when a test failed or
+ *  when a segment was left, which @p name (the program) reports.
+ *  Returns the exit status. */
+static inline int tu_main(Suite *s, const char *name)
+{
+    tu_init();
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    int left = tu_sweep();
+    if (failed == 0 && left > 0)
+        fprintf(stderr, "%s: all tests passed but %d segment(s) were left\n", name, left);
+    return failed == 0 && left == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
 /* ===================================================================== */
 /* Names, time, environment                                               */
 /* ===================================================================== */
@@ -224,7 +241,7 @@ static inline const char *tu_name_at(const char *file, int line)
 {
     tu_assert_at(file, line, tu.n_names < TU_MAX_NAMES, "too many names in one test");
     if (tu_counter == NULL)
-        tu_init(); /* main() forgot: names stay unique, the sweep is weaker */
+        tu_init(); /* no tu_main(): names stay unique, the sweep is weaker */
     char *buf = tu.names[tu.n_names++];
     snprintf(buf, TU_NAME_LEN, "/" TU_PREFIX "-%ld-%u", (long)tu_runner_pid,
              atomic_fetch_add(tu_counter, 1u));
