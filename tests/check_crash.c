@@ -196,7 +196,8 @@ static const char *const how_name[] = {"SIGKILL", "SIGSTOP then SIGCONT", "SIGST
 /* Wait until one of @p pids (0 entries skipped) is killed by SIGKILL or
  * stopped by SIGSTOP (its own raise() at the armed point); returns its
  * index. Fails the test if one exits otherwise, or nothing happens. */
-static int wait_for_victim(const pid_t *pids, int n, const char *point)
+static int wait_for_victim_at(const pid_t *pids, int n, const char *point, const char *file,
+                              int line)
 {
     uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
     for (;;) {
@@ -214,76 +215,85 @@ static int wait_for_victim(const pid_t *pids, int n, const char *point)
                 return i;
             }
             tu_forget_pid(pids[i]);
-            ck_abort_msg("%s: a process ended without reaching it (%s; writer rc %d, pushed %llu;"
-                         " readers' attach rc %d %d %d, end rc %d %d %d, received %llu %llu %llu)",
-                         point, tu_status_str(status), atomic_load(&bd->writer_rc),
-                         (unsigned long long)atomic_load(&bd->pushed),
-                         atomic_load(&bd->r[0].attach_rc), atomic_load(&bd->r[1].attach_rc),
-                         atomic_load(&bd->r[2].attach_rc), atomic_load(&bd->r[0].end_rc),
-                         atomic_load(&bd->r[1].end_rc), atomic_load(&bd->r[2].end_rc),
-                         (unsigned long long)atomic_load(&bd->r[0].received),
-                         (unsigned long long)atomic_load(&bd->r[1].received),
-                         (unsigned long long)atomic_load(&bd->r[2].received));
+            tu_abort_at(file, line,
+                        "%s: a process ended without reaching it (%s; writer rc %d, pushed %llu;"
+                        " readers' attach rc %d %d %d, end rc %d %d %d, received %llu %llu %llu)",
+                        point, tu_status_str(status), atomic_load(&bd->writer_rc),
+                        (unsigned long long)atomic_load(&bd->pushed),
+                        atomic_load(&bd->r[0].attach_rc), atomic_load(&bd->r[1].attach_rc),
+                        atomic_load(&bd->r[2].attach_rc), atomic_load(&bd->r[0].end_rc),
+                        atomic_load(&bd->r[1].end_rc), atomic_load(&bd->r[2].end_rc),
+                        (unsigned long long)atomic_load(&bd->r[0].received),
+                        (unsigned long long)atomic_load(&bd->r[1].received),
+                        (unsigned long long)atomic_load(&bd->r[2].received));
         }
-        ck_assert_msg(tu_now_ns() < deadline, "%s was never reached", point);
+        tu_assert_at(file, line, tu_now_ns() < deadline, "%s was never reached", point);
         tu_sleep_ms(1);
     }
 }
+#define wait_for_victim(pids, n, point) wait_for_victim_at((pids), (n), (point), __FILE__, __LINE__)
 
 /* Deal with a victim that is stopped (or dead already); 1 if it is dead now. */
-static int finish_victim(pid_t pid, enum how how)
+static int finish_victim_at(pid_t pid, enum how how, const char *file, int line)
 {
     if (how == KILL)
         return 1;
     tu_sleep_ms(HOLD_MS); /* long enough for a wrong reaping to happen */
     if (how == STOP_CONT) {
-        ck_assert_int_eq(kill(pid, SIGCONT), 0);
+        tu_assert_int_at(file, line, kill(pid, SIGCONT), ==, 0);
         return 0;
     }
-    ck_assert_int_eq(kill(pid, SIGKILL), 0);
-    int status = tu_wait(pid, IO_TIMEOUT_MS);
-    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    tu_assert_int_at(file, line, kill(pid, SIGKILL), ==, 0);
+    int status = tu_wait_at(pid, IO_TIMEOUT_MS, file, line);
+    tu_assert_true_at(file, line, WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     return 1;
 }
+#define finish_victim(pid, how) finish_victim_at((pid), (how), __FILE__, __LINE__)
 
 /* What the create of a child returned, once it has; fails with @p what
  * if it never does. */
-static int create_result(const char *what)
+static int create_result_at(const char *what, const char *file, int line)
 {
     uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
     while (atomic_load(&bd->create_rc) == NOT_YET)
-        ck_assert_msg(tu_now_ns() < deadline, "%s", what);
+        tu_assert_at(file, line, tu_now_ns() < deadline, "%s", what);
     return atomic_load(&bd->create_rc);
 }
+#define create_result(what) create_result_at((what), __FILE__, __LINE__)
 
-static void wait_until_pushed_all_or_dead(pid_t writer, int writer_dead)
+static void wait_until_pushed_all_or_dead_at(pid_t writer, int writer_dead, const char *file,
+                                             int line)
 {
     uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
     while (!writer_dead && atomic_load(&bd->pushed) < N_MSG) {
-        ck_assert_msg(atomic_load(&bd->writer_rc) == NOT_YET, "the writer failed: rc %d",
-                      atomic_load(&bd->writer_rc));
-        ck_assert_msg(tu_now_ns() < deadline, "the writer is stuck at %llu of %u",
-                      (unsigned long long)atomic_load(&bd->pushed), N_MSG);
+        tu_assert_at(file, line, atomic_load(&bd->writer_rc) == NOT_YET, "the writer failed: rc %d",
+                     atomic_load(&bd->writer_rc));
+        tu_assert_at(file, line, tu_now_ns() < deadline, "the writer is stuck at %llu of %u",
+                     (unsigned long long)atomic_load(&bd->pushed), N_MSG);
         tu_sleep_ms(1);
     }
     (void)writer;
 }
+#define wait_until_pushed_all_or_dead(writer, writer_dead)                                         \
+    wait_until_pushed_all_or_dead_at((writer), (writer_dead), __FILE__, __LINE__)
 
 /* No entry lost for good: attach until the table is full; every entry not
  * held by one of @p live readers must be ours. Then leave again. */
-static void assert_free_entries(const char *name, unsigned live)
+static void assert_free_entries_at(const char *name, unsigned live, const char *file, int line)
 {
     static struct spmc_queue extra[MAXR + 1];
     unsigned got = 0;
     int rc;
     while (got <= MAXR && (rc = spmc_queue_attach(&extra[got], name, ELEM, CAP)) == 0)
         got++;
-    ck_assert_msg(got == MAXR - live, "attached %u more readers with %u live; expected %u "
-                  "(last rc %d)", got, live, MAXR - live, rc);
-    ck_assert_int_eq(rc, -EUSERS);
+    tu_assert_at(file, line, got == MAXR - live,
+                 "attached %u more readers with %u live; expected %u (last rc %d)", got, live,
+                 MAXR - live, rc);
+    tu_assert_int_at(file, line, rc, ==, -EUSERS);
     for (unsigned k = 0; k < got; k++)
-        ck_assert_int_eq(spmc_queue_destroy(&extra[k]), 0);
+        tu_assert_int_at(file, line, spmc_queue_destroy(&extra[k]), ==, 0);
 }
+#define assert_free_entries(name, live) assert_free_entries_at((name), (live), __FILE__, __LINE__)
 
 /* ===================================================================== */
 /* The checks after a run                                                  */
@@ -293,7 +303,8 @@ static void assert_free_entries(const char *name, unsigned live)
  * killed with a message in its in-flight buffer that it had not recorded
  * got that message from pop() (or was copying it): it counts as that
  * reader's if, and only if, nobody else recorded it. */
-static void assert_share_exactly_once(uint64_t published, const int *dead, unsigned readers)
+static void assert_share_exactly_once_at(uint64_t published, const int *dead, unsigned readers,
+                                         const char *file, int line)
 {
     for (uint64_t s = 0; s < N_MSG; s++) {
         unsigned count = 0;
@@ -306,17 +317,20 @@ static void assert_share_exactly_once(uint64_t published, const int *dead, unsig
                 count = 1; /* it was delivered to the reader that died */
         }
         if (s < published)
-            ck_assert_msg(count == 1, "message %llu delivered %u times",
-                          (unsigned long long)s, count);
+            tu_assert_at(file, line, count == 1, "message %llu delivered %u times",
+                         (unsigned long long)s, count);
         else
-            ck_assert_msg(count == 0, "message %llu was never published but delivered %u times",
-                          (unsigned long long)s, count);
+            tu_assert_at(file, line, count == 0,
+                         "message %llu was never published but delivered %u times",
+                         (unsigned long long)s, count);
     }
 }
+#define assert_share_exactly_once(published, dead, readers)                                        \
+    assert_share_exactly_once_at((published), (dead), (readers), __FILE__, __LINE__)
 
 /* The messages the writer published: every push that returned, and one
  * more if it died between publishing and returning (a reader has it). */
-static uint64_t published_count(unsigned readers)
+static uint64_t published_count_at(unsigned readers, const char *file, int line)
 {
     uint64_t pushed = atomic_load(&bd->pushed), top = 0;
     for (unsigned k = 0; k < readers; k++) {
@@ -328,22 +342,25 @@ static uint64_t published_count(unsigned readers)
             msg_seq(r->inflight) + 1 > top)
             top = msg_seq(r->inflight) + 1;
     }
-    ck_assert_msg(top == pushed || top == pushed + 1, "readers saw %llu messages, %llu pushed",
-                  (unsigned long long)top, (unsigned long long)pushed);
+    tu_assert_at(file, line, top == pushed || top == pushed + 1,
+                 "readers saw %llu messages, %llu pushed", (unsigned long long)top,
+                 (unsigned long long)pushed);
     return top;
 }
+#define published_count(readers) published_count_at((readers), __FILE__, __LINE__)
 
 /* After the run, the name is gone; if a writer died before removing it,
  * the next create reclaims it (and then it is gone). */
-static void assert_name_cleaned_up(const char *name)
+static void assert_name_cleaned_up_at(const char *name, const char *file, int line)
 {
     if (tu_segment_size(name) != -ENOENT) {
         struct spmc_queue q;
-        ck_assert_int_eq(spmc_queue_create(&q, name, ELEM, CAP), 0);
-        ck_assert_int_eq(spmc_queue_destroy(&q), 0);
+        tu_assert_int_at(file, line, spmc_queue_create(&q, name, ELEM, CAP), ==, 0);
+        tu_assert_int_at(file, line, spmc_queue_destroy(&q), ==, 0);
     }
-    ck_assert_int_eq(tu_segment_size(name), -ENOENT);
+    tu_assert_int_at(file, line, tu_segment_size(name), ==, -ENOENT);
 }
+#define assert_name_cleaned_up(name) assert_name_cleaned_up_at((name), __FILE__, __LINE__)
 
 /* ===================================================================== */
 /* One run: a writer, readers, one armed process                           */
@@ -360,7 +377,8 @@ struct scenario {
 
 /* One scenario; returns what is left of its segment afterwards (-ENOENT:
  * nothing; a dead writer's queue has been reclaimed and removed). */
-static long run(const struct scenario *sc, enum spmc_fanout fanout, enum how how)
+static long run_at(const struct scenario *sc, enum spmc_fanout fanout, enum how how,
+                   const char *file, int line)
 {
     const int share = fanout == SPMC_SHARE;
     const int sig = how == KILL ? SIGKILL : SIGSTOP;
@@ -368,25 +386,26 @@ static long run(const struct scenario *sc, enum spmc_fanout fanout, enum how how
     const unsigned readers = reap ? 3 : 2;
     const int attach_point = strncmp(sc->point, "attach:", 7) == 0;
     const unsigned wait_for = sc->victim == READER && attach_point ? 1 : readers;
-    const char *name = tu_name();
+    const char *name = tu_name_at(file, line);
     board_reset();
     int go[2];
-    tu_pipe(go);
+    tu_pipe_at(go, file, line);
 
-    pid_t w = tu_fork();
+    pid_t w = tu_fork_at(file, line);
     if (w == 0) {
         if (sc->victim == WRITER || reap)
             arm(sc->point, sc->hit, sig);
         writer_child(name, fanout, wait_for, go[0]);
     }
-    ck_assert_int_eq(create_result("the writer never created the queue"), 0);
+    tu_assert_int_at(file, line, create_result_at("the writer never created the queue", file, line),
+                     ==, 0);
 
     /* Readers: in the reaping runs, reader 0 dies holding a message (share)
      * or holding the writer back (broadcast), so that someone reaps it; in
      * the others, reader 0 is the victim and reader 1 the survivor. */
     pid_t r[3] = {0, 0, 0};
     for (unsigned k = 0; k < readers; k++) {
-        r[k] = tu_fork();
+        r[k] = tu_fork_at(file, line);
         if (r[k] == 0) {
             if (reap && k == 0) /* its first claim: a claim holds up to CAP
                                  * messages, and the others may take the
@@ -400,7 +419,7 @@ static long run(const struct scenario *sc, enum spmc_fanout fanout, enum how how
     int dead[3] = {0, 0, 0}, writer_dead = 0;
     if (reap) {
         const pid_t first[1] = {r[0]};
-        (void)wait_for_victim(first, 1, share ? "pop:claimed" : "pop:copied");
+        (void)wait_for_victim_at(first, 1, share ? "pop:claimed" : "pop:copied", file, line);
         dead[0] = 1;
     }
     pid_t candidates[3] = {0, 0, 0};
@@ -412,20 +431,20 @@ static long run(const struct scenario *sc, enum spmc_fanout fanout, enum how how
         candidates[0] = w, candidates[1] = r[1], candidates[2] = r[2];
 
     if (sc->after_go) { /* the run first, then the victim */
-        wait_until_pushed_all_or_dead(w, 0);
-        ck_assert_int_eq(write(go[1], "g", 1), 1);
+        wait_until_pushed_all_or_dead_at(w, 0, file, line);
+        tu_assert_int_at(file, line, write(go[1], "g", 1), ==, 1);
     }
-    int v = wait_for_victim(candidates, 3, sc->point);
+    int v = wait_for_victim_at(candidates, 3, sc->point, file, line);
     const pid_t victim = candidates[v];
     if (how != KILL && victim == w && !sc->after_go) {
         tu_sleep_ms(HOLD_MS); /* a stopped writer is alive: no reader gives up */
         for (unsigned k = 0; k < readers; k++)
             if (!dead[k])
-                ck_assert_msg(atomic_load(&bd->r[k].end_rc) == NOT_YET,
-                              "reader %u ended (rc %d) while the writer was only stopped", k,
-                              atomic_load(&bd->r[k].end_rc));
+                tu_assert_at(file, line, atomic_load(&bd->r[k].end_rc) == NOT_YET,
+                             "reader %u ended (rc %d) while the writer was only stopped", k,
+                             atomic_load(&bd->r[k].end_rc));
     }
-    int now_dead = finish_victim(victim, how);
+    int now_dead = finish_victim_at(victim, how, file, line);
     if (victim == w)
         writer_dead = now_dead;
     for (unsigned k = 0; k < readers; k++)
@@ -433,40 +452,42 @@ static long run(const struct scenario *sc, enum spmc_fanout fanout, enum how how
             dead[k] = now_dead;
 
     if (!sc->after_go) {
-        wait_until_pushed_all_or_dead(w, writer_dead);
+        wait_until_pushed_all_or_dead_at(w, writer_dead, file, line);
         if (!writer_dead) {
             for (unsigned k = 0; k < readers; k++) { /* a continued joiner finishes joining */
                 uint64_t until = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
                 while (!dead[k] && atomic_load(&bd->r[k].attach_rc) == NOT_YET)
-                    ck_assert_msg(tu_now_ns() < until, "reader %u never attached", k);
+                    tu_assert_at(file, line, tu_now_ns() < until, "reader %u never attached", k);
             }
             unsigned live = 0;
             for (unsigned k = 0; k < readers; k++)
                 live += !dead[k] && atomic_load(&bd->r[k].attach_rc) == 0;
-            assert_free_entries(name, live);
+            assert_free_entries_at(name, live, file, line);
         }
-        ck_assert_int_eq(write(go[1], "g", 1), 1);
+        tu_assert_int_at(file, line, write(go[1], "g", 1), ==, 1);
     }
     for (unsigned k = 0; k < readers; k++)
         if (!dead[k])
-            ck_assert_msg(tu_exited_ok(tu_wait(r[k], IO_TIMEOUT_MS)), "reader %u failed", k);
+            tu_assert_at(file, line, tu_exited_ok(tu_wait_at(r[k], IO_TIMEOUT_MS, file, line)),
+                         "reader %u failed", k);
     if (!writer_dead)
-        ck_assert_msg(tu_exited_ok(tu_wait(w, IO_TIMEOUT_MS)), "writer failed: rc %d",
-                      atomic_load(&bd->writer_rc));
+        tu_assert_at(file, line, tu_exited_ok(tu_wait_at(w, IO_TIMEOUT_MS, file, line)),
+                     "writer failed: rc %d", atomic_load(&bd->writer_rc));
 
     /* How the survivors ended: end of stream if the writer closed. */
     const int closed = !writer_dead || strncmp(sc->point, "destroy:", 8) == 0;
-    const uint64_t published = published_count(readers);
+    const uint64_t published = published_count_at(readers, file, line);
     if (!writer_dead)
-        ck_assert_uint_eq(published, N_MSG);
+        tu_assert_uint_at(file, line, published, ==, N_MSG);
     uint64_t reaped = atomic_load(&bd->reaped);
     for (unsigned k = 0; k < readers; k++) {
         const struct reader_board *b = &bd->r[k];
-        ck_assert_msg(atomic_load(&b->errors) == 0, "reader %u: damaged or out of order", k);
+        tu_assert_at(file, line, atomic_load(&b->errors) == 0, "reader %u: damaged or out of order",
+                     k);
         if (dead[k] || atomic_load(&b->attach_rc) != 0)
             continue;
-        ck_assert_msg(atomic_load(&b->end_rc) == (closed ? -EPIPE : -EOWNERDEAD),
-                      "reader %u ended with %d", k, atomic_load(&b->end_rc));
+        tu_assert_at(file, line, atomic_load(&b->end_rc) == (closed ? -EPIPE : -EOWNERDEAD),
+                     "reader %u ended with %d", k, atomic_load(&b->end_rc));
         if (atomic_load(&b->reaped) > reaped)
             reaped = atomic_load(&b->reaped);
         /* Broadcast: every message in order from the first one it got; a
@@ -474,20 +495,22 @@ static long run(const struct scenario *sc, enum spmc_fanout fanout, enum how how
         const uint64_t got = atomic_load(&b->received), first = atomic_load(&b->first);
         const int late = sc->victim == READER && k == 0 && attach_point;
         if (!share)
-            ck_assert_msg(got == (late ? (got ? published - first : 0) : published) &&
-                              (late || got == 0 || first == 0),
-                          "broadcast reader %u got %llu of %llu from %llu", k,
-                          (unsigned long long)got, (unsigned long long)published,
-                          (unsigned long long)first);
+            tu_assert_at(file, line,
+                         got == (late ? (got ? published - first : 0) : published) &&
+                             (late || got == 0 || first == 0),
+                         "broadcast reader %u got %llu of %llu from %llu", k,
+                         (unsigned long long)got, (unsigned long long)published,
+                         (unsigned long long)first);
     }
     if (share)
-        assert_share_exactly_once(published, dead, readers);
+        assert_share_exactly_once_at(published, dead, readers, file, line);
     if (how == STOP_CONT && !reap)
-        ck_assert_msg(reaped == 0, "%llu entries reaped though nobody died",
-                      (unsigned long long)reaped);
-    assert_name_cleaned_up(name);
+        tu_assert_at(file, line, reaped == 0, "%llu entries reaped though nobody died",
+                     (unsigned long long)reaped);
+    assert_name_cleaned_up_at(name, file, line);
     return tu_segment_size(name);
 }
+#define run(sc, fanout, how) run_at((sc), (fanout), (how), __FILE__, __LINE__)
 
 /* ===================================================================== */
 /* The scenarios                                                           */
@@ -518,15 +541,16 @@ static const struct scenario share_points[] = {
 #define N_BROADCAST (int)(sizeof broadcast_points / sizeof broadcast_points[0])
 #define N_SHARE (int)(sizeof share_points / sizeof share_points[0])
 
-static long run_loop(int i, enum spmc_fanout fanout)
+static long run_loop_at(int i, enum spmc_fanout fanout, const char *file, int line)
 {
     const struct scenario *table = fanout == SPMC_SHARE ? share_points : broadcast_points;
     const int n = fanout == SPMC_SHARE ? N_SHARE : N_BROADCAST;
     const enum how how = (enum how)(i / n);
     fprintf(stderr, "  %-9s %-17s %s\n", fanout == SPMC_SHARE ? "share" : "broadcast",
             table[i % n].point, how_name[how]);
-    return run(&table[i % n], fanout, how);
+    return run_at(&table[i % n], fanout, how, file, line);
 }
+#define run_loop(i, fanout) run_loop_at((i), (fanout), __FILE__, __LINE__)
 
 START_TEST(test_broadcast_crash_points)
 {
@@ -678,9 +702,10 @@ static const struct create_point create_points[] = {
 
 /* A creator that reports through the board and, if it succeeds, waits for
  * the go before it destroys its queue. */
-static pid_t start_creator(const char *name, const char *point, int sig, int go_fd)
+static pid_t start_creator_at(const char *name, const char *point, int sig, int go_fd,
+                              const char *file, int line)
 {
-    pid_t p = tu_fork();
+    pid_t p = tu_fork_at(file, line);
     if (p == 0) {
         if (point != NULL)
             arm(point, 1, sig);
@@ -696,6 +721,8 @@ static pid_t start_creator(const char *name, const char *point, int sig, int go_
     }
     return p;
 }
+#define start_creator(name, point, sig, go_fd)                                                     \
+    start_creator_at((name), (point), (sig), (go_fd), __FILE__, __LINE__)
 
 START_TEST(test_create_crash_points)
 {
@@ -832,19 +859,12 @@ static Suite *crash_suite(void)
 
 int main(void)
 {
-    tu_init();
     bd = mmap(NULL, sizeof *bd, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (bd == MAP_FAILED) {
         perror("mmap");
         return EXIT_FAILURE;
     }
-    SRunner *sr = srunner_create(crash_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int status = tu_main(crash_suite(), "check_crash");
     munmap(bd, sizeof *bd);
-    int left = tu_sweep();
-    if (failed == 0 && left > 0)
-        fprintf(stderr, "check_crash: all tests passed but %d segment(s) were left\n", left);
-    return failed == 0 && left == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return status;
 }

@@ -159,13 +159,5 @@ static Suite *day1_suite(void)
 
 int main(void)
 {
-    tu_init();
-    SRunner *sr = srunner_create(day1_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    int left = tu_sweep();
-    if (failed == 0 && left > 0)
-        fprintf(stderr, "check_day1: all tests passed but %d segment(s) were left\n", left);
-    return failed == 0 && left == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_main(day1_suite(), "check_day1");
 }

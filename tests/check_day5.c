@@ -38,60 +38,69 @@ static void teardown(void)
     tu_teardown();
 }
 
-static void create_mode(const char *name, enum spmc_fanout fanout, unsigned readers,
-                        size_t cap)
+static void create_mode_at(const char *name, enum spmc_fanout fanout, unsigned readers, size_t cap,
+                           const char *file, int line)
 {
     struct spmc_options o = {.fanout = fanout, .max_readers = readers};
-    ck_assert_int_eq(spmc_queue_create_opts(&qw, name, ELEM, cap, &o), 0);
+    tu_assert_int_at(file, line, spmc_queue_create_opts(&qw, name, ELEM, cap, &o), ==, 0);
 }
+#define create_mode(name, fanout, readers, cap)                                                    \
+    create_mode_at((name), (fanout), (readers), (cap), __FILE__, __LINE__)
 
 /* A work-sharing queue whose readers claim at most @p claim messages at
  * once. A day without claims of many messages (SPMC_CLAIM_DEFAULT) claims
  * one at a time, and is built only with claim 1. */
-static void create_claim(const char *name, unsigned readers, size_t cap, unsigned claim)
+static void create_claim_at(const char *name, unsigned readers, size_t cap, unsigned claim,
+                            const char *file, int line)
 {
 #ifdef SPMC_CLAIM_DEFAULT
     struct spmc_options o = {.fanout = SPMC_SHARE, .max_readers = readers, .claim_max = claim};
-    ck_assert_int_eq(spmc_queue_create_opts(&qw, name, ELEM, cap, &o), 0);
+    tu_assert_int_at(file, line, spmc_queue_create_opts(&qw, name, ELEM, cap, &o), ==, 0);
 #else
-    ck_assert_uint_eq(claim, 1);
-    create_mode(name, SPMC_SHARE, readers, cap);
+    tu_assert_uint_at(file, line, claim, ==, 1);
+    create_mode_at(name, SPMC_SHARE, readers, cap, file, line);
 #endif
 }
+#define create_claim(name, readers, cap, claim)                                                    \
+    create_claim_at((name), (readers), (cap), (claim), __FILE__, __LINE__)
 
-static void push_seq(struct spmc_queue *q, uint64_t seq)
+static void push_seq_at(struct spmc_queue *q, uint64_t seq, const char *file, int line)
 {
     unsigned char m[ELEM];
     msg_fill(m, ELEM, seq);
-    ck_assert_int_eq(spmc_queue_try_push(q, m), 0);
+    tu_assert_int_at(file, line, spmc_queue_try_push(q, m), ==, 0);
 }
+#define push_seq(q, seq) push_seq_at((q), (seq), __FILE__, __LINE__)
 
-static void pop_expect(struct spmc_queue *q, uint64_t seq)
+static void pop_expect_at(struct spmc_queue *q, uint64_t seq, const char *file, int line)
 {
     unsigned char m[ELEM];
-    ck_assert_int_eq(spmc_queue_try_pop(q, m), 0);
-    ck_assert_uint_eq(msg_seq(m), seq);
-    ck_assert(msg_intact(m, ELEM));
+    tu_assert_int_at(file, line, spmc_queue_try_pop(q, m), ==, 0);
+    tu_assert_uint_at(file, line, msg_seq(m), ==, seq);
+    tu_assert_true_at(file, line, msg_intact(m, ELEM));
 }
+#define pop_expect(q, seq) pop_expect_at((q), (seq), __FILE__, __LINE__)
 
 /* Pop @p n messages (waiting up to 2 s for each): exactly the messages
  * from..from+n-1, in any order. A reader that left messages of its claim
  * behind: day 5 delivers them first, day 6 once a reader finds nothing
  * else (its peers' liveness checks are rate-limited). */
-static void pop_set(struct spmc_queue *q, uint64_t from, unsigned n)
+static void pop_set_at(struct spmc_queue *q, uint64_t from, unsigned n, const char *file, int line)
 {
     unsigned char m[ELEM];
     uint64_t got = 0;
-    ck_assert_uint_le(n, 64);
+    tu_assert_uint_at(file, line, n, <=, 64);
     for (unsigned k = 0; k < n; k++) {
-        ck_assert_int_eq(spmc_queue_pop(q, m, 2000 * MS), 0);
+        tu_assert_int_at(file, line, spmc_queue_pop(q, m, 2000 * MS), ==, 0);
         uint64_t s = msg_seq(m);
-        ck_assert_msg(s >= from && s < from + n, "message %llu", (unsigned long long)s);
-        ck_assert(msg_intact(m, ELEM));
-        ck_assert_msg(!(got >> (s - from) & 1), "message %llu twice", (unsigned long long)s);
+        tu_assert_at(file, line, s >= from && s < from + n, "message %llu", (unsigned long long)s);
+        tu_assert_true_at(file, line, msg_intact(m, ELEM));
+        tu_assert_at(file, line, !(got >> (s - from) & 1), "message %llu twice",
+                     (unsigned long long)s);
         got |= 1ull << (s - from);
     }
 }
+#define pop_set(q, from, n) pop_set_at((q), (from), (n), __FILE__, __LINE__)
 
 /* ===================================================================== */
 /* Limits: capacity, table, options                                        */
@@ -505,25 +514,27 @@ END_TEST
 static alignas(64) unsigned char snap[1 << 16];
 static size_t snap_size;
 
-static struct spmc_shm_header *snapshot(enum spmc_fanout fanout)
+static struct spmc_shm_header *snapshot_at(enum spmc_fanout fanout, const char *file, int line)
 {
-    const char *name = tu_name();
-    create_mode(name, fanout, 4, 8);
+    const char *name = tu_name_at(file, line);
+    create_mode_at(name, fanout, 4, 8, file, line);
     long size = tu_read_segment(name, snap, sizeof snap);
-    ck_assert_msg(size > 0, "snapshot: %ld", size);
+    tu_assert_at(file, line, size > 0, "snapshot: %ld", size);
     snap_size = (size_t)size;
-    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    tu_assert_int_at(file, line, spmc_queue_destroy(&qw), ==, 0);
     return (struct spmc_shm_header *)snap;
 }
+#define snapshot(fanout) snapshot_at((fanout), __FILE__, __LINE__)
 
-static int attach_copy(void)
+static int attach_copy_at(const char *file, int line)
 {
-    const char *name = tu_name();
-    ck_assert_int_eq(tu_make_segment(name, snap_size, snap, snap_size), 0);
+    const char *name = tu_name_at(file, line);
+    tu_assert_int_at(file, line, tu_make_segment(name, snap_size, snap, snap_size), ==, 0);
     int rc = spmc_queue_attach(&qr[0], name, 0, 0);
     (void)spmc_queue_destroy(&qr[0]);
     return rc;
 }
+#define attach_copy() attach_copy_at(__FILE__, __LINE__)
 
 #ifdef SPMC_CLAIM_DEFAULT
 START_TEST(test_hostile_claim_max)
@@ -602,17 +613,19 @@ END_TEST
 
 /* Work-sharing: each of the n messages is in exactly one of the readers'
  * bitmaps (@p bytes each, one after the other in @p seen). */
-static void assert_exactly_once(const unsigned char *seen, size_t bytes, unsigned readers,
-                                uint64_t n)
+static void assert_exactly_once_at(const unsigned char *seen, size_t bytes, unsigned readers,
+                                   uint64_t n, const char *file, int line)
 {
     for (uint64_t s = 0; s < n; s++) {
         unsigned takers = 0;
         for (unsigned k = 0; k < readers; k++)
             takers += (seen[k * bytes + s / 8] >> (s % 8)) & 1u;
-        ck_assert_msg(takers == 1, "message %llu taken %u times", (unsigned long long)s,
-                      takers);
+        tu_assert_at(file, line, takers == 1, "message %llu taken %u times", (unsigned long long)s,
+                     takers);
     }
 }
+#define assert_exactly_once(seen, bytes, readers, n)                                               \
+    assert_exactly_once_at((seen), (bytes), (readers), (n), __FILE__, __LINE__)
 
 /* What a consumer process reports through its pipe. */
 struct report {
@@ -643,21 +656,22 @@ static struct report consume_all(struct spmc_queue *q, int share, unsigned char 
 }
 
 /* Returns how many messages the consumers received in all. */
-static uint64_t run_processes(enum spmc_fanout fanout, unsigned consumers, uint64_t n)
+static uint64_t run_processes_at(enum spmc_fanout fanout, unsigned consumers, uint64_t n,
+                                 const char *file, int line)
 {
-    const char *name = tu_name();
+    const char *name = tu_name_at(file, line);
     const int share = fanout == SPMC_SHARE;
-    create_mode(name, fanout, consumers, 1024);
+    create_mode_at(name, fanout, consumers, 1024, file, line);
     size_t bytes = (size_t)(n + 7) / 8;
     unsigned char *seen = mmap(NULL, bytes * consumers, PROT_READ | PROT_WRITE,
                                MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    ck_assert(seen != MAP_FAILED);
+    tu_assert_true_at(file, line, seen != MAP_FAILED);
     memset(seen, 0, bytes * consumers);
     int fds[2];
-    tu_pipe(fds);
+    tu_pipe_at(fds, file, line);
     pid_t pids[4];
     for (unsigned k = 0; k < consumers; k++) {
-        pids[k] = tu_fork();
+        pids[k] = tu_fork_at(file, line);
         if (pids[k] == 0) {
             struct spmc_queue q;
             struct report r = {0, 0, 0, 1};
@@ -669,34 +683,38 @@ static uint64_t run_processes(enum spmc_fanout fanout, unsigned consumers, uint6
         }
     }
     tu_close(&fds[1]);
-    ck_assert_int_eq(spmc_queue_wait_readers(&qw, consumers, 10 * SEC), 0);
+    tu_assert_int_at(file, line, spmc_queue_wait_readers(&qw, consumers, 10 * SEC), ==, 0);
     unsigned char m[ELEM];
     for (uint64_t s = 0; s < n; s++) {
         msg_fill(m, ELEM, s);
-        ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0);
+        tu_assert_int_at(file, line, spmc_queue_push(&qw, m, STUCK_NS), ==, 0);
     }
-    ck_assert_int_eq(spmc_queue_destroy(&qw), 0); /* end of stream */
+    tu_assert_int_at(file, line, spmc_queue_destroy(&qw), ==, 0); /* end of stream */
     uint64_t total = 0;
     for (unsigned k = 0; k < consumers; k++) {
         struct report r;
-        ck_assert_uint_eq(tu_read_full(fds[0], &r, sizeof r, IO_TIMEOUT_MS), sizeof r);
-        ck_assert_uint_eq(r.errors, 0);
+        tu_assert_uint_at(file, line,
+                          tu_read_full_at(fds[0], &r, sizeof r, IO_TIMEOUT_MS, file, line), ==,
+                          sizeof r);
+        tu_assert_uint_at(file, line, r.errors, ==, 0);
         if (!share) {
-            ck_assert_uint_eq(r.received, n);
-            ck_assert_uint_eq(r.first, 0);
-            ck_assert_uint_eq(r.last, n - 1);
+            tu_assert_uint_at(file, line, r.received, ==, n);
+            tu_assert_uint_at(file, line, r.first, ==, 0);
+            tu_assert_uint_at(file, line, r.last, ==, n - 1);
         }
         total += r.received;
     }
     for (unsigned k = 0; k < consumers; k++)
-        ck_assert(tu_exited_ok(tu_wait(pids[k], IO_TIMEOUT_MS)));
+        tu_assert_true_at(file, line, tu_exited_ok(tu_wait_at(pids[k], IO_TIMEOUT_MS, file, line)));
     if (share) {
-        ck_assert_uint_eq(total, n);
-        assert_exactly_once(seen, bytes, consumers, n);
+        tu_assert_uint_at(file, line, total, ==, n);
+        assert_exactly_once_at(seen, bytes, consumers, n, file, line);
     }
     munmap(seen, bytes * consumers);
     return total;
 }
+#define run_processes(fanout, consumers, n)                                                        \
+    run_processes_at((fanout), (consumers), (n), __FILE__, __LINE__)
 
 START_TEST(test_broadcast_three_processes_in_order)
 {
@@ -741,42 +759,45 @@ static void *reader_thread(void *p)
 }
 
 /* Returns how many messages the readers received in all. */
-static uint64_t run_threads(enum spmc_fanout fanout, unsigned readers, uint64_t n, size_t cap)
+static uint64_t run_threads_at(enum spmc_fanout fanout, unsigned readers, uint64_t n, size_t cap,
+                               const char *file, int line)
 {
-    const char *name = tu_name();
+    const char *name = tu_name_at(file, line);
     const int share = fanout == SPMC_SHARE;
-    create_mode(name, fanout, readers, cap);
+    create_mode_at(name, fanout, readers, cap, file, line);
     size_t bytes = (size_t)(n + 7) / 8;
     unsigned char *seen = calloc(readers, bytes);
-    ck_assert(seen != NULL);
+    tu_assert_true_at(file, line, seen != NULL);
     struct reader_arg a[4];
     pthread_t t[4];
     for (unsigned k = 0; k < readers; k++) {
-        ck_assert_int_eq(spmc_queue_attach(&qr[k], name, ELEM, cap), 0);
+        tu_assert_int_at(file, line, spmc_queue_attach(&qr[k], name, ELEM, cap), ==, 0);
         a[k] = (struct reader_arg){&qr[k], share, seen + k * bytes, {0, 0, 0, 0}};
-        ck_assert_int_eq(pthread_create(&t[k], NULL, reader_thread, &a[k]), 0);
+        tu_assert_int_at(file, line, pthread_create(&t[k], NULL, reader_thread, &a[k]), ==, 0);
     }
     unsigned char m[ELEM];
     for (uint64_t s = 0; s < n; s++) {
         msg_fill(m, ELEM, s);
-        ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0);
+        tu_assert_int_at(file, line, spmc_queue_push(&qw, m, STUCK_NS), ==, 0);
     }
-    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    tu_assert_int_at(file, line, spmc_queue_destroy(&qw), ==, 0);
     uint64_t total = 0;
     for (unsigned k = 0; k < readers; k++) {
         pthread_join(t[k], NULL);
-        ck_assert_uint_eq(a[k].r.errors, 0);
+        tu_assert_uint_at(file, line, a[k].r.errors, ==, 0);
         if (!share)
-            ck_assert_uint_eq(a[k].r.received, n);
+            tu_assert_uint_at(file, line, a[k].r.received, ==, n);
         total += a[k].r.received;
     }
     if (share) {
-        ck_assert_uint_eq(total, n);
-        assert_exactly_once(seen, bytes, readers, n);
+        tu_assert_uint_at(file, line, total, ==, n);
+        assert_exactly_once_at(seen, bytes, readers, n, file, line);
     }
     free(seen);
     return total;
 }
+#define run_threads(fanout, readers, n, cap)                                                       \
+    run_threads_at((fanout), (readers), (n), (cap), __FILE__, __LINE__)
 
 START_TEST(test_broadcast_threads)
 {
@@ -868,12 +889,13 @@ static int exited_on(int status, int sig)
 }
 
 /* The number after @p key in @p text ("sent 12 messages": key "sent "). */
-static uint64_t number_after(const char *text, const char *key)
+static uint64_t number_after_at(const char *text, const char *key, const char *file, int line)
 {
     const char *p = strstr(text, key);
-    ck_assert_msg(p != NULL, "no \"%s\" in:\n%s", key, text);
+    tu_assert_at(file, line, p != NULL, "no \"%s\" in:\n%s", key, text);
     return strtoull(p + strlen(key), NULL, 10);
 }
+#define number_after(text, key) number_after_at((text), (key), __FILE__, __LINE__)
 
 START_TEST(test_producer_signal_closes_the_queue_and_counts_every_message)
 {
@@ -1064,13 +1086,5 @@ static Suite *day5_suite(void)
 
 int main(void)
 {
-    tu_init();
-    SRunner *sr = srunner_create(day5_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    int left = tu_sweep();
-    if (failed == 0 && left > 0)
-        fprintf(stderr, "check_day5: all tests passed but %d segment(s) were left\n", left);
-    return failed == 0 && left == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_main(day5_suite(), "check_day5");
 }

@@ -41,20 +41,22 @@ static int create_mode(struct spmc_queue *q, const char *name, enum spmc_fanout 
     return spmc_queue_create_opts(q, name, ELEM, cap, &o);
 }
 
-static void push_seq(struct spmc_queue *q, uint64_t seq)
+static void push_seq_at(struct spmc_queue *q, uint64_t seq, const char *file, int line)
 {
     unsigned char m[ELEM];
     msg_fill(m, ELEM, seq);
-    ck_assert_int_eq(spmc_queue_push(q, m, 30 * SEC), 0);
+    tu_assert_int_at(file, line, spmc_queue_push(q, m, 30 * SEC), ==, 0);
 }
+#define push_seq(q, seq) push_seq_at((q), (seq), __FILE__, __LINE__)
 
 /* Kill @p pid with SIGKILL and reap it: from now on it is verifiably gone. */
-static void kill_and_reap(pid_t pid)
+static void kill_and_reap_at(pid_t pid, const char *file, int line)
 {
-    ck_assert_int_eq(kill(pid, SIGKILL), 0);
-    int status = tu_wait(pid, IO_TIMEOUT_MS);
-    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    tu_assert_int_at(file, line, kill(pid, SIGKILL), ==, 0);
+    int status = tu_wait_at(pid, IO_TIMEOUT_MS, file, line);
+    tu_assert_true_at(file, line, WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
 }
+#define kill_and_reap(pid) kill_and_reap_at((pid), __FILE__, __LINE__)
 
 /* A child that attaches and pops until told otherwise; it reports the
  * messages it got through @p fd (one uint64_t per message, then EOF). */
@@ -532,13 +534,5 @@ static Suite *day6_suite(void)
 
 int main(void)
 {
-    tu_init();
-    SRunner *sr = srunner_create(day6_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    int left = tu_sweep();
-    if (failed == 0 && left > 0)
-        fprintf(stderr, "check_day6: all tests passed but %d segment(s) were left\n", left);
-    return failed == 0 && left == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_main(day6_suite(), "check_day6");
 }

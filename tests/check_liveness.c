@@ -97,12 +97,13 @@ static int create_queue(struct spmc_queue *q, const char *name, enum spmc_fanout
     return spmc_queue_create_opts(q, name, ELEM, cap, &o);
 }
 
-static struct spmc_stats stats_of(const struct spmc_queue *q)
+static struct spmc_stats stats_of_at(const struct spmc_queue *q, const char *file, int line)
 {
     struct spmc_stats st;
-    ck_assert_int_eq(spmc_queue_stats(q, &st), 0);
+    tu_assert_int_at(file, line, spmc_queue_stats(q, &st), ==, 0);
     return st;
 }
+#define stats_of(q) stats_of_at((q), __FILE__, __LINE__)
 
 /* ===================================================================== */
 /* Accounting for every message                                            */
@@ -123,25 +124,27 @@ static void tally_free(void *p)
     munmap(t, t->bytes);
 }
 
-static struct tally *tally_new(uint64_t n)
+static struct tally *tally_new_at(uint64_t n, const char *file, int line)
 {
     size_t bytes = sizeof(struct tally) + (size_t)n * sizeof(_Atomic uint32_t);
     struct tally *t = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    ck_assert_msg(t != MAP_FAILED, "mmap: %s", strerror(errno));
+    tu_assert_at(file, line, t != MAP_FAILED, "mmap: %s", strerror(errno));
     t->bytes = bytes; /* the rest is zero */
     t->n = n;
-    tu_defer(tally_free, t);
+    tu_defer_at(tally_free, t, file, line);
     return t;
 }
+#define tally_new(n) tally_new_at((n), __FILE__, __LINE__)
 
 /* Each of the messages 0..n-1 was received exactly once, and no other. */
-static void assert_each_once(struct tally *t)
+static void assert_each_once_at(struct tally *t, const char *file, int line)
 {
-    ck_assert_uint_eq(atomic_load(&t->stray), 0);
+    tu_assert_uint_at(file, line, atomic_load(&t->stray), ==, 0);
     for (uint64_t s = 0; s < t->n; s++)
-        ck_assert_msg(atomic_load(&t->got[s]) == 1, "message %" PRIu64 " received %u times",
-                      s, (unsigned)atomic_load(&t->got[s]));
+        tu_assert_at(file, line, atomic_load(&t->got[s]) == 1,
+                     "message %" PRIu64 " received %u times", s, (unsigned)atomic_load(&t->got[s]));
 }
+#define assert_each_once(t) assert_each_once_at((t), __FILE__, __LINE__)
 
 /* What one reader has received. In broadcast its messages must be
  * consecutive, in work-sharing increasing; every one intact. */
@@ -166,40 +169,45 @@ static void take_one(struct take *k, const unsigned char *m, int share, struct t
 }
 
 /* Pop one message within STUCK_NS into @p k (the test fails otherwise). */
-static void pop_one(struct spmc_queue *q, struct take *k, struct tally *t)
+static void pop_one_at(struct spmc_queue *q, struct take *k, struct tally *t, const char *file,
+                       int line)
 {
     unsigned char m[ELEM];
     int rc = spmc_queue_pop(q, m, STUCK_NS);
-    ck_assert_msg(rc == 0, "pop after %" PRIu64 " messages: %s", k->count, strerror(-rc));
+    tu_assert_at(file, line, rc == 0, "pop after %" PRIu64 " messages: %s", k->count,
+                 strerror(-rc));
     take_one(k, m, q->fanout == SPMC_SHARE, t);
 }
+#define pop_one(q, k, t) pop_one_at((q), (k), (t), __FILE__, __LINE__)
 
-static void push_seq(struct spmc_queue *q, uint64_t seq)
+static void push_seq_at(struct spmc_queue *q, uint64_t seq, const char *file, int line)
 {
     unsigned char m[ELEM];
     msg_fill(m, ELEM, seq);
     int rc = spmc_queue_push(q, m, STUCK_NS);
-    ck_assert_msg(rc == 0, "push of message %" PRIu64 ": %s", seq, strerror(-rc));
+    tu_assert_at(file, line, rc == 0, "push of message %" PRIu64 ": %s", seq, strerror(-rc));
 }
+#define push_seq(q, seq) push_seq_at((q), (seq), __FILE__, __LINE__)
 
 /* ===================================================================== */
 /* What this machine allows                                                */
 /* ===================================================================== */
 
 /* Why a test that needs namespaces of @p flags cannot run here, or NULL. */
-static const char *cannot_unshare(int flags)
+static const char *cannot_unshare_at(int flags, const char *file, int line)
 {
     if (geteuid() != 0)
         return "namespaces need root";
-    pid_t p = tu_fork();
+    pid_t p = tu_fork_at(file, line);
     if (p == 0)
         _exit(unshare(flags) == 0 ? 0 : errno == EPERM || errno == EINVAL ? 77 : 1);
-    int status = tu_wait(p, IO_TIMEOUT_MS);
+    int status = tu_wait_at(p, IO_TIMEOUT_MS, file, line);
     if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
         return "unshare(2) refused here (EPERM or EINVAL)";
-    ck_assert_msg(tu_exited_ok(status), "unshare probe: %s", tu_status_str(status));
+    tu_assert_at(file, line, tu_exited_ok(status), "unshare probe: %s", tu_status_str(status));
     return NULL;
 }
+#define cannot_unshare(flags) cannot_unshare_at((flags), __FILE__, __LINE__)
 
 /* "skipped: <test>: <why>" on stderr; @p fn is __func__ (Check adds "_fn"). */
 static void say_skipped(const char *fn, const char *why)
@@ -507,59 +515,63 @@ struct peer {
 };
 
 /* A report of kind @p kind from @p p; fails the test on anything else. */
-static struct rep expect(struct peer *p, int kind)
+static struct rep expect_at(struct peer *p, int kind, const char *file, int line)
 {
     struct rep r;
-    if (tu_read_full(p->rep, &r, sizeof r, IO_TIMEOUT_MS) != sizeof r) {
-        int status = tu_wait(p->child, IO_TIMEOUT_MS);
-        ck_abort_msg("peer in %s ended before report %d: %s", where_str(p->where), kind,
-                     tu_status_str(status));
+    if (tu_read_full_at(p->rep, &r, sizeof r, IO_TIMEOUT_MS, file, line) != sizeof r) {
+        int status = tu_wait_at(p->child, IO_TIMEOUT_MS, file, line);
+        tu_abort_at(file, line, "peer in %s ended before report %d: %s", where_str(p->where), kind,
+                    tu_status_str(status));
     }
-    ck_assert_msg(r.kind != REP_FAIL, "peer in %s failed at line %d: %s", where_str(p->where),
-                  r.rc, strerror((int)-(int64_t)r.a));
-    ck_assert_msg(r.kind == kind, "peer in %s: report %d (rc %d, a %" PRIu64 "), expected %d",
-                  where_str(p->where), r.kind, r.rc, r.a, kind);
+    tu_assert_at(file, line, r.kind != REP_FAIL, "peer in %s failed at line %d: %s",
+                 where_str(p->where), r.rc, strerror((int)-(int64_t)r.a));
+    tu_assert_at(file, line, r.kind == kind,
+                 "peer in %s: report %d (rc %d, a %" PRIu64 "), expected %d", where_str(p->where),
+                 r.kind, r.rc, r.a, kind);
     return r;
 }
+#define expect(p, kind) expect_at((p), (kind), __FILE__, __LINE__)
 
-static void tell(struct peer *p, char c)
+static void tell_at(struct peer *p, char c, const char *file, int line)
 {
-    ck_assert_int_eq(write(p->cmd, &c, 1), 1);
+    tu_assert_int_at(file, line, write(p->cmd, &c, 1), ==, 1);
 }
+#define tell(p, c) tell_at((p), (c), __FILE__, __LINE__)
 
 /* Wait until /proc shows @p pid as a zombie ('Z'): its main thread has
  * exited. This is what a pid-based check would take for dead. */
-static void assert_main_thread_gone(pid_t pid)
+static void assert_main_thread_gone_at(pid_t pid, const char *file, int line)
 {
     char path[64], buf[512];
     snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
     const uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
     for (;;) {
         FILE *f = fopen(path, "r");
-        ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+        tu_assert_at(file, line, f != NULL, "%s: %s", path, strerror(errno));
         size_t len = fread(buf, 1, sizeof buf - 1, f);
         fclose(f);
         buf[len] = '\0';
         const char *paren = strrchr(buf, ')');
-        ck_assert_msg(paren != NULL && paren[1] == ' ', "%s: %s", path, buf);
+        tu_assert_at(file, line, paren != NULL && paren[1] == ' ', "%s: %s", path, buf);
         if (paren[2] == 'Z')
             return;
-        ck_assert_msg(tu_now_ns() < deadline, "main thread of %ld still there: %s", (long)pid,
-                      buf);
+        tu_assert_at(file, line, tu_now_ns() < deadline, "main thread of %ld still there: %s",
+                     (long)pid, buf);
         tu_sleep_ms(1);
     }
 }
+#define assert_main_thread_gone(pid) assert_main_thread_gone_at((pid), __FILE__, __LINE__)
 
 /* Start a peer running @p fn as @p w says; returns once it runs. */
-static struct peer start_peer(enum where w, body_fn fn, struct job j)
+static struct peer start_peer_at(enum where w, body_fn fn, struct job j, const char *file, int line)
 {
     int rep[2], cmd[2];
-    tu_pipe(rep);
-    tu_pipe(cmd);
+    tu_pipe_at(rep, file, line);
+    tu_pipe_at(cmd, file, line);
     j.rep = rep[1];
     j.cmd = cmd[0];
     struct peer p = {w, 0, 0, -1, -1};
-    p.child = tu_fork();
+    p.child = tu_fork_at(file, line);
     if (p.child == 0) { /* keep only our own ends of our own pipes */
         for (int i = 0; i < tu.n_fds; i++)
             if (tu.fds[i] >= 0 && tu.fds[i] != rep[1] && tu.fds[i] != cmd[0])
@@ -570,39 +582,42 @@ static struct peer start_peer(enum where w, body_fn fn, struct job j)
     tu_close(&cmd[0]);
     p.rep = rep[0];
     p.cmd = cmd[1];
-    p.proc = (pid_t)expect(&p, REP_PID).a;
+    p.proc = (pid_t)expect_at(&p, REP_PID, file, line).a;
     if (w == MAIN_GONE) {
-        assert_main_thread_gone(p.proc);
-        tell(&p, 's');
+        assert_main_thread_gone_at(p.proc, file, line);
+        tell_at(&p, 's', file, line);
     }
     return p;
 }
+#define start_peer(w, fn, j) start_peer_at((w), (fn), (j), __FILE__, __LINE__)
 
 /* SIGKILL the peer's queue process and reap what is ours to reap: from
  * then on it is verifiably gone (its descriptors closed, its locks free). */
-static void kill_peer(struct peer *p)
+static void kill_peer_at(struct peer *p, const char *file, int line)
 {
-    ck_assert_int_eq(kill(p->proc, SIGKILL), 0);
-    int status = tu_wait(p->child, IO_TIMEOUT_MS);
+    tu_assert_int_at(file, line, kill(p->proc, SIGKILL), ==, 0);
+    int status = tu_wait_at(p->child, IO_TIMEOUT_MS, file, line);
     if (p->where == PID_NS) /* its parent ends as it ended */
-        ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGKILL, "%s",
-                      tu_status_str(status));
+        tu_assert_at(file, line, WIFEXITED(status) && WEXITSTATUS(status) == 128 + SIGKILL, "%s",
+                     tu_status_str(status));
     else
-        ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "%s",
-                      tu_status_str(status));
+        tu_assert_at(file, line, WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "%s",
+                     tu_status_str(status));
 }
+#define kill_peer(p) kill_peer_at((p), __FILE__, __LINE__)
 
-static void peer_exits_ok(struct peer *p)
+static void peer_exits_ok_at(struct peer *p, const char *file, int line)
 {
     if (p->where == MAIN_GONE) { /* see main_gone_thread() */
-        ck_assert_int_eq(expect(p, REP_RESULT).rc, 0);
-        kill_peer(p);
+        tu_assert_int_at(file, line, expect_at(p, REP_RESULT, file, line).rc, ==, 0);
+        kill_peer_at(p, file, line);
         return;
     }
-    int status = tu_wait(p->child, IO_TIMEOUT_MS);
-    ck_assert_msg(tu_exited_ok(status), "peer in %s: %s", where_str(p->where),
-                  tu_status_str(status));
+    int status = tu_wait_at(p->child, IO_TIMEOUT_MS, file, line);
+    tu_assert_at(file, line, tu_exited_ok(status), "peer in %s: %s", where_str(p->where),
+                 tu_status_str(status));
 }
+#define peer_exits_ok(p) peer_exits_ok_at((p), __FILE__, __LINE__)
 
 /* ===================================================================== */
 /* Scenarios                                                               */
@@ -618,96 +633,99 @@ enum ending { KILLED, CLOSED };
  * reader drains them and then gets -EPIPE. @p forks: the writer has forked a
  * child that sleeps on, with copies of its descriptors. */
 /* Returns how the reader's stream ended (-EOWNERDEAD or -EPIPE). */
-static int writer_scenario(enum spmc_fanout f, enum where ww, enum where rw, enum ending end,
-                           int forks)
+static int writer_scenario_at(enum spmc_fanout f, enum where ww, enum where rw, enum ending end,
+                              int forks, const char *file, int line)
 {
     int ended;
-    const char *name = tu_name();
+    const char *name = tu_name_at(file, line);
     const uint64_t n = messages(2000), extra = 5;
-    struct tally *t = tally_new(n + extra);
+    struct tally *t = tally_new_at(n + extra, file, line);
     struct job j = {.name = name, .fanout = f, .capacity = 16, .n = n, .extra = extra,
                     .nap_ms = 20, .forks = forks, .tally = t};
-    struct peer w = start_peer(ww, writer_body, j);
-    ck_assert_int_eq(expect(&w, REP_READY).rc, 0);
+    struct peer w = start_peer_at(ww, writer_body, j, file, line);
+    tu_assert_int_at(file, line, expect_at(&w, REP_READY, file, line).rc, ==, 0);
     if (forks) {
-        struct rep s = expect(&w, REP_SLEEPER);
+        struct rep s = expect_at(&w, REP_SLEEPER, file, line);
         sleeper = (pid_t)s.a;
-        ck_assert_msg(s.rc == 1, "the forked child still has the queue's descriptor");
+        tu_assert_at(file, line, s.rc == 1, "the forked child still has the queue's descriptor");
     }
 
     struct peer r = {HERE, 0, 0, -1, -1};
     struct take k = {0, 0, 0, 0};
     unsigned char m[ELEM];
     if (rw == HERE) {
-        ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 0), 0);
-        pop_one(&qr, &k, t);
+        tu_assert_int_at(file, line, spmc_queue_attach(&qr, name, ELEM, 0), ==, 0);
+        pop_one_at(&qr, &k, t, file, line);
         tu_sleep_ms(20); /* the writer waits on us meanwhile, and checks on us */
         while (k.count < n)
-            pop_one(&qr, &k, t);
-        ck_assert_int_eq(spmc_queue_pop(&qr, m, QUIET_NS), -ETIMEDOUT); /* alive */
-        struct spmc_stats st = stats_of(&qr);
-        ck_assert_int_eq(st.writer_alive, 1);
-        ck_assert_uint_eq(st.reaped, 0); /* nor were we taken for dead */
+            pop_one_at(&qr, &k, t, file, line);
+        tu_assert_int_at(file, line, spmc_queue_pop(&qr, m, QUIET_NS), ==, -ETIMEDOUT); /* alive */
+        struct spmc_stats st = stats_of_at(&qr, file, line);
+        tu_assert_int_at(file, line, st.writer_alive, ==, 1);
+        tu_assert_uint_at(file, line, st.reaped, ==, 0); /* nor were we taken for dead */
     } else {
         struct job jr = {.name = name, .fanout = f, .n = n, .tally = t};
-        r = start_peer(rw, reader_body, jr);
-        ck_assert_int_eq(expect(&r, REP_READY).rc, 0);
-        struct rep q = expect(&r, REP_QUIET);
-        ck_assert_int_eq(q.rc, -ETIMEDOUT); /* alive */
-        ck_assert_uint_eq(q.a, n);
-        ck_assert_uint_eq(q.b, 0);
+        r = start_peer_at(rw, reader_body, jr, file, line);
+        tu_assert_int_at(file, line, expect_at(&r, REP_READY, file, line).rc, ==, 0);
+        struct rep q = expect_at(&r, REP_QUIET, file, line);
+        tu_assert_int_at(file, line, q.rc, ==, -ETIMEDOUT); /* alive */
+        tu_assert_uint_at(file, line, q.a, ==, n);
+        tu_assert_uint_at(file, line, q.b, ==, 0);
     }
-    ck_assert_uint_eq(expect(&w, REP_PUSHED).a, n);
+    tu_assert_uint_at(file, line, expect_at(&w, REP_PUSHED, file, line).a, ==, n);
 
-    tell(&w, 'p'); /* a few more, left in the ring for the reader to drain */
-    ck_assert_uint_eq(expect(&w, REP_PUSHED).a, extra);
+    tell_at(&w, 'p', file, line); /* a few more, left in the ring for the reader to drain */
+    tu_assert_uint_at(file, line, expect_at(&w, REP_PUSHED, file, line).a, ==, extra);
     if (end == KILLED) {
-        kill_peer(&w);
+        kill_peer_at(&w, file, line);
     } else {
-        tell(&w, 'c');
-        peer_exits_ok(&w);
+        tell_at(&w, 'c', file, line);
+        peer_exits_ok_at(&w, file, line);
     }
     if (forks) /* the writer is dead, the child that shared its descriptors is not */
-        ck_assert_int_eq(kill(sleeper, 0), 0);
+        tu_assert_int_at(file, line, kill(sleeper, 0), ==, 0);
 
     const int want = end == KILLED ? -EOWNERDEAD : -EPIPE;
     if (rw == HERE) {
         while (k.count < n + extra)
-            pop_one(&qr, &k, t);
+            pop_one_at(&qr, &k, t, file, line);
         int rc = spmc_queue_pop(&qr, m, DEATH_NS);
         ended = rc;
-        ck_assert_msg(rc == want, "after draining: %s, expected %s", strerror(-rc),
-                      strerror(-want));
-        ck_assert_uint_eq(k.errors, 0);
+        tu_assert_at(file, line, rc == want, "after draining: %s, expected %s", strerror(-rc),
+                     strerror(-want));
+        tu_assert_uint_at(file, line, k.errors, ==, 0);
         if (end == KILLED)
-            ck_assert_int_eq(stats_of(&qr).writer_alive, 0);
-        ck_assert_int_eq(spmc_queue_destroy(&qr), 0);
+            tu_assert_int_at(file, line, stats_of_at(&qr, file, line).writer_alive, ==, 0);
+        tu_assert_int_at(file, line, spmc_queue_destroy(&qr), ==, 0);
     } else {
-        tell(&r, 'g');
-        struct rep d = expect(&r, REP_DONE);
+        tell_at(&r, 'g', file, line);
+        struct rep d = expect_at(&r, REP_DONE, file, line);
         ended = d.rc;
-        ck_assert_msg(d.rc == want, "after draining: %s, expected %s", strerror(-d.rc),
-                      strerror(-want));
-        ck_assert_uint_eq(d.a, n + extra);
-        ck_assert_uint_eq(d.b, 0);
-        peer_exits_ok(&r);
+        tu_assert_at(file, line, d.rc == want, "after draining: %s, expected %s", strerror(-d.rc),
+                     strerror(-want));
+        tu_assert_uint_at(file, line, d.a, ==, n + extra);
+        tu_assert_uint_at(file, line, d.b, ==, 0);
+        peer_exits_ok_at(&r, file, line);
     }
-    assert_each_once(t);
+    assert_each_once_at(t, file, line);
 
     if (end == KILLED) { /* stale now: reclaimed by the next create */
         int pid;
-        ck_assert_int_eq(spmc_queue_owner(name, &pid), -ESRCH);
-        ck_assert_int_eq(create_queue(&qw, name, f, 16), 0);
-        ck_assert_uint_eq(stats_of(&qw).head, 0); /* a new queue, not the old one */
+        tu_assert_int_at(file, line, spmc_queue_owner(name, &pid), ==, -ESRCH);
+        tu_assert_int_at(file, line, create_queue(&qw, name, f, 16), ==, 0);
+        /* A new queue, not the old one: */
+        tu_assert_uint_at(file, line, stats_of_at(&qw, file, line).head, ==, 0);
     } else {
-        ck_assert_int_eq(tu_segment_size(name), -ENOENT);
+        tu_assert_int_at(file, line, tu_segment_size(name), ==, -ENOENT);
     }
     if (forks) {
-        ck_assert_int_eq(kill(sleeper, SIGKILL), 0);
+        tu_assert_int_at(file, line, kill(sleeper, SIGKILL), ==, 0);
         sleeper = 0;
     }
     return ended;
 }
+#define writer_scenario(f, ww, rw, end, forks)                                                     \
+    writer_scenario_at((f), (ww), (rw), (end), (forks), __FILE__, __LINE__)
 
 /* This process writes; one reader runs in @p rw. It takes n messages,
  * pausing after its first (so that in broadcast it holds the writer back
@@ -716,54 +734,56 @@ static int writer_scenario(enum spmc_fanout f, enum where ww, enum where rw, enu
  * never be reaped; once killed it must count as dead. @p forks: the reader
  * has forked a child that sleeps on with copies of its descriptors. */
 /* Returns the entries the writer reaped once the reader was dead. */
-static uint64_t reader_scenario(enum spmc_fanout f, enum where rw, int forks)
+static uint64_t reader_scenario_at(enum spmc_fanout f, enum where rw, int forks, const char *file,
+                                   int line)
 {
-    const char *name = tu_name();
+    const char *name = tu_name_at(file, line);
     const uint64_t n = messages(2000);
-    struct tally *t = tally_new(n);
+    struct tally *t = tally_new_at(n, file, line);
     struct job j = {.name = name, .fanout = f, .n = n, .nap_ms = 20, .forks = forks,
                     .tally = t};
-    struct peer r = start_peer(rw, reader_body, j); /* before the queue: unrelated */
-    ck_assert_int_eq(create_queue(&qw, name, f, 8), 0);
-    ck_assert_int_eq(expect(&r, REP_READY).rc, 0);
+    struct peer r = start_peer_at(rw, reader_body, j, file, line); /* before the queue: unrelated */
+    tu_assert_int_at(file, line, create_queue(&qw, name, f, 8), ==, 0);
+    tu_assert_int_at(file, line, expect_at(&r, REP_READY, file, line).rc, ==, 0);
     if (forks) {
-        struct rep s = expect(&r, REP_SLEEPER);
+        struct rep s = expect_at(&r, REP_SLEEPER, file, line);
         sleeper = (pid_t)s.a;
-        ck_assert_msg(s.rc == 1, "the forked child still has the queue's descriptor");
+        tu_assert_at(file, line, s.rc == 1, "the forked child still has the queue's descriptor");
     }
-    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, STUCK_NS), 0);
+    tu_assert_int_at(file, line, spmc_queue_wait_readers(&qw, 1, STUCK_NS), ==, 0);
     for (uint64_t s = 0; s < n; s++) {
         if (s == n / 2)
             tu_sleep_ms(20); /* the reader waits on us meanwhile */
-        push_seq(&qw, s);
+        push_seq_at(&qw, s, file, line);
     }
-    struct rep q = expect(&r, REP_QUIET);
-    ck_assert_int_eq(q.rc, -ETIMEDOUT);
-    ck_assert_uint_eq(q.a, n);
-    ck_assert_uint_eq(q.b, 0);
-    assert_each_once(t);
-    struct spmc_stats st = stats_of(&qw);
-    ck_assert_uint_eq(st.readers, 1);
-    ck_assert_uint_eq(st.reaped, 0);
-    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 0), 0);
+    struct rep q = expect_at(&r, REP_QUIET, file, line);
+    tu_assert_int_at(file, line, q.rc, ==, -ETIMEDOUT);
+    tu_assert_uint_at(file, line, q.a, ==, n);
+    tu_assert_uint_at(file, line, q.b, ==, 0);
+    assert_each_once_at(t, file, line);
+    struct spmc_stats st = stats_of_at(&qw, file, line);
+    tu_assert_uint_at(file, line, st.readers, ==, 1);
+    tu_assert_uint_at(file, line, st.reaped, ==, 0);
+    tu_assert_int_at(file, line, spmc_queue_wait_readers(&qw, 1, 0), ==, 0);
 
-    kill_peer(&r);
+    kill_peer_at(&r, file, line);
     if (forks) /* it shared the reader's descriptors, yet the reader is dead */
-        ck_assert_int_eq(kill(sleeper, 0), 0);
-    ck_assert_uint_eq(stats_of(&qw).readers, 0);
+        tu_assert_int_at(file, line, kill(sleeper, 0), ==, 0);
+    tu_assert_uint_at(file, line, stats_of_at(&qw, file, line).readers, ==, 0);
     if (f == SPMC_BROADCAST) /* a dead reader's cursor holds nobody back */
         for (uint64_t s = n; s < n + qw.capacity + 1; s++)
-            push_seq(&qw, s);
-    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 100 * MS), -ETIMEDOUT);
-    st = stats_of(&qw);
-    ck_assert_uint_eq(st.readers, 0);
-    ck_assert_uint_ge(st.reaped, 1);
+            push_seq_at(&qw, s, file, line);
+    tu_assert_int_at(file, line, spmc_queue_wait_readers(&qw, 1, 100 * MS), ==, -ETIMEDOUT);
+    st = stats_of_at(&qw, file, line);
+    tu_assert_uint_at(file, line, st.readers, ==, 0);
+    tu_assert_uint_at(file, line, st.reaped, >=, 1);
     if (forks) {
-        ck_assert_int_eq(kill(sleeper, SIGKILL), 0);
+        tu_assert_int_at(file, line, kill(sleeper, SIGKILL), ==, 0);
         sleeper = 0;
     }
     return st.reaped;
 }
+#define reader_scenario(f, rw, forks) reader_scenario_at((f), (rw), (forks), __FILE__, __LINE__)
 
 /* ===================================================================== */
 /* 1. The day's programs across PID namespaces                             */
@@ -1471,13 +1491,5 @@ static Suite *liveness_suite(void)
 
 int main(void)
 {
-    tu_init();
-    SRunner *sr = srunner_create(liveness_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    int left = tu_sweep();
-    if (failed == 0 && left > 0)
-        fprintf(stderr, "check_liveness: all tests passed but %d segment(s) were left\n", left);
-    return failed == 0 && left == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return tu_main(liveness_suite(), "check_liveness");
 }

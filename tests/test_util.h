@@ -13,8 +13,8 @@
  * unlink the names. So every name starts with the pid of the process that
  * runs the suite, "/spmc-t-<pid>-<counter>", the counter lives in a page
  * shared with Check's forked children so that no two tests of a run share a
- * name, and main() calls tu_sweep() after the run to remove whatever of ours
- * is still in /dev/shm.
+ * name, and tu_main(), every suite's main(), calls tu_sweep() after the run
+ * to remove whatever of ours is still in /dev/shm.
  *
  * Children. A child made by tu_fork() must leave with _exit() (never return
  * into Check, never call ck_assert: the runner would read its failure as the
@@ -45,6 +45,56 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+/* ===================================================================== */
+/* Failing at the caller's line                                            */
+/* ===================================================================== */
+
+/* A helper that checks something must not fail with its own line: the
+ * learner would not see which line of which test went wrong. So such a
+ * helper takes the caller's place, foo_at(..., const char *file, int line);
+ * a macro of the helper's old name passes __FILE__ and __LINE__:
+ *
+ *     #define push_seq(q, s) push_seq_at((q), (s), __FILE__, __LINE__)
+ *
+ * a helper that calls another passes its own file and line on (to
+ * push_seq_at(), not push_seq()), and the checks inside use the macros
+ * below, which are Check's ck_assert_msg(), ck_abort_msg(), ck_assert(),
+ * ck_assert_int_*() and ck_assert_uint_*() with the place given. Check then
+ * reports the test's line as the failure's place (and as its last mark
+ * point). In C11 a variadic macro needs at least one variadic argument:
+ * always give the message (a printf format, checked as such). */
+#define tu_assert_at(file, line, expr, ...)                                                      \
+    ((expr) ? _mark_point((file), (line))                                                       \
+            : _ck_assert_failed((file), (line), "Assertion '" #expr "' failed", __VA_ARGS__))
+
+/* Fail unconditionally (ck_abort_msg). */
+#define tu_abort_at(file, line, ...) _ck_assert_failed((file), (line), "Failed", __VA_ARGS__)
+
+/* ck_assert(expr): the expression is the message. */
+#define tu_assert_true_at(file, line, expr)                                                     \
+    tu_assert_at((file), (line), expr, "Assertion '%s' failed", #expr)
+
+/* ck_assert_int_eq(X, Y) and friends: tu_assert_int_at(file, line, X, ==, Y);
+ * X and Y are evaluated once each, and the message is Check's. */
+#define tu_assert_int_at(file, line, X, OP, Y)                                                  \
+    do {                                                                                        \
+        intmax_t tu_x_ = (X);                                                                   \
+        intmax_t tu_y_ = (Y);                                                                   \
+        tu_assert_at((file), (line), tu_x_ OP tu_y_,                                            \
+                     "Assertion '%s' failed: %s == %jd, %s == %jd", #X " " #OP " " #Y, #X,      \
+                     tu_x_, #Y, tu_y_);                                                         \
+    } while (0)
+
+/* ck_assert_uint_eq(X, Y) and friends. */
+#define tu_assert_uint_at(file, line, X, OP, Y)                                                 \
+    do {                                                                                        \
+        uintmax_t tu_x_ = (X);                                                                  \
+        uintmax_t tu_y_ = (Y);                                                                  \
+        tu_assert_at((file), (line), tu_x_ OP tu_y_,                                            \
+                     "Assertion '%s' failed: %s == %ju, %s == %ju", #X " " #OP " " #Y, #X,      \
+                     tu_x_, #Y, tu_y_);                                                         \
+    } while (0)
 
 /* ===================================================================== */
 /* State of the running test                                              */
@@ -81,7 +131,7 @@ static struct tu_state tu;
 static pid_t tu_runner_pid;           /* set by tu_init() */
 static _Atomic unsigned *tu_counter;  /* in a MAP_SHARED page, see above */
 
-/** Call once in main() before running the suite. */
+/** Call once before running the suite (tu_main() does). */
 static inline void tu_init(void)
 {
     tu_runner_pid = getpid();
@@ -103,13 +153,14 @@ static inline void tu_setup(void)
 }
 
 /** Run @p fn(@p arg) at teardown (last deferred, first run). */
-static inline void tu_defer(void (*fn)(void *), void *arg)
+static inline void tu_defer_at(void (*fn)(void *), void *arg, const char *file, int line)
 {
-    ck_assert_msg(tu.n_defer < TU_MAX_DEFER, "too many deferred cleanups");
+    tu_assert_at(file, line, tu.n_defer < TU_MAX_DEFER, "too many deferred cleanups");
     tu.defer[tu.n_defer].fn = fn;
     tu.defer[tu.n_defer].arg = arg;
     tu.n_defer++;
 }
+#define tu_defer(fn, arg) tu_defer_at((fn), (arg), __FILE__, __LINE__)
 
 static inline void tu_forget_pid(pid_t pid)
 {
@@ -139,7 +190,7 @@ static inline void tu_teardown(void)
 }
 
 /** Remove every segment of this run still in /dev/shm; returns how many.
- *  Call from main() after srunner_run_all(). */
+ *  Call after srunner_run_all() (tu_main() does). */
 static inline int tu_sweep(void)
 {
     char prefix[TU_NAME_LEN];
@@ -164,32 +215,51 @@ static inline int tu_sweep(void)
     return removed;
 }
 
+/** The whole main() of a suite: run @p s (Check's CK_FORK decides how),
+ *  then sweep what the run left in /dev/shm. Fails when a test failed or
+ *  when a segment was left, which @p name (the program) reports.
+ *  Returns the exit status. */
+static inline int tu_main(Suite *s, const char *name)
+{
+    tu_init();
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    int left = tu_sweep();
+    if (failed == 0 && left > 0)
+        fprintf(stderr, "%s: all tests passed but %d segment(s) were left\n", name, left);
+    return failed == 0 && left == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
 /* ===================================================================== */
 /* Names, time, environment                                               */
 /* ===================================================================== */
 
 /** A fresh shm name "/spmc-t-<pid>-<counter>", unlinked at teardown. */
-static inline const char *tu_name(void)
+static inline const char *tu_name_at(const char *file, int line)
 {
-    ck_assert_msg(tu.n_names < TU_MAX_NAMES, "too many names in one test");
+    tu_assert_at(file, line, tu.n_names < TU_MAX_NAMES, "too many names in one test");
     if (tu_counter == NULL)
-        tu_init(); /* main() forgot: names stay unique, the sweep is weaker */
+        tu_init(); /* no tu_main(): names stay unique, the sweep is weaker */
     char *buf = tu.names[tu.n_names++];
     snprintf(buf, TU_NAME_LEN, "/" TU_PREFIX "-%ld-%u", (long)tu_runner_pid,
              atomic_fetch_add(tu_counter, 1u));
     return buf;
 }
+#define tu_name() tu_name_at(__FILE__, __LINE__)
 
 /** Remember a name made some other way (from a tu_name() prefix, so that
  *  tu_sweep() knows it too), for teardown to unlink. */
-static inline const char *tu_track_name(const char *name)
+static inline const char *tu_track_name_at(const char *name, const char *file, int line)
 {
-    ck_assert_msg(tu.n_names < TU_MAX_NAMES, "too many names in one test");
-    ck_assert_msg(strlen(name) < TU_NAME_LEN, "name too long to track: %s", name);
+    tu_assert_at(file, line, tu.n_names < TU_MAX_NAMES, "too many names in one test");
+    tu_assert_at(file, line, strlen(name) < TU_NAME_LEN, "name too long to track: %s", name);
     char *buf = tu.names[tu.n_names++];
     memcpy(buf, name, strlen(name) + 1);
     return buf;
 }
+#define tu_track_name(name) tu_track_name_at((name), __FILE__, __LINE__)
 
 static inline uint64_t tu_now_ns(void)
 {
@@ -296,13 +366,14 @@ static inline long tu_segment_size(const char *name)
 /* ===================================================================== */
 
 /** A close-on-exec pipe whose ends teardown closes. */
-static inline void tu_pipe(int fds[2])
+static inline void tu_pipe_at(int fds[2], const char *file, int line)
 {
-    ck_assert_msg(tu.n_fds + 2 <= TU_MAX_FDS, "too many descriptors in one test");
-    ck_assert_msg(pipe2(fds, O_CLOEXEC) == 0, "pipe2: %s", strerror(errno));
+    tu_assert_at(file, line, tu.n_fds + 2 <= TU_MAX_FDS, "too many descriptors in one test");
+    tu_assert_at(file, line, pipe2(fds, O_CLOEXEC) == 0, "pipe2: %s", strerror(errno));
     tu.fds[tu.n_fds++] = fds[0];
     tu.fds[tu.n_fds++] = fds[1];
 }
+#define tu_pipe(fds) tu_pipe_at((fds), __FILE__, __LINE__)
 
 /** Close a descriptor tu_pipe() made, now rather than at teardown. */
 static inline void tu_close(int *fd)
@@ -318,23 +389,25 @@ static inline void tu_close(int *fd)
 
 /** fork(); the parent remembers the child for teardown. In the child,
  *  returns 0: the child must end with _exit(). */
-static inline pid_t tu_fork(void)
+static inline pid_t tu_fork_at(const char *file, int line)
 {
-    ck_assert_msg(tu.n_pids < TU_MAX_PIDS, "too many children in one test");
+    tu_assert_at(file, line, tu.n_pids < TU_MAX_PIDS, "too many children in one test");
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
-    ck_assert_msg(pid >= 0, "fork: %s", strerror(errno));
+    tu_assert_at(file, line, pid >= 0, "fork: %s", strerror(errno));
     if (pid > 0)
         tu.pids[tu.n_pids++] = pid;
     return pid;
 }
+#define tu_fork() tu_fork_at(__FILE__, __LINE__)
 
 /** Start @p argv[0] with stdout on @p out_fd and stderr on @p err_fd
  *  (-1: inherit). */
-static inline pid_t tu_spawn(char *const argv[], int out_fd, int err_fd)
+static inline pid_t tu_spawn_at(char *const argv[], int out_fd, int err_fd, const char *file,
+                                int line)
 {
-    pid_t pid = tu_fork();
+    pid_t pid = tu_fork_at(file, line);
     if (pid == 0) {
         if ((out_fd >= 0 && dup2(out_fd, STDOUT_FILENO) < 0) ||
             (err_fd >= 0 && dup2(err_fd, STDERR_FILENO) < 0))
@@ -344,10 +417,11 @@ static inline pid_t tu_spawn(char *const argv[], int out_fd, int err_fd)
     }
     return pid;
 }
+#define tu_spawn(argv, out_fd, err_fd) tu_spawn_at((argv), (out_fd), (err_fd), __FILE__, __LINE__)
 
 /** Wait for child @p pid; after @p timeout_ms, kill it and fail the test.
  *  Returns its wait status. */
-static inline int tu_wait(pid_t pid, unsigned timeout_ms)
+static inline int tu_wait_at(pid_t pid, unsigned timeout_ms, const char *file, int line)
 {
     uint64_t deadline = tu_now_ns() + (uint64_t)timeout_ms * 1000000u;
     int status = 0;
@@ -355,13 +429,15 @@ static inline int tu_wait(pid_t pid, unsigned timeout_ms)
         pid_t r = waitpid(pid, &status, WNOHANG);
         if (r == pid)
             break;
-        ck_assert_msg(r == 0 || errno == EINTR, "waitpid %ld: %s", (long)pid, strerror(errno));
+        tu_assert_at(file, line, r == 0 || errno == EINTR, "waitpid %ld: %s", (long)pid,
+                     strerror(errno));
         if (tu_now_ns() >= deadline) {
             kill(pid, SIGKILL);
             while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
                 ;
             tu_forget_pid(pid);
-            ck_abort_msg("child %ld still running after %u ms: killed", (long)pid, timeout_ms);
+            tu_abort_at(file, line, "child %ld still running after %u ms: killed", (long)pid,
+                        timeout_ms);
         }
         struct timespec ts = {0, (long)nap_us * 1000L};
         nanosleep(&ts, NULL);
@@ -369,6 +445,7 @@ static inline int tu_wait(pid_t pid, unsigned timeout_ms)
     tu_forget_pid(pid);
     return status;
 }
+#define tu_wait(pid, timeout_ms) tu_wait_at((pid), (timeout_ms), __FILE__, __LINE__)
 
 /** A wait status in words, for failure messages (static buffer). */
 static inline const char *tu_status_str(int status)
@@ -392,38 +469,42 @@ static inline int tu_exited_ok(int status)
 
 /** Read up to @p len bytes from @p fd into @p buf, stopping at end of file;
  *  fails the test after @p timeout_ms. Returns the bytes read. */
-static inline size_t tu_read_full(int fd, void *buf, size_t len, unsigned timeout_ms)
+static inline size_t tu_read_full_at(int fd, void *buf, size_t len, unsigned timeout_ms,
+                                     const char *file, int line)
 {
     uint64_t deadline = tu_now_ns() + (uint64_t)timeout_ms * 1000000u;
     size_t got = 0;
     while (got < len) {
         uint64_t now = tu_now_ns();
-        ck_assert_msg(now < deadline, "no data on fd %d within %u ms", fd, timeout_ms);
+        tu_assert_at(file, line, now < deadline, "no data on fd %d within %u ms", fd, timeout_ms);
         struct pollfd p = {fd, POLLIN, 0};
         int n = poll(&p, 1, (int)((deadline - now) / 1000000u) + 1);
         if (n < 0 && errno == EINTR)
             continue;
-        ck_assert_msg(n >= 0, "poll: %s", strerror(errno));
+        tu_assert_at(file, line, n >= 0, "poll: %s", strerror(errno));
         if (n == 0)
             continue;
         ssize_t r = read(fd, (char *)buf + got, len - got);
         if (r < 0 && errno == EINTR)
             continue;
-        ck_assert_msg(r >= 0, "read: %s", strerror(errno));
+        tu_assert_at(file, line, r >= 0, "read: %s", strerror(errno));
         if (r == 0)
             break;
         got += (size_t)r;
     }
     return got;
 }
+#define tu_read_full(fd, buf, len, timeout_ms)                                                  \
+    tu_read_full_at((fd), (buf), (len), (timeout_ms), __FILE__, __LINE__)
 
 /** Append what @p fd delivers to the NUL-terminated text @p buf (@p len
  *  bytes so far, room for @p cap) until the text contains @p needle, or, if
  *  @p needle is NULL, until end of file. Fails the test after @p timeout_ms.
  *  Returns 1 when @p needle was found (or end of file reached for NULL),
  *  0 on end of file without it. */
-static inline int tu_read_until(int fd, char *buf, size_t cap, size_t *len,
-                                const char *needle, unsigned timeout_ms)
+static inline int tu_read_until_at(int fd, char *buf, size_t cap, size_t *len,
+                                   const char *needle, unsigned timeout_ms, const char *file,
+                                   int line)
 {
     uint64_t deadline = tu_now_ns() + (uint64_t)timeout_ms * 1000000u;
     buf[*len] = '\0';
@@ -431,13 +512,13 @@ static inline int tu_read_until(int fd, char *buf, size_t cap, size_t *len,
         if (needle != NULL && strstr(buf, needle) != NULL)
             return 1;
         uint64_t now = tu_now_ns();
-        ck_assert_msg(now < deadline, "waited %u ms for %s; read so far:\n%s", timeout_ms,
-                      needle ? needle : "end of output", buf);
+        tu_assert_at(file, line, now < deadline, "waited %u ms for %s; read so far:\n%s",
+                     timeout_ms, needle ? needle : "end of output", buf);
         struct pollfd p = {fd, POLLIN, 0};
         int n = poll(&p, 1, (int)((deadline - now) / 1000000u) + 1);
         if (n < 0 && errno == EINTR)
             continue;
-        ck_assert_msg(n >= 0, "poll: %s", strerror(errno));
+        tu_assert_at(file, line, n >= 0, "poll: %s", strerror(errno));
         if (n == 0)
             continue;
         char scratch[512];
@@ -445,7 +526,7 @@ static inline int tu_read_until(int fd, char *buf, size_t cap, size_t *len,
         ssize_t r = read(fd, room > 0 ? buf + *len : scratch, room > 0 ? room : sizeof scratch);
         if (r < 0 && errno == EINTR)
             continue;
-        ck_assert_msg(r >= 0, "read: %s", strerror(errno));
+        tu_assert_at(file, line, r >= 0, "read: %s", strerror(errno));
         if (r == 0)
             return needle == NULL;
         if (room > 0) {
@@ -454,16 +535,18 @@ static inline int tu_read_until(int fd, char *buf, size_t cap, size_t *len,
         }
     }
 }
+#define tu_read_until(fd, buf, cap, len, needle, timeout_ms)                                    \
+    tu_read_until_at((fd), (buf), (cap), (len), (needle), (timeout_ms), __FILE__, __LINE__)
 
 /** Run @p argv to completion with stdout and stderr captured (each cut to
  *  its buffer, NUL-terminated). Returns the wait status. */
-static inline int tu_run(char *const argv[], char *out, size_t out_cap, char *err,
-                         size_t err_cap, unsigned timeout_ms)
+static inline int tu_run_at(char *const argv[], char *out, size_t out_cap, char *err,
+                            size_t err_cap, unsigned timeout_ms, const char *file, int line)
 {
     int o[2], e[2];
-    tu_pipe(o);
-    tu_pipe(e);
-    pid_t pid = tu_spawn(argv, o[1], e[1]);
+    tu_pipe_at(o, file, line);
+    tu_pipe_at(e, file, line);
+    pid_t pid = tu_spawn_at(argv, o[1], e[1], file, line);
     tu_close(&o[1]);
     tu_close(&e[1]);
     size_t olen = 0, elen = 0;
@@ -471,12 +554,13 @@ static inline int tu_run(char *const argv[], char *out, size_t out_cap, char *er
     uint64_t deadline = tu_now_ns() + (uint64_t)timeout_ms * 1000000u;
     while (o[0] >= 0 || e[0] >= 0) {
         uint64_t now = tu_now_ns();
-        ck_assert_msg(now < deadline, "%s still writing after %u ms", argv[0], timeout_ms);
+        tu_assert_at(file, line, now < deadline, "%s still writing after %u ms", argv[0],
+                     timeout_ms);
         struct pollfd p[2] = {{o[0], POLLIN, 0}, {e[0], POLLIN, 0}};
         int n = poll(p, 2, (int)((deadline - now) / 1000000u) + 1);
         if (n < 0 && errno == EINTR)
             continue;
-        ck_assert_msg(n >= 0, "poll: %s", strerror(errno));
+        tu_assert_at(file, line, n >= 0, "poll: %s", strerror(errno));
         for (int i = 0; i < 2; i++) {
             if (p[i].fd < 0 || p[i].revents == 0)
                 continue;
@@ -500,7 +584,10 @@ static inline int tu_run(char *const argv[], char *out, size_t out_cap, char *er
         }
     }
     uint64_t now = tu_now_ns();
-    return tu_wait(pid, now < deadline ? (unsigned)((deadline - now) / 1000000u) + 1 : 1);
+    return tu_wait_at(pid, now < deadline ? (unsigned)((deadline - now) / 1000000u) + 1 : 1,
+                      file, line);
 }
+#define tu_run(argv, out, out_cap, err, err_cap, timeout_ms)                                    \
+    tu_run_at((argv), (out), (out_cap), (err), (err_cap), (timeout_ms), __FILE__, __LINE__)
 
 #endif /* SPMC_TEST_UTIL_H */
