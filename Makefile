@@ -195,6 +195,12 @@ run: all
 	$(no_days)
 	@for d in $(SEL); do BUILD=$(BUILD) ./common/demo.sh $$d || exit 1; done
 
+# Day 5's store-buffer litmus test (day5/litmus.c), a second or two:
+# how often both loads see 0, with relaxed, acquire/release and seq_cst.
+.PHONY: litmus
+litmus: $(BUILD)/day5/litmus
+	$(Q)$(BUILD)/day5/litmus $(ARGS)
+
 bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TOOLS))
 	$(no_days)
 	@if [ -z "$(SEL_BENCH)" ]; then echo "bench: no day has a benchmark yet (day 3 brings the first)"; exit 0; fi
@@ -278,6 +284,7 @@ help:
 	@echo "make test                 run the Check suites (installs Check if missing)"
 	@echo "make bench                benchmark days 3+ and the baselines, one table"
 	@echo "make run                  each day's producer/consumer demo, as real processes"
+	@echo "make litmus               day 5's store-buffer litmus test (ARGS=\"--order acq_rel\")"
 	@echo "make memcheck             tests and demos under Valgrind memcheck"
 	@echo "make sanitize             tests under ASan+UBSan, then ThreadSanitizer (days 3+)"
 	@echo "make docs                 Doxygen HTML in build/docs, fails on any warning"
