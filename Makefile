@@ -218,6 +218,12 @@ race: $(foreach d,$(SEL_RACE),$(BUILD)/$(d)/race)
 	@if [ -z "$(SEL_RACE)" ]; then echo "race: only day 2 has a race program (its attach is racy by design)"; exit 0; fi
 	@for d in $(SEL_RACE); do echo "== $$d race"; $(BUILD)/$$d/race $(ARGS) || exit 1; done
 
+# Day 5's store-buffer litmus test (day5/litmus.c), a second or two:
+# how often both loads see 0, with relaxed, acquire/release and seq_cst.
+.PHONY: litmus
+litmus: $(BUILD)/day5/litmus
+	$(Q)$(BUILD)/day5/litmus $(ARGS)
+
 # `make day4 bench` without ARGS: day 3, day 4 and the two knob builds,
 # interleaved (common/bench_knobs.sh); with ARGS, day 4's benchmark alone.
 KNOBS_BENCH := $(if $(NAMED_DAYS),$(if $(ARGS),,$(filter day4,$(SEL_BENCH))))
@@ -321,6 +327,7 @@ help:
 	@echo "make day4 bench           day 3 against day 4 with only its orders, only its alignment, both"
 	@echo "make run                  each day's producer/consumer demo, as real processes"
 	@echo "make race                 day 2's attach race: two readers at once, both attached? (ARGS=--tries N)"
+	@echo "make litmus               day 5's store-buffer litmus test (ARGS=\"--order acq_rel\")"
 	@echo "make memcheck             tests and demos under Valgrind memcheck"
 	@echo "make sanitize             tests under ASan+UBSan, then ThreadSanitizer (days 3+)"
 	@echo "make docs                 Doxygen HTML in build/docs, fails on any warning"

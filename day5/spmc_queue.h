@@ -135,7 +135,7 @@ struct spmc_shm_header {
     _Atomic uint32_t closed; /**< 1 once the writer has finished */
     uint64_t reserved2;      /**< zero */
     alignas(SPMC_CACHELINE) _Atomic uint64_t head; /**< next index the writer fills (where a late reader starts) */
-    _Atomic uint64_t gate;   /**< broadcast: lowest cursor the writer is currently relying on (see spmc_queue_attach) */
+    _Atomic uint64_t gate;   /**< broadcast: the highest low point (lowest reader cursor) the writer has relied on; only moves forward (see spmc_queue_attach) */
     alignas(SPMC_CACHELINE) _Atomic uint64_t read_index; /**< share: next index a reader claims */
     _Atomic uint64_t leaving; /**< share: entries in state SPMC_ENTRY_LEAVING */
 };

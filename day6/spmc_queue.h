@@ -159,7 +159,7 @@ struct spmc_shm_header {
     _Atomic uint32_t writer_pid; /**< the writer's pid in its own PID namespace (information only) */
     uint32_t reserved2;      /**< zero */
     alignas(SPMC_CACHELINE) _Atomic uint64_t head; /**< next index the writer fills (where a late reader starts) */
-    _Atomic uint64_t gate;   /**< broadcast: lowest cursor the writer is currently relying on (see spmc_queue_attach) */
+    _Atomic uint64_t gate;   /**< broadcast: the highest low point (lowest reader cursor) the writer has relied on; only moves forward (see spmc_queue_attach) */
     alignas(SPMC_CACHELINE) _Atomic uint64_t read_index; /**< share: the next index to claim (mod 2^52, bits 0-51) and 1 + the entry that claimed last (bits 52-63) */
     alignas(SPMC_CACHELINE) _Atomic uint64_t reaped; /**< entries taken back from dead readers, in all */
     _Atomic uint64_t redelivered; /**< share: messages delivered again because their first reader died */

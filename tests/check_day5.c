@@ -13,6 +13,7 @@
 #include "test_util.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdalign.h>
 
 #define ELEM 64u
@@ -874,6 +875,95 @@ START_TEST(test_broadcast_join_under_load)
 }
 END_TEST
 
+/* The join protocol, sharply: one reader joins and leaves again and again
+ * while the writer pushes flat out into a ring of one slot. With no reader
+ * attached the writer looks at the reader table and moves gate on every
+ * push, so each join races the writer's "store gate, then read the table"
+ * with its own "store cursor and state, then read gate" (the store-buffer
+ * test of day5/litmus.c). A reader the writer does not see while the
+ * reader does not see the writer's gate is lapped at once: its first pops
+ * get -EPROTO (the writer is more than a lap ahead), a torn message, or a
+ * gap or a repeat in its run. Bounded by the number of joins, not by a
+ * clock; the writer yields after each push when it has no CPU of its own. */
+enum { CHURN_POPS = 4 };
+
+struct churn_arg {
+    const char *name;
+    unsigned joins;
+    _Atomic unsigned done;
+    unsigned failures;  /* joins that went wrong */
+    char first[160];    /* what the first one saw */
+};
+
+static void churn_failed(struct churn_arg *a, unsigned join, const char *what, long long v)
+{
+    if (a->failures++ == 0)
+        snprintf(a->first, sizeof a->first, "join %u of %u: %s %lld", join + 1, a->joins,
+                 what, v);
+}
+
+static void *churn_thread(void *p)
+{
+    struct churn_arg *a = p;
+    unsigned char m[ELEM];
+    for (unsigned j = 0; j < a->joins; j++) {
+        struct spmc_queue q;
+        int rc = spmc_queue_attach(&q, a->name, ELEM, 1);
+        if (rc != 0) {
+            churn_failed(a, j, "attach returned", rc);
+            continue;
+        }
+        uint64_t last = 0;
+        for (unsigned k = 0; k < CHURN_POPS; k++) {
+            rc = spmc_queue_pop(&q, m, STUCK_NS);
+            if (rc != 0) {
+                churn_failed(a, j, "pop returned", rc);
+                break;
+            }
+            if (!msg_intact(m, ELEM)) {
+                churn_failed(a, j, "torn message, seq", (long long)msg_seq(m));
+                break;
+            }
+            if (k > 0 && msg_seq(m) != last + 1) {
+                churn_failed(a, j, "run not consecutive, got seq", (long long)msg_seq(m));
+                break;
+            }
+            last = msg_seq(m);
+        }
+        (void)spmc_queue_destroy(&q);
+    }
+    atomic_store(&a->done, 1);
+    return NULL;
+}
+
+START_TEST(test_broadcast_join_and_leave_churn)
+{
+    /* 20000 joins, a second or two; fewer under the sanitizers, which set
+     * SPMC_STRESS_MESSAGES lower than two million. */
+    const uint64_t joins = stress_messages(2000000) / 100;
+    const int share_cpu = usable_cpus() < 2;
+    const char *name = tu_name();
+    create_mode(name, SPMC_BROADCAST, 4, 1);
+    struct churn_arg a = {.name = name, .joins = joins < 20000 ? (unsigned)joins : 20000};
+    pthread_t t;
+    ck_assert_int_eq(pthread_create(&t, NULL, churn_thread, &a), 0);
+    unsigned char m[ELEM];
+    int rc = 0;
+    /* No ck_assert in this loop: each one that passes costs Check a write
+     * to its pipe, and a writer that slow rarely meets a joining reader. */
+    for (uint64_t s = 0; rc == 0 && !atomic_load(&a.done); s++) {
+        msg_fill(m, ELEM, s);
+        rc = spmc_queue_push(&qw, m, STUCK_NS);
+        if (share_cpu)
+            sched_yield();
+    }
+    pthread_join(t, NULL);
+    ck_assert_int_eq(rc, 0);
+    ck_assert_msg(a.failures == 0, "%u of %u joins went wrong; the first: %s", a.failures,
+                  a.joins, a.first);
+}
+END_TEST
+
 /* ===================================================================== */
 /* Programs: signals (day 5's own build only)                              */
 /* ===================================================================== */
@@ -1069,6 +1159,7 @@ static Suite *day5_suite(void)
     tcase_add_test(tc, test_share_threads);
     tcase_add_test(tc, test_share_threads_tiny_ring);
     tcase_add_test(tc, test_broadcast_join_under_load);
+    tcase_add_test(tc, test_broadcast_join_and_leave_churn);
     suite_add_tcase(s, tc);
 
 #ifdef DAY_BUILD
