@@ -68,7 +68,7 @@ TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
 
 .PHONY: all $(ALL_DAYS) test build-tests bench run race memcheck sanitize docs diff deps soak fuzz plot layout \
         deps-check deps-valgrind deps-docs deps-fuzz clean help tools \
-        exercise exercise-build exercise-run
+        exercise exercise-build exercise-run exercise-list exercise-check
 
 all: $(foreach d,$(SEL),$(call day_progs,$(d)))
 	@true
@@ -304,7 +304,9 @@ diff:
 # crash-point suite) and the programs they start against that file, with
 # -IdayN for the day's header, into $(EXERCISE_BUILD)/dayN/, and runs them;
 # once they pass, again under ThreadSanitizer (in $(BUILD)/tsan, beside
-# `make sanitize`'s objects).
+# `make sanitize`'s objects). `make exercise-check` makes sure that every
+# untouched exercise fails, and that it still matches its day outside the
+# functions to write (common/exercise_check.sh).
 # ---------------------------------------------------------------------------
 EXERCISE_BUILD ?= $(BUILD)/exercise
 EXERCISE_DAYS  := $(filter $(CONTRACT_DAYS),$(patsubst exercises/%/spmc_queue.c,%,$(wildcard exercises/day*/spmc_queue.c)))
@@ -373,13 +375,19 @@ exercise: deps-check
 	   else echo "exercise $$d: the suites pass, but not under ThreadSanitizer (see above)"; status=1; fi; \
 	 done; exit $$status
 
-# The steps of `make exercise`.
+# The steps of `make exercise`, for it and for common/exercise_check.sh.
 exercise-build: deps-check $(EXERCISE_BINS)
 	@true
 exercise-run: exercise-build
 	@status=0; for t in $(EXERCISE_TESTS); do \
 	   echo "== $$t"; $$t || status=1; done; \
 	 exit $$status
+
+exercise-list:
+	@echo $(EXERCISE_TESTS)
+
+exercise-check: deps-check
+	@MAKE="$(MAKE)" BUILD=$(BUILD) ./common/exercise_check.sh $(SEL_EXERCISE)
 
 deps: deps-check deps-valgrind deps-docs
 deps-check:
@@ -410,6 +418,7 @@ help:
 	@echo "make layout               docs/layout/dayN.dot and .svg from each day's offsetof() (graphviz)"
 	@echo "make fuzz                 hostile segment bytes into attach/pop of days 2-6 (clang)"
 	@echo "make exercise             days 3-6: the suites against exercises/dayN/spmc_queue.c, then TSan"
+	@echo "make exercise-check       every untouched exercise fails and still matches its day"
 	@echo "make deps                 install Check, Valgrind and Doxygen"
 	@echo "make clean                remove build/"
 	@echo "Examples: make day3 bench   make day2 test   make -C day4 test   V=1 make"
