@@ -18,7 +18,7 @@
 # up, and it only has to fail, so Check's per-test timeouts are cut to a
 # twentieth (a test ended by its timeout counts as failed, and is named so).
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 make=${MAKE:-make}
 export CK_TIMEOUT_MULTIPLIER=${CK_TIMEOUT_MULTIPLIER:-0.05}
 tmp=$(mktemp -d)
@@ -62,7 +62,7 @@ for d in "$@"; do
   ex=exercises/$d/spmc_queue.c
   orig=$d/spmc_queue.c
   names=$(sed -n 's/^ \* Functions to write: *//p' "$ex" | head -n 1)
-  names_of[$d]=$(echo "$names" | sed 's/ \+/, /g')
+  names_of[$d]=${names// /, }
   problem[$d]=""
   if git rev-parse --git-dir >/dev/null 2>&1 && ! git diff --quiet HEAD -- "exercises/$d" 2>/dev/null; then
     note[$d]=" (with the edits git diff shows in exercises/$d)"
@@ -123,7 +123,11 @@ for d in "$@"; do
   if [ -n "${problem[$d]}" ]; then
     status=1
     echo "$d exercise: FAILED: ${problem[$d]}${note[$d]:-}"
-    [ -n "${log[$d]:-}" ] && tail -n 30 "$tmp/${log[$d]}" | sed 's/^/    /'
+    case ${log[$d]:-} in
+      "") ;;
+      *.diff) head -n 40 "$tmp/${log[$d]}" | sed 's/^/    /' ;;
+      *) tail -n 30 "$tmp/${log[$d]}" | sed 's/^/    /' ;;
+    esac
     continue
   fi
   verdict="untouched fails ($failed of $checks checks"
