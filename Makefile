@@ -68,7 +68,8 @@ day_tests = $(if $(wildcard tests/check_$(1).c),$(BUILD)/tests/check_$(1)) \
 TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
 
 .PHONY: all $(ALL_DAYS) test build-tests bench run race memcheck sanitize docs linkcheck diff deps soak fuzz plot layout \
-        deps-check deps-valgrind deps-docs deps-fuzz clean help tools
+        deps-check deps-valgrind deps-docs deps-fuzz clean help tools \
+        exercise exercise-build exercise-run exercise-list exercise-check
 
 all: $(foreach d,$(SEL),$(call day_progs,$(d)))
 	@true
@@ -307,6 +308,98 @@ diff:
 	   diff -u --label $$from/$$f --label $$to/$$f $$a $$b; \
 	   st=$$?; [ $$st -le 1 ] || [ $$st -ge 128 ] || exit 2; done; true
 
+# ---------------------------------------------------------------------------
+# Exercises, days 3 and later. exercises/dayN/spmc_queue.c is
+# dayN/spmc_queue.c with the bodies of the day's lesson functions taken out.
+# `make dayN exercise` builds the day's suites (those of day_tests but the
+# crash-point suite) and the programs they start against that file, with
+# -IdayN for the day's header, into $(EXERCISE_BUILD)/dayN/, and runs them;
+# once they pass, again under ThreadSanitizer (in $(BUILD)/tsan, beside
+# `make sanitize`'s objects). `make exercise-check` makes sure that every
+# untouched exercise fails, and that it still matches its day outside the
+# functions to write (common/exercise_check.sh).
+# ---------------------------------------------------------------------------
+EXERCISE_BUILD ?= $(BUILD)/exercise
+EXERCISE_DAYS  := $(filter $(CONTRACT_DAYS),$(patsubst exercises/%/spmc_queue.c,%,$(wildcard exercises/day*/spmc_queue.c)))
+SEL_EXERCISE   := $(filter $(EXERCISE_DAYS),$(SEL))
+# A day's suites as day_tests names them, built against its exercise.
+exercise_tests = $(patsubst $(BUILD)/tests/%,$(EXERCISE_BUILD)/$(1)/%,\
+                   $(filter-out %/check_crash_$(1),$(call day_tests,$(1))))
+EXERCISE_TESTS = $(foreach d,$(SEL_EXERCISE),$(call exercise_tests,$(d)))
+EXERCISE_BINS  = $(EXERCISE_TESTS) \
+                 $(foreach d,$(SEL_EXERCISE),$(EXERCISE_BUILD)/$(d)/producer $(EXERCISE_BUILD)/$(d)/consumer)
+EXERCISE_TSAN  = SPMC_STRESS_MESSAGES=200000 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+                 setarch "$$(uname -m)" -R $(MAKE) --no-print-directory BUILD=$(BUILD)/tsan \
+                 EXERCISE_BUILD=$(BUILD)/tsan/exercise SAN=-fsanitize=thread OPT="-O1 -g"
+
+# $(1): the day. Test objects are compiled here rather than shared with the
+# day's own, since DAY_BUILD must name the programs built against the exercise.
+define EXERCISE_RULES
+$(EXERCISE_BUILD)/$(1)/spmc_queue.o: exercises/$(1)/spmc_queue.c $(1)/spmc_queue.h
+	$$(quiet) CC "$$< (-I$(1))"
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -c $$< -o $$@
+
+$(EXERCISE_BUILD)/$(1)/producer $(EXERCISE_BUILD)/$(1)/consumer: $(EXERCISE_BUILD)/$(1)/%: \
+		$(BUILD)/$(1)/%.o $(EXERCISE_BUILD)/$(1)/spmc_queue.o $(COMMON_OBJ)
+	$$(quiet) LD $$@
+	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(LDLIBS)
+
+$(EXERCISE_BUILD)/$(1)/check_%: $(EXERCISE_BUILD)/$(1)/tests/%.o $(EXERCISE_BUILD)/$(1)/spmc_queue.o $(COMMON_OBJ)
+	$$(quiet) LD $$@
+	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(CHECK_LIBS) $$(LDLIBS)
+
+$(EXERCISE_BUILD)/$(1)/tests/$(1).o: tests/check_$(1).c | deps-check
+	$$(quiet) CC "$$< (exercise $(1))"
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DDAY_BUILD='"$$(abspath $(EXERCISE_BUILD))/$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
+
+$(EXERCISE_BUILD)/$(1)/tests/contract_$(1).o: tests/check_contract.c | deps-check
+	$$(quiet) CC "$$< (exercise $(1))"
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DSPMC_DAY='"$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
+
+$(EXERCISE_BUILD)/$(1)/tests/day5_$(1).o: tests/check_day5.c | deps-check
+	$$(quiet) CC "$$< (exercise $(1))"
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) $$(CHECK_CFLAGS) -c $$< -o $$@
+
+$(EXERCISE_BUILD)/$(1)/tests/liveness_$(1).o: tests/check_liveness.c | deps-check
+	$$(quiet) CC "$$< (exercise $(1))"
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DSPMC_DAY='"$(1)"' -DDAY_BUILD='"$$(abspath $(EXERCISE_BUILD))/$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
+endef
+$(foreach d,$(EXERCISE_DAYS),$(eval $(call EXERCISE_RULES,$(d))))
+
+# Each selected day: its suites against the exercise; once they pass, the
+# same under ThreadSanitizer. One verdict line per day; fails if one failed.
+exercise: deps-check
+	$(no_days)
+	@if [ -z "$(SEL_EXERCISE)" ]; then \
+	   echo "exercise: no exercise for $(SEL); the days with one: $(EXERCISE_DAYS)"; exit 0; fi
+	@status=0; for d in $(SEL_EXERCISE); do \
+	   echo "== exercise $$d: the suites against exercises/$$d/spmc_queue.c"; \
+	   if ! $(MAKE) --no-print-directory exercise-run $$d; then \
+	     echo "exercise $$d: not passing yet (see the failures above)"; status=1; continue; fi; \
+	   echo "== exercise $$d: the same under ThreadSanitizer"; \
+	   if $(EXERCISE_TSAN) exercise-run $$d; then echo "exercise $$d: passed, under ThreadSanitizer too"; \
+	   else echo "exercise $$d: the suites pass, but not under ThreadSanitizer (see above)"; status=1; fi; \
+	 done; exit $$status
+
+# The steps of `make exercise`, for it and for common/exercise_check.sh.
+exercise-build: deps-check $(EXERCISE_BINS)
+	@true
+exercise-run: exercise-build
+	@status=0; for t in $(EXERCISE_TESTS); do \
+	   echo "== $$t"; $$t || status=1; done; \
+	 exit $$status
+
+exercise-list:
+	@echo $(EXERCISE_TESTS)
+
+exercise-check: deps-check
+	@MAKE="$(MAKE)" BUILD=$(BUILD) ./common/exercise_check.sh $(SEL_EXERCISE)
+
 deps: deps-check deps-valgrind deps-docs
 deps-check:
 	@./common/deps.sh check
@@ -337,6 +430,8 @@ help:
 	@echo "make plot                 docs/throughput.svg from the last make bench (gnuplot), then make layout"
 	@echo "make layout               docs/layout/dayN.dot and .svg from each day's offsetof() (graphviz)"
 	@echo "make fuzz                 hostile segment bytes into attach/pop of days 2-6 (clang)"
+	@echo "make exercise             days 3-6: the suites against exercises/dayN/spmc_queue.c, then TSan"
+	@echo "make exercise-check       every untouched exercise fails and still matches its day"
 	@echo "make deps                 install Check, Valgrind and Doxygen"
 	@echo "make clean                remove build/"
 	@echo "Examples: make day3 bench   make day2 test   make -C day4 test   V=1 make"

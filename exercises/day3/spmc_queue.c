@@ -1,0 +1,516 @@
+/* Exercise, day 3: the ring's two fast paths, with C11 atomics.
+ *
+ * This file is day3/spmc_queue.c with the bodies of the functions below
+ * taken out; a comment in each says what it must do. Write them, then run
+ * `make day3 exercise`: it builds the day's test suites against this file
+ * and runs them, then again under ThreadSanitizer. Done when both pass.
+ * `git checkout exercises/day3` starts again from scratch.
+ *
+ * Functions to write: spmc_queue_try_push spmc_queue_try_pop
+ */
+/* spmc_queue.c - day 3: a shared-memory ring with C11 atomic indices. */
+#define _POSIX_C_SOURCE 200809L
+#include "spmc_queue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Shared atomics must be lock-free: a lock-based one keeps its lock in
+ * each process's own memory, so two processes would not exclude each other. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2 &&
+               ATOMIC_LLONG_LOCK_FREE == 2, "32- and 64-bit atomics are lock-free");
+
+/* The wire format: every field at the same offset in every process that
+ * maps the segment. Only offsetof pins an offset; sizeof pins the total
+ * alone (i386, for one, aligns uint64_t to 4 bytes inside a struct). */
+_Static_assert(offsetof(struct spmc_shm_header, elem_size) == 16, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, capacity) == 24, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, ready) == 32, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, head) == 48, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, tail) == 56, "wire format");
+_Static_assert(sizeof(struct spmc_shm_header) == 64, "slots start on line 1");
+
+/* ===================================================================== */
+/* Names and sizes                                                        */
+/* ===================================================================== */
+
+/* A POSIX shm name: "/" then 1..SPMC_NAME_MAX-1 characters, no other '/'. */
+static int check_name(const char *name)
+{
+    if (name == NULL || name[0] != '/' || name[1] == '\0')
+        return -EINVAL;
+    size_t len = strnlen(name, SPMC_NAME_MAX + 1);
+    if (len > SPMC_NAME_MAX)
+        return -ENAMETOOLONG;
+    if (strchr(name + 1, '/') != NULL)
+        return -EINVAL;
+    return 0;
+}
+
+/* Bytes of a segment holding capacity slots of elem_size; 0 on overflow. */
+static size_t segment_size(uint64_t elem_size, uint64_t capacity)
+{
+    const size_t room = SIZE_MAX / 2 - sizeof(struct spmc_shm_header);
+    if (elem_size == 0 || capacity == 0 || elem_size > room || capacity > room / elem_size)
+        return 0;
+    return sizeof(struct spmc_shm_header) + (size_t)(elem_size * capacity);
+}
+
+/* ===================================================================== */
+/* Waiting                                                                 */
+/* ===================================================================== */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("pause");
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Spin a little, then yield, then sleep: a waiter that shares its core with
+ * the thread it waits for must let that thread run. The clock is read only
+ * once spinning is over, so a short wait costs no system time at all. */
+struct waiter {
+    unsigned rounds;
+    int64_t timeout_ns;
+    uint64_t deadline; /* 0 until the spinning is over */
+};
+
+enum { PLAIN_ROUNDS = 64, SPIN_ROUNDS = 256, YIELD_ROUNDS = 256 + 1024 };
+
+static void wait_start(struct waiter *w, int64_t timeout_ns)
+{
+    w->rounds = 0;
+    w->timeout_ns = timeout_ns;
+    w->deadline = 0;
+}
+
+/* One more round of waiting; -ETIMEDOUT once the deadline has passed. The
+ * timeout counts from the end of the spinning (a few microseconds late). */
+static int wait_more(struct waiter *w)
+{
+    unsigned r = ++w->rounds;
+    if (r < SPIN_ROUNDS) {
+        if (r > PLAIN_ROUNDS) /* first re-check at once, then politely */
+            cpu_relax();
+        return 0;
+    }
+    if (w->timeout_ns >= 0) {
+        uint64_t now = mono_ns();
+        if (w->deadline == 0)
+            w->deadline = now + (uint64_t)w->timeout_ns;
+        else if (now >= w->deadline)
+            return -ETIMEDOUT;
+    }
+    if (r < YIELD_ROUNDS) {
+        sched_yield();
+    } else {
+        struct timespec nap = {0, 50000}; /* 50 us */
+        nanosleep(&nap, NULL);
+        w->rounds = YIELD_ROUNDS; /* no overflow, however long we wait */
+    }
+    return 0;
+}
+
+/* ===================================================================== */
+/* Mapping                                                                 */
+/* ===================================================================== */
+
+/* A process maps each segment once: a second handle on a segment this
+ * process has mapped already (a writer thread and a reader thread, say)
+ * shares that mapping. It saves address space, and it is what lets
+ * ThreadSanitizer check the queue at all: TSan compares addresses, and two
+ * mappings of one segment would look to it like unrelated memory. */
+struct mapping {
+    dev_t dev;
+    ino_t ino;
+    void *base;
+    size_t size;
+    unsigned users; /* 0: a free entry */
+};
+
+enum { MAX_MAPPINGS = 64 };
+static struct mapping mappings[MAX_MAPPINGS];
+static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Map @p size bytes of the segment open on @p fd read-write, or share this
+ * process's mapping of it. NULL with errno set on failure. */
+static void *map_segment(int fd, size_t size)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return NULL;
+    void *base = NULL;
+    int err = 0;
+    struct mapping *unused = NULL;
+    pthread_mutex_lock(&mappings_lock);
+    for (int i = 0; i < MAX_MAPPINGS && base == NULL; i++) {
+        struct mapping *m = &mappings[i];
+        if (m->users == 0) {
+            if (unused == NULL)
+                unused = m;
+        } else if (m->dev == st.st_dev && m->ino == st.st_ino && m->size == size) {
+            m->users++;
+            base = m->base;
+        }
+    }
+    if (base == NULL) {
+        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (base == MAP_FAILED) {
+            err = errno;
+            base = NULL;
+        } else if (unused != NULL) { /* else: not shared, still correct */
+            *unused = (struct mapping){st.st_dev, st.st_ino, base, size, 1};
+        }
+    }
+    pthread_mutex_unlock(&mappings_lock);
+    if (base == NULL)
+        errno = err;
+    return base;
+}
+
+/* Undo one map_segment(): unmap when the last handle of this process goes. */
+static void unmap_segment(void *base, size_t size)
+{
+    pthread_mutex_lock(&mappings_lock);
+    for (int i = 0; i < MAX_MAPPINGS; i++) {
+        struct mapping *m = &mappings[i];
+        if (m->users > 0 && m->base == base) {
+            if (--m->users > 0) {
+                pthread_mutex_unlock(&mappings_lock);
+                return;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&mappings_lock);
+    munmap(base, size);
+}
+
+/* ===================================================================== */
+/* Creating (writer)                                                       */
+/* ===================================================================== */
+
+int spmc_queue_create(struct spmc_queue *q, const char *name, size_t elem_size,
+                      size_t capacity)
+{
+    if (q == NULL)
+        return -EINVAL;
+    memset(q, 0, sizeof *q);
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    size_t size = segment_size(elem_size, capacity);
+    if (size == 0)
+        return -EINVAL;
+
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        rc = errno == EFBIG ? -ENOMEM : -errno;
+        goto fail_unlink;
+    }
+    /* Reserve the memory now: a full /dev/shm fails here with -ENOSPC,
+     * not with SIGBUS at the first write to a page tmpfs cannot give. */
+    rc = posix_fallocate(fd, 0, (off_t)size);
+    if (rc != 0) {
+        rc = rc == EFBIG ? -ENOSPC : -rc;
+        goto fail_unlink;
+    }
+    void *map = map_segment(fd, size);
+    if (map == NULL) {
+        rc = -errno;
+        goto fail_unlink;
+    }
+    close(fd);
+
+    struct spmc_shm_header *h = map;
+    h->magic = SPMC_MAGIC;
+    h->version = SPMC_VERSION;
+    h->header_size = sizeof *h;
+    h->cacheline = SPMC_CACHELINE;
+    h->elem_size = elem_size;
+    h->capacity = capacity;
+    atomic_store(&h->readers, 0);
+    atomic_store(&h->closed, 0);
+    atomic_store(&h->head, 0);
+    atomic_store(&h->tail, 0);
+    atomic_store(&h->ready, SPMC_READY); /* last: the header is complete */
+
+    q->hdr = h;
+    q->slots = (unsigned char *)map + sizeof *h;
+    q->map_size = size;
+    q->elem_size = elem_size;
+    q->capacity = capacity;
+    q->mode = SPMC_WRITER;
+    memcpy(q->name, name, strlen(name) + 1);
+    return 0;
+
+fail_unlink:
+    shm_unlink(name);
+    close(fd);
+    return rc;
+}
+
+int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count, int64_t timeout_ns)
+{
+    if (q == NULL || q->mode != SPMC_WRITER || count > 1)
+        return -EINVAL;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while (atomic_load(&q->hdr->readers) < count) {
+        int rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ===================================================================== */
+/* Attaching (reader)                                                      */
+/* ===================================================================== */
+
+/* The fields an attacher needs, read once from the shared header so that a
+ * process changing them later cannot make us use values we did not check. */
+struct header_copy {
+    uint32_t magic, version, header_size, cacheline;
+    uint64_t elem_size, capacity;
+};
+
+/* Check a header the creator has published; 0 or -EPROTO. */
+static int check_header(const struct header_copy *c, size_t elem_size,
+                        size_t capacity, off_t file_size)
+{
+    if (c->magic != SPMC_MAGIC || c->version != SPMC_VERSION ||
+        c->header_size != sizeof(struct spmc_shm_header) ||
+        c->cacheline != SPMC_CACHELINE)
+        return -EPROTO;
+    if ((elem_size != 0 && c->elem_size != elem_size) ||
+        (capacity != 0 && c->capacity != capacity))
+        return -EPROTO;
+    size_t size = segment_size(c->elem_size, c->capacity);
+    if (size == 0 || (uint64_t)file_size < size)
+        return -EPROTO;
+    return 0;
+}
+
+int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
+                      size_t capacity)
+{
+    if (q == NULL)
+        return -EINVAL;
+    memset(q, 0, sizeof *q);
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    int fd = shm_open(name, O_RDWR, 0);
+    if (fd < 0)
+        return -errno;
+
+    /* The creator may still be sizing the segment or writing the header:
+     * wait a bounded time for the size, then for the ready word. */
+    struct spmc_shm_header *h = MAP_FAILED;
+    struct stat st;
+    uint64_t deadline = mono_ns() + SPMC_ATTACH_WAIT_NS;
+    struct timespec nap = {0, 1000000}; /* 1 ms */
+    for (;;) {
+        if (fstat(fd, &st) != 0) {
+            rc = -errno;
+            goto fail;
+        }
+        if ((size_t)st.st_size >= sizeof *h)
+            break;
+        if (mono_ns() >= deadline) {
+            rc = -EPROTO;
+            goto fail;
+        }
+        nanosleep(&nap, NULL);
+    }
+    h = mmap(NULL, sizeof *h, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (h == MAP_FAILED) {
+        rc = -errno;
+        goto fail;
+    }
+    while (atomic_load(&h->ready) != SPMC_READY) {
+        if (mono_ns() >= deadline) {
+            rc = -EPROTO;
+            goto fail;
+        }
+        nanosleep(&nap, NULL);
+    }
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    struct header_copy c = {h->magic, h->version, h->header_size,
+                            h->cacheline, h->elem_size, h->capacity};
+    rc = check_header(&c, elem_size, capacity, st.st_size);
+    if (rc != 0)
+        goto fail;
+
+    /* From here on only the checked copies are used. */
+    q->elem_size = (size_t)c.elem_size;
+    q->capacity = c.capacity;
+    q->map_size = segment_size(c.elem_size, c.capacity);
+    munmap(h, sizeof *h);
+    h = map_segment(fd, q->map_size);
+    if (h == NULL) {
+        rc = -errno;
+        h = MAP_FAILED;
+        goto fail;
+    }
+    close(fd);
+    fd = -1;
+
+    uint32_t none = 0;
+    if (!atomic_compare_exchange_strong(&h->readers, &none, 1)) {
+        rc = -EBUSY;
+        unmap_segment(h, q->map_size);
+        goto fail_clear;
+    }
+    q->hdr = h;
+    q->slots = (unsigned char *)h + sizeof *h;
+    q->mode = SPMC_READER;
+    memcpy(q->name, name, strlen(name) + 1);
+    return 0;
+
+fail:
+    if (h != MAP_FAILED)
+        munmap(h, sizeof *h);
+    if (fd >= 0)
+        close(fd);
+fail_clear:
+    memset(q, 0, sizeof *q);
+    return rc;
+}
+
+/* ===================================================================== */
+/* Pushing                                                                 */
+/* ===================================================================== */
+
+int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
+{
+    /* To write. The writer copies one message into the ring, if it has room.
+     *
+     * - Unless q is a writer handle (q->mode == SPMC_WRITER) and msg is not
+     *   NULL, return -EINVAL and push nothing.
+     * - Load the writer's index q->hdr->head and the reader's index
+     *   q->hdr->tail with atomic_load(). They count messages for ever;
+     *   head - tail is how many the ring holds, right even after the
+     *   counters wrap (unsigned arithmetic). At q->capacity the ring is
+     *   full: return -EAGAIN.
+     * - Copy q->elem_size bytes of msg into the slot of message head:
+     *   q->slots + (head % q->capacity) * q->elem_size.
+     * - Then atomic_store() head + 1 into q->hdr->head, and return 0.
+     *
+     * The order is the lesson. The store of head publishes the message: it
+     * pairs with the load of head in spmc_queue_try_pop(), so a reader that
+     * sees the new head sees the copied bytes too. And the load of tail
+     * pairs with the reader's store of tail: the slot of message head was
+     * last used by message head - capacity, which the reader has copied out
+     * once tail is past it. */
+    (void)q;
+    (void)msg;
+    return -ENOSYS;
+}
+
+int spmc_queue_push(struct spmc_queue *q, const void *msg, int64_t timeout_ns)
+{
+    int rc = spmc_queue_try_push(q, msg);
+    if (rc != -EAGAIN)
+        return rc;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while ((rc = spmc_queue_try_push(q, msg)) == -EAGAIN) {
+        rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return rc;
+}
+
+/* ===================================================================== */
+/* Popping                                                                 */
+/* ===================================================================== */
+
+int spmc_queue_try_pop(struct spmc_queue *q, void *out)
+{
+    /* To write. The reader copies the oldest message out, if there is one.
+     *
+     * - Unless q is a reader handle (q->mode == SPMC_READER) and out is not
+     *   NULL, return -EINVAL and take nothing.
+     * - Load q->hdr->tail (our own index) and q->hdr->head with
+     *   atomic_load().
+     * - head == tail: the ring is empty. If q->hdr->closed is still 0, the
+     *   writer may push more: return -EAGAIN. If it is 1, load head once
+     *   more (the writer stored its last head before it stored closed, so
+     *   this load sees every message it pushed); if head still equals tail
+     *   the stream has ended: return -EPIPE.
+     * - head - tail > q->capacity never happens in a sound ring (the writer
+     *   never runs more than a lap ahead): the segment is corrupted; return
+     *   -EPROTO without reading any slot.
+     * - Copy q->elem_size bytes out of the slot of message tail,
+     *   q->slots + (tail % q->capacity) * q->elem_size, into out.
+     * - Then atomic_store() tail + 1 into q->hdr->tail, and return 0.
+     *
+     * Pairs: the load of head here pairs with the store of head in
+     * spmc_queue_try_push() (the message's bytes are there), and the store
+     * of tail with the load of tail there (the writer reuses the slot only
+     * after we have copied it out: so store tail after the copy, never
+     * before). */
+    (void)q;
+    (void)out;
+    return -ENOSYS;
+}
+
+int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
+{
+    int rc = spmc_queue_try_pop(q, out);
+    if (rc != -EAGAIN)
+        return rc;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while ((rc = spmc_queue_try_pop(q, out)) == -EAGAIN) {
+        rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return rc;
+}
+
+/* ===================================================================== */
+/* Tearing down                                                            */
+/* ===================================================================== */
+
+int spmc_queue_destroy(struct spmc_queue *q)
+{
+    if (q == NULL || q->hdr == NULL)
+        return -EINVAL;
+    if (q->mode == SPMC_WRITER) {
+        atomic_store(&q->hdr->closed, 1);
+        shm_unlink(q->name);
+    } else {
+        atomic_store(&q->hdr->readers, 0);
+    }
+    unmap_segment(q->hdr, q->map_size);
+    memset(q, 0, sizeof *q);
+    return 0;
+}

@@ -1,0 +1,968 @@
+/* Exercise, day 5: the readers' side of broadcast and of work-sharing.
+ *
+ * This file is day5/spmc_queue.c with the bodies of the functions below
+ * taken out; a comment in each says what it must do (and the comment above
+ * each, kept from the day, says what it is for). Write them, then run
+ * `make day5 exercise`: it builds the day's test suites against this file
+ * and runs them, then again under ThreadSanitizer. Done when both pass.
+ * `git checkout exercises/day5` starts again from scratch.
+ *
+ * Functions to write: pop_broadcast claim_batch hand_back
+ */
+/* spmc_queue.c - day 5: one writer, many readers, broadcast or work-sharing. */
+#define _POSIX_C_SOURCE 200809L
+#include "spmc_queue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Shared atomics must be lock-free: a lock-based one keeps its lock in
+ * each process's own memory, so two processes would not exclude each other. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2 &&
+               ATOMIC_LLONG_LOCK_FREE == 2, "32- and 64-bit atomics are lock-free");
+
+/* The wire format: every field at the same offset in every process that
+ * maps the segment. Only offsetof pins an offset; sizeof pins the total
+ * alone (i386, for one, aligns uint64_t to 4 bytes inside a struct). */
+_Static_assert(offsetof(struct spmc_shm_header, ready) == 48, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, head) == SPMC_CACHELINE, "head on line 1");
+_Static_assert(offsetof(struct spmc_shm_header, read_index) == 2 * SPMC_CACHELINE,
+               "read_index on line 2");
+_Static_assert(sizeof(struct spmc_shm_header) == 3 * SPMC_CACHELINE, "table on line 3");
+_Static_assert(sizeof(struct spmc_shm_reader) == SPMC_CACHELINE, "one line per reader");
+
+/* A slot is the payload alone, rounded up to whole cache lines (64 bytes
+ * for 64-byte messages), so that no two slots share a line: a reader
+ * copying message i never touches the line the writer is filling with
+ * message i + 1. SPMC_PAD_SLOTS=0 packs the slots instead (a stride of the
+ * payload rounded up to 8 bytes; the same for 64-byte messages). Work-sharing
+ * keeps one hand-back word per slot in an array after the slots, eight to a
+ * line. */
+#ifndef SPMC_PAD_SLOTS
+#define SPMC_PAD_SLOTS 1
+#endif
+
+/* ===================================================================== */
+/* Names and sizes                                                        */
+/* ===================================================================== */
+
+/* A POSIX shm name: "/" then 1..SPMC_NAME_MAX-1 characters, no other '/'. */
+static int check_name(const char *name)
+{
+    if (name == NULL || name[0] != '/' || name[1] == '\0')
+        return -EINVAL;
+    size_t len = strnlen(name, SPMC_NAME_MAX + 1);
+    if (len > SPMC_NAME_MAX)
+        return -ENAMETOOLONG;
+    if (strchr(name + 1, '/') != NULL)
+        return -EINVAL;
+    return 0;
+}
+
+static int is_power_of_two(uint64_t x)
+{
+    return x != 0 && (x & (x - 1)) == 0;
+}
+
+/* Work-sharing asks for two slots at least: with one, every push would wait
+ * until the reader of the message before has copied it out, and the queue
+ * would be no queue. */
+static int capacity_fits_fanout(uint64_t capacity, uint64_t fanout)
+{
+    return fanout != SPMC_SHARE || capacity >= 2;
+}
+
+/* Stride of a slot holding elem_size payload bytes (whole cache lines
+ * unless SPMC_PAD_SLOTS is 0); 0 if it would not fit in 32 bits. */
+static uint64_t slot_size_for(uint64_t elem_size)
+{
+    if (elem_size == 0 || elem_size > UINT32_MAX / 2)
+        return 0;
+    uint64_t packed = (elem_size + 7) / 8 * 8;
+    if (SPMC_PAD_SLOTS)
+        return (packed + SPMC_CACHELINE - 1) / SPMC_CACHELINE * SPMC_CACHELINE;
+    return packed;
+}
+
+/* Bytes of the slots, rounded up so that the hand-back words after them
+ * start on a cache line. */
+static size_t slots_bytes(uint64_t slot_size, uint64_t capacity)
+{
+    return (size_t)(slot_size * capacity + SPMC_CACHELINE - 1) / SPMC_CACHELINE *
+           SPMC_CACHELINE;
+}
+
+/* Bytes of a whole segment (header, reader table, slots, one hand-back word
+ * per slot); 0 when the sizes make no sense or overflow. */
+static size_t segment_size(uint64_t slot_size, uint64_t capacity, uint64_t max_readers)
+{
+    const size_t room = SIZE_MAX / 4;
+    size_t table = sizeof(struct spmc_shm_header) +
+                   (size_t)max_readers * sizeof(struct spmc_shm_reader);
+    if (slot_size == 0 || !is_power_of_two(capacity) || max_readers == 0 ||
+        max_readers > SPMC_MAX_READERS ||
+        capacity > (room - table) / (slot_size + sizeof(uint64_t) + SPMC_CACHELINE))
+        return 0;
+    return table + slots_bytes(slot_size, capacity) + (size_t)capacity * sizeof(uint64_t);
+}
+
+/* Point the handle into a mapped segment laid out as above. */
+static void locate(struct spmc_queue *q, struct spmc_shm_header *h)
+{
+    q->hdr = h;
+    q->readers = (struct spmc_shm_reader *)(h + 1);
+    q->slots = (unsigned char *)(q->readers + q->max_readers);
+    q->words = (_Atomic uint64_t *)(q->slots + slots_bytes(q->slot_size, q->capacity));
+}
+
+/* Bound on lock-free retry loops, so that no value a hostile process writes
+ * into the segment can keep a call spinning forever. */
+enum { MAX_RETRIES = 100000 };
+
+/* Share: the hand-back word of the slot for index i. It holds i while the
+ * slot is free for message i or holds message i not yet copied out, and
+ * i + capacity once the reader of message i has copied it out. */
+static inline _Atomic uint64_t *slot_word(const struct spmc_queue *q, uint64_t i)
+{
+    return &q->words[i & q->mask];
+}
+
+static inline unsigned char *slot_data(const struct spmc_queue *q, uint64_t i)
+{
+    return q->slots + (i & q->mask) * q->slot_size;
+}
+
+/* ===================================================================== */
+/* Waiting                                                                 */
+/* ===================================================================== */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("pause");
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Spin a little, then yield, then sleep: a waiter that shares its core with
+ * the thread it waits for must let that thread run. The clock is read only
+ * once spinning is over, so a short wait costs no system time at all. */
+struct waiter {
+    unsigned rounds;
+    int64_t timeout_ns;
+    uint64_t deadline; /* 0 until the spinning is over */
+};
+
+/* Plain re-checks for the first microsecond or so: a `pause` between two
+ * looks delays noticing a message by up to its own length (about 40 ns on
+ * recent x86), which added a fifth to the round trip of a ping-pong (see
+ * day5/README.md). */
+enum { PLAIN_ROUNDS = 256, SPIN_ROUNDS = 512, YIELD_ROUNDS = 512 + 1024 };
+
+static void wait_start(struct waiter *w, int64_t timeout_ns)
+{
+    w->rounds = 0;
+    w->timeout_ns = timeout_ns;
+    w->deadline = 0;
+}
+
+/* One more round of waiting; -ETIMEDOUT once the deadline has passed. The
+ * timeout counts from the end of the spinning (a few microseconds late). */
+static int wait_more(struct waiter *w)
+{
+    unsigned r = ++w->rounds;
+    if (r < SPIN_ROUNDS) {
+        if (r > PLAIN_ROUNDS) /* first re-check at once, then politely */
+            cpu_relax();
+        return 0;
+    }
+    if (w->timeout_ns >= 0) {
+        uint64_t now = mono_ns();
+        if (w->deadline == 0)
+            w->deadline = now + (uint64_t)w->timeout_ns;
+        else if (now >= w->deadline)
+            return -ETIMEDOUT;
+    }
+    if (r < YIELD_ROUNDS) {
+        sched_yield();
+    } else {
+        struct timespec nap = {0, 50000}; /* 50 us */
+        nanosleep(&nap, NULL);
+        w->rounds = YIELD_ROUNDS; /* no overflow, however long we wait */
+    }
+    return 0;
+}
+
+/* ===================================================================== */
+/* Mapping                                                                 */
+/* ===================================================================== */
+
+/* A process maps each segment once: a second handle on a segment this
+ * process has mapped already (a writer thread and a reader thread, say)
+ * shares that mapping. It saves address space, and it is what lets
+ * ThreadSanitizer check the queue at all: TSan compares addresses, and two
+ * mappings of one segment would look to it like unrelated memory. */
+struct mapping {
+    dev_t dev;
+    ino_t ino;
+    void *base;
+    size_t size;
+    unsigned users; /* 0: a free entry */
+};
+
+enum { MAX_MAPPINGS = 64 };
+static struct mapping mappings[MAX_MAPPINGS];
+static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Map @p size bytes of the segment open on @p fd read-write, or share this
+ * process's mapping of it. NULL with errno set on failure. */
+static void *map_segment(int fd, size_t size)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return NULL;
+    void *base = NULL;
+    int err = 0;
+    struct mapping *unused = NULL;
+    pthread_mutex_lock(&mappings_lock);
+    for (int i = 0; i < MAX_MAPPINGS && base == NULL; i++) {
+        struct mapping *m = &mappings[i];
+        if (m->users == 0) {
+            if (unused == NULL)
+                unused = m;
+        } else if (m->dev == st.st_dev && m->ino == st.st_ino && m->size == size) {
+            m->users++;
+            base = m->base;
+        }
+    }
+    if (base == NULL) {
+        base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (base == MAP_FAILED) {
+            err = errno;
+            base = NULL;
+        } else if (unused != NULL) { /* else: not shared, still correct */
+            *unused = (struct mapping){st.st_dev, st.st_ino, base, size, 1};
+        }
+    }
+    pthread_mutex_unlock(&mappings_lock);
+    if (base == NULL)
+        errno = err;
+    return base;
+}
+
+/* Undo one map_segment(): unmap when the last handle of this process goes. */
+static void unmap_segment(void *base, size_t size)
+{
+    pthread_mutex_lock(&mappings_lock);
+    for (int i = 0; i < MAX_MAPPINGS; i++) {
+        struct mapping *m = &mappings[i];
+        if (m->users > 0 && m->base == base) {
+            if (--m->users > 0) {
+                pthread_mutex_unlock(&mappings_lock);
+                return;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&mappings_lock);
+    munmap(base, size);
+}
+
+/* ===================================================================== */
+/* Creating (writer)                                                       */
+/* ===================================================================== */
+
+int spmc_queue_create(struct spmc_queue *q, const char *name, size_t elem_size,
+                      size_t capacity)
+{
+    const struct spmc_options defaults = {SPMC_BROADCAST, SPMC_DEFAULT_READERS, 0};
+    return spmc_queue_create_opts(q, name, elem_size, capacity, &defaults);
+}
+
+int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_size,
+                           size_t capacity, const struct spmc_options *opts)
+{
+    if (q == NULL)
+        return -EINVAL;
+    memset(q, 0, sizeof *q);
+    const struct spmc_options defaults = {SPMC_BROADCAST, SPMC_DEFAULT_READERS, 0};
+    if (opts == NULL)
+        opts = &defaults;
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    if (opts->fanout != SPMC_BROADCAST && opts->fanout != SPMC_SHARE)
+        return -EINVAL;
+    uint64_t slot_size = slot_size_for(elem_size);
+    size_t size = segment_size(slot_size, capacity, opts->max_readers);
+    unsigned claim_max = opts->claim_max == 0 ? SPMC_CLAIM_DEFAULT : opts->claim_max;
+    if (claim_max > SPMC_CLAIM_MAX)
+        return -EINVAL;
+    if (size == 0 || !capacity_fits_fanout(capacity, opts->fanout))
+        return -EINVAL;
+
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)size) != 0) {
+        rc = errno == EFBIG ? -ENOMEM : -errno;
+        goto fail_unlink;
+    }
+    /* Reserve the memory now: a full /dev/shm fails here with -ENOSPC,
+     * not with SIGBUS at the first write to a page tmpfs cannot give. */
+    rc = posix_fallocate(fd, 0, (off_t)size);
+    if (rc != 0) {
+        rc = rc == EFBIG ? -ENOSPC : -rc;
+        goto fail_unlink;
+    }
+    void *map = map_segment(fd, size);
+    if (map == NULL) {
+        rc = -errno;
+        goto fail_unlink;
+    }
+    close(fd);
+
+    struct spmc_shm_header *h = map;
+    h->magic = SPMC_MAGIC;
+    h->version = SPMC_VERSION;
+    h->header_size = sizeof *h;
+    h->cacheline = SPMC_CACHELINE;
+    h->elem_size = elem_size;
+    h->capacity = capacity;
+    h->slot_size = (uint32_t)slot_size;
+    h->fanout = (uint32_t)opts->fanout;
+    h->max_readers = opts->max_readers;
+    h->claim_max = claim_max;
+    atomic_store_explicit(&h->closed, 0, memory_order_relaxed);     /* published by ready */
+    atomic_store_explicit(&h->head, 0, memory_order_relaxed);       /* published by ready */
+    atomic_store_explicit(&h->gate, 0, memory_order_relaxed);       /* published by ready */
+    atomic_store_explicit(&h->read_index, 0, memory_order_relaxed); /* published by ready */
+    atomic_store_explicit(&h->leaving, 0, memory_order_relaxed);    /* published by ready */
+
+    q->map_size = size;
+    q->elem_size = elem_size;
+    q->slot_size = (size_t)slot_size;
+    q->capacity = capacity;
+    q->mask = capacity - 1;
+    q->max_readers = opts->max_readers;
+    q->claim_max = claim_max;
+    q->fanout = opts->fanout;
+    q->mode = SPMC_WRITER;
+    q->index = 0;
+    q->limit = capacity;
+    locate(q, h);
+    memcpy(q->name, name, strlen(name) + 1);
+    for (unsigned i = 0; i < q->max_readers; i++) {
+        /* published by ready */
+        atomic_store_explicit(&q->readers[i].cursor, 0, memory_order_relaxed);
+        atomic_store_explicit(&q->readers[i].claim_end, 0, memory_order_relaxed);
+        atomic_store_explicit(&q->readers[i].state, SPMC_ENTRY_FREE, memory_order_relaxed);
+    }
+    for (uint64_t i = 0; i < capacity; i++)
+        /* Slot i is free for message i. */
+        atomic_store_explicit(slot_word(q, i), i, memory_order_relaxed); /* published by ready */
+    /* Last: pairs with the acquire load of ready in spmc_queue_attach(). */
+    atomic_store_explicit(&h->ready, SPMC_READY, memory_order_release);
+    return 0;
+
+fail_unlink:
+    shm_unlink(name);
+    close(fd);
+    return rc;
+}
+
+/* Attached readers: active entries. A reader still joining is not counted
+ * yet: a writer that waited for it must not publish before the reader has
+ * chosen where it starts, or a broadcast reader would miss the first
+ * messages. */
+static unsigned count_readers(const struct spmc_queue *q)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < q->max_readers; i++)
+        /* Pairs with the stores of state SPMC_ENTRY_ACTIVE in
+         * join_broadcast() and spmc_queue_attach(). */
+        n += atomic_load_explicit(&q->readers[i].state, memory_order_acquire) ==
+             SPMC_ENTRY_ACTIVE;
+    return n;
+}
+
+int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count, int64_t timeout_ns)
+{
+    if (q == NULL || q->mode != SPMC_WRITER || count > q->max_readers)
+        return -EINVAL;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while (count_readers(q) < count) {
+        int rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ===================================================================== */
+/* Attaching (reader)                                                      */
+/* ===================================================================== */
+
+/* The fields an attacher needs, read once from the shared header so that a
+ * process changing them later cannot make us use values we did not check. */
+struct header_copy {
+    uint32_t magic, version, header_size, cacheline;
+    uint64_t elem_size, capacity;
+    uint32_t slot_size, fanout, max_readers, claim_max;
+};
+
+/* Check a header the creator has published; 0 or -EPROTO. */
+static int check_header(const struct header_copy *c, size_t elem_size,
+                        size_t capacity, off_t file_size)
+{
+    if (c->magic != SPMC_MAGIC || c->version != SPMC_VERSION ||
+        c->header_size != sizeof(struct spmc_shm_header) ||
+        c->cacheline != SPMC_CACHELINE)
+        return -EPROTO;
+    if ((elem_size != 0 && c->elem_size != elem_size) ||
+        (capacity != 0 && c->capacity != capacity))
+        return -EPROTO;
+    if ((c->fanout != SPMC_BROADCAST && c->fanout != SPMC_SHARE) ||
+        c->slot_size != slot_size_for(c->elem_size) ||
+        !capacity_fits_fanout(c->capacity, c->fanout) || c->claim_max == 0 ||
+        c->claim_max > SPMC_CLAIM_MAX)
+        return -EPROTO;
+    size_t size = segment_size(c->slot_size, c->capacity, c->max_readers);
+    if (size == 0 || (uint64_t)file_size < size)
+        return -EPROTO;
+    return 0;
+}
+
+/* Broadcast join: choose a starting cursor the writer is guaranteed to
+ * respect. The writer pushes freely while its index stays below
+ * gate + capacity, where gate is the lowest cursor it saw when it last
+ * looked; it stores gate *before* it re-reads the table (see
+ * refresh_limit()). We store our cursor *before* we read gate. With both
+ * pairs sequentially consistent, either the writer's re-read sees our
+ * cursor, or we see its new gate; if that gate is beyond our cursor we may
+ * already be overrun, so we start again from the writer's newer position. */
+static int join_broadcast(struct spmc_queue *q)
+{
+    struct spmc_shm_header *h = q->hdr;
+    for (int tries = 0; tries < MAX_RETRIES; tries++) {
+        /* Position only: pop_broadcast() loads head again, with acquire,
+         * before it reads a slot. */
+        uint64_t start = atomic_load_explicit(&h->head, memory_order_relaxed);
+        /* Pairs with the seq_cst load of cursor in min_cursor(). */
+        atomic_store_explicit(&q->entry->cursor, start, memory_order_seq_cst);
+        /* Starting: the writer respects our cursor from now on, but
+         * wait_readers() does not count us until we know where we start.
+         * Pairs with the seq_cst load of state in min_cursor(). */
+        atomic_store_explicit(&q->entry->state, SPMC_ENTRY_STARTING, memory_order_seq_cst);
+        /* Pairs with the seq_cst store of gate in refresh_limit(). */
+        uint64_t gate = atomic_load_explicit(&h->gate, memory_order_seq_cst);
+        if ((int64_t)(gate - start) <= 0) {
+            q->index = q->published = q->seen_head = start;
+            /* Now we count. Pairs with the acquire load of state in
+             * count_readers(); min_cursor() sees no difference. */
+            atomic_store_explicit(&q->entry->state, SPMC_ENTRY_ACTIVE, memory_order_seq_cst);
+            return 0;
+        }
+    }
+    return -EPROTO; /* gate stays beyond head: not a writer we understand */
+}
+
+int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
+                      size_t capacity)
+{
+    if (q == NULL)
+        return -EINVAL;
+    memset(q, 0, sizeof *q);
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    int fd = shm_open(name, O_RDWR, 0);
+    if (fd < 0)
+        return -errno;
+
+    /* The creator may still be sizing the segment or writing the header:
+     * wait a bounded time for the size, then for the ready word. */
+    struct spmc_shm_header *h = MAP_FAILED;
+    struct stat st;
+    uint64_t deadline = mono_ns() + SPMC_ATTACH_WAIT_NS;
+    struct timespec nap = {0, 1000000}; /* 1 ms */
+    for (;;) {
+        if (fstat(fd, &st) != 0) {
+            rc = -errno;
+            goto fail;
+        }
+        if ((size_t)st.st_size >= sizeof *h)
+            break;
+        if (mono_ns() >= deadline) {
+            rc = -EPROTO;
+            goto fail;
+        }
+        nanosleep(&nap, NULL);
+    }
+    h = mmap(NULL, sizeof *h, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (h == MAP_FAILED) {
+        rc = -errno;
+        goto fail;
+    }
+    /* Pairs with the release store of ready in spmc_queue_create_opts(). */
+    while (atomic_load_explicit(&h->ready, memory_order_acquire) != SPMC_READY) {
+        if (mono_ns() >= deadline) {
+            rc = -EPROTO;
+            goto fail;
+        }
+        nanosleep(&nap, NULL);
+    }
+    if (fstat(fd, &st) != 0) {
+        rc = -errno;
+        goto fail;
+    }
+    struct header_copy c = {h->magic,     h->version,   h->header_size,
+                            h->cacheline, h->elem_size, h->capacity,
+                            h->slot_size, h->fanout,    h->max_readers,
+                            h->claim_max};
+    rc = check_header(&c, elem_size, capacity, st.st_size);
+    if (rc != 0)
+        goto fail;
+
+    /* From here on only the checked copies are used. */
+    q->elem_size = (size_t)c.elem_size;
+    q->slot_size = c.slot_size;
+    q->capacity = c.capacity;
+    q->mask = c.capacity - 1;
+    q->max_readers = c.max_readers;
+    q->claim_max = c.claim_max;
+    q->fanout = (enum spmc_fanout)c.fanout;
+    q->map_size = segment_size(c.slot_size, c.capacity, c.max_readers);
+    munmap(h, sizeof *h);
+    h = map_segment(fd, q->map_size);
+    if (h == NULL) {
+        rc = -errno;
+        h = MAP_FAILED;
+        goto fail;
+    }
+    close(fd);
+    fd = -1;
+    locate(q, h);
+
+    /* Pairs with the release store of closed in spmc_queue_destroy(). */
+    if (atomic_load_explicit(&h->closed, memory_order_acquire)) {
+        rc = -EPIPE;
+        goto fail;
+    }
+    for (unsigned i = 0; i < q->max_readers && q->entry == NULL; i++) {
+        uint32_t free_state = SPMC_ENTRY_FREE;
+        /* Pairs with the store of SPMC_ENTRY_FREE in spmc_queue_destroy():
+         * the entry's previous reader is done with it. */
+        if (atomic_compare_exchange_strong_explicit(&q->readers[i].state, &free_state,
+                                                    SPMC_ENTRY_JOINING, memory_order_acq_rel,
+                                                    memory_order_relaxed))
+            q->entry = &q->readers[i];
+    }
+    if (q->entry == NULL) {
+        rc = -EUSERS;
+        goto fail;
+    }
+    if (q->fanout == SPMC_BROADCAST) {
+        q->publish_mask = q->capacity >= 4 ? q->capacity / 4 - 1 : 0;
+        rc = join_broadcast(q);
+        if (rc != 0) {
+            /* Pairs with the acquire load of state in count_readers(). */
+            atomic_store_explicit(&q->entry->state, SPMC_ENTRY_FREE, memory_order_seq_cst);
+            goto fail;
+        }
+    } else {
+        /* Pairs with the release store of state in spmc_queue_destroy(). */
+        atomic_store_explicit(&q->entry->state, SPMC_ENTRY_ACTIVE, memory_order_release);
+        /* index == claim_end == 0: the first pop claims (claim_batch()). */
+    }
+    q->mode = SPMC_READER;
+    memcpy(q->name, name, strlen(name) + 1);
+    return 0;
+
+fail:
+    if (q->hdr != NULL)
+        unmap_segment(h, q->map_size);
+    else if (h != MAP_FAILED)
+        munmap(h, sizeof *h);
+    if (fd >= 0)
+        close(fd);
+    memset(q, 0, sizeof *q);
+    return rc;
+}
+
+/* ===================================================================== */
+/* Pushing                                                                 */
+/* ===================================================================== */
+
+/* Broadcast: the lowest cursor of the attached readers (index if none). */
+static uint64_t min_cursor(const struct spmc_queue *q, uint64_t index)
+{
+    uint64_t low = index;
+    for (unsigned i = 0; i < q->max_readers; i++) {
+        /* Pairs with the seq_cst stores of state in join_broadcast(). */
+        uint32_t state = atomic_load_explicit(&q->readers[i].state, memory_order_seq_cst);
+        if (state != SPMC_ENTRY_ACTIVE && state != SPMC_ENTRY_STARTING)
+            continue;
+        /* Pairs with the seq_cst store in join_broadcast() and with the
+         * release stores of cursor in publish_cursor(): the reader has
+         * copied every slot below its cursor out before it publishes. */
+        uint64_t cur = atomic_load_explicit(&q->readers[i].cursor, memory_order_seq_cst);
+        if ((int64_t)(cur - low) < 0)
+            low = cur;
+    }
+    return low;
+}
+
+/* Broadcast: the cached limit said "full"; look at the readers again. A
+ * new low point is first published as the gate and the table read once
+ * more, which catches a reader that joined meanwhile (see join_broadcast()).
+ * While we wait on a slow reader the low point does not move, and the scan
+ * alone is enough: the gate we published last already says the same. */
+static void refresh_limit(struct spmc_queue *q)
+{
+    uint64_t low = min_cursor(q, q->index);
+    if (low != q->gate) {
+        /* Pairs with the seq_cst load of gate in join_broadcast(). */
+        atomic_store_explicit(&q->hdr->gate, low, memory_order_seq_cst);
+        q->gate = low;
+        uint64_t again = min_cursor(q, q->index);
+        if ((int64_t)(again - low) < 0)
+            low = again;
+    }
+    q->limit = low + q->capacity;
+}
+
+/* Share: the cached limit says full; read the hand-back words from index
+ * on, to the end of their cache line, and push freely up to the first slot
+ * not handed back yet. The words of one line are read together, so that the
+ * readers' hand-backs into that line (right behind us when they keep up)
+ * do not take it from us message by message. Returns how many are free. */
+static uint64_t refresh_free(struct spmc_queue *q)
+{
+    const uint64_t per_line = SPMC_CACHELINE / sizeof(uint64_t);
+    uint64_t j = q->index, end = (j | (per_line - 1)) + 1;
+    /* Pairs with the release store of the word in hand_back(): the reader of
+     * slot j's last message, j - capacity, has copied it out (the word
+     * says j - capacity until then). Only that slot can hold us back. */
+    while (j != end && atomic_load_explicit(slot_word(q, j), memory_order_acquire) == j)
+        j++;
+    q->limit = j;
+    /* Fetch the line after next now, while no reader writes it: it was
+     * last written a lap ago, and fetching it takes a cache-line transfer
+     * we would otherwise wait for when we get there. */
+    __builtin_prefetch((const void *)slot_word(q, end + per_line), 0, 3);
+    return j - q->index;
+}
+
+int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
+{
+    if (q == NULL || q->mode != SPMC_WRITER || msg == NULL)
+        return -EINVAL;
+    uint64_t i = q->index;
+    if (q->fanout == SPMC_BROADCAST) {
+        if ((int64_t)(i - q->limit) >= 0) { /* the cached limit says full */
+            refresh_limit(q);
+            if ((int64_t)(i - q->limit) >= 0)
+                return -EAGAIN;
+        }
+    } else if ((int64_t)(i - q->limit) >= 0) { /* share: look at the words */
+        if (refresh_free(q) == 0)
+            return -EAGAIN;
+    }
+    memcpy(slot_data(q, i), msg, q->elem_size);
+    q->index = i + 1;
+    /* The publication, in both modes. Pairs with the acquire loads of head
+     * in pop_broadcast() and claim_batch(): every slot below head is
+     * written. Every push stores it, so a message pushed onto an idle queue
+     * is visible at once. */
+    atomic_store_explicit(&q->hdr->head, i + 1, memory_order_release);
+    return 0;
+}
+
+int spmc_queue_push(struct spmc_queue *q, const void *msg, int64_t timeout_ns)
+{
+    int rc = spmc_queue_try_push(q, msg);
+    if (rc != -EAGAIN)
+        return rc;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while ((rc = spmc_queue_try_push(q, msg)) == -EAGAIN) {
+        rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return rc;
+}
+
+/* ===================================================================== */
+/* Popping                                                                 */
+/* ===================================================================== */
+
+/* Broadcast: tell the writer how far this reader has read. */
+static inline void publish_cursor(struct spmc_queue *q)
+{
+    /* Pairs with the seq_cst load of cursor in min_cursor(). */
+    atomic_store_explicit(&q->entry->cursor, q->index, memory_order_release);
+    q->published = q->index;
+}
+
+/* No message at our index: -EPIPE if the writer has closed and everything
+ * it pushed is taken, else -EAGAIN. */
+static int nothing_yet(struct spmc_queue *q, uint64_t index)
+{
+    /* Pairs with the seq_cst store of closed in spmc_queue_destroy(). */
+    if (!atomic_load_explicit(&q->hdr->closed, memory_order_seq_cst))
+        return -EAGAIN;
+    /* Share: messages a reader left behind are not the end of the stream.
+     * Seq_cst, as the increment in spmc_queue_destroy(): a reader that
+     * left before the writer closed is counted here. */
+    if (q->fanout == SPMC_SHARE &&
+        atomic_load_explicit(&q->hdr->leaving, memory_order_seq_cst) != 0)
+        return -EAGAIN;
+    /* The writer's last head store is ordered before closed. */
+    uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_relaxed);
+    return (int64_t)(index - head) >= 0 ? -EPIPE : -EAGAIN;
+}
+
+static int pop_broadcast(struct spmc_queue *q, void *out)
+{
+    /* To write. A broadcast reader takes message q->index, its own copy:
+     * every reader reads every slot, and the writer overwrites a slot only
+     * once the lowest cursor published in the reader table is past it
+     * (refresh_limit()).
+     *
+     * - i = q->index. q->seen_head caches the head this reader loaded
+     *   last; while i is below it, no shared access is needed at all.
+     * - When i == q->seen_head, load q->hdr->head with acquire (pairs with
+     *   the release store of head in spmc_queue_try_push(): every slot
+     *   below head is written). If head - i, unsigned, is more than
+     *   q->capacity, return -EPROTO: we were overrun, which cannot happen
+     *   while our cursor holds the writer back, or head is garbage. Keep
+     *   head in q->seen_head. If head == i there is nothing to read: if our
+     *   published cursor q->published is not i, publish it first
+     *   (publish_cursor()), so that a writer waiting for room sees how far
+     *   we have read before we wait too; then return nothing_yet(q, i)
+     *   (-EAGAIN, or -EPIPE once the writer has closed).
+     * - Copy q->elem_size bytes from slot_data(q, i) into out, and move
+     *   q->index on to i + 1.
+     * - Publish the cursor only now and then, when
+     *   (q->index & q->publish_mask) == 0, since every store to it costs the
+     *   writer a cache-line transfer when it next reads the table. Publish
+     *   after the copy, never before: the cursor tells the writer that the
+     *   slots below it are free to overwrite.
+     * - Return 0. */
+    (void)q;
+    (void)out;
+    (void)publish_cursor; /* yours calls it: this line only keeps the stub warning-free */
+    return -ENOSYS;
+}
+
+/* Share: a reader that left with messages of its claim not yet delivered
+ * (see spmc_queue_destroy()) parked them in its entry: cursor is the next
+ * one, claim_end the end. Take one with a compare-and-swap on that cursor;
+ * whoever takes the last frees the entry. 1 with *index set if we got one.
+ *
+ * The entry may be freed, taken by a new reader and left again while we
+ * look (we may be slow): the leaver stores cursor first (an empty range,
+ * since its messages all come after the last leaver's), then the state,
+ * then claim_end, which opens the range. So a range we see open is the
+ * current leaver's, and its claim_end tells us its messages are there. */
+static int take_leftover(struct spmc_queue *q, uint64_t *index)
+{
+    /* Pairs with the seq_cst increment of leaving in spmc_queue_destroy(). */
+    if (atomic_load_explicit(&q->hdr->leaving, memory_order_seq_cst) == 0)
+        return 0;
+    for (unsigned e = 0; e < q->max_readers; e++) {
+        struct spmc_shm_reader *r = &q->readers[e];
+        /* Pairs with the release store of SPMC_ENTRY_LEAVING in
+         * spmc_queue_destroy(). */
+        if (atomic_load_explicit(&r->state, memory_order_acquire) != SPMC_ENTRY_LEAVING)
+            continue;
+        /* Pairs with the release store of claim_end in spmc_queue_destroy():
+         * the leaver's acquire of head made its messages visible to it,
+         * so to us. */
+        const uint64_t end = atomic_load_explicit(&r->claim_end, memory_order_acquire);
+        uint64_t j = atomic_load_explicit(&r->cursor, memory_order_relaxed);
+        for (int tries = 0; tries < MAX_RETRIES && (int64_t)(end - j) > 0 &&
+                            end - j <= q->claim_max;
+             tries++) {
+            /* Relaxed: the claim_end load above ordered the data. */
+            if (!atomic_compare_exchange_weak_explicit(&r->cursor, &j, j + 1,
+                                                       memory_order_relaxed,
+                                                       memory_order_relaxed))
+                continue; /* j now holds the cursor another taker left */
+            if (j + 1 == end) { /* the last one: the entry is free again */
+                uint32_t leaving = SPMC_ENTRY_LEAVING;
+                /* Pairs with the acquire compare-and-swap of FREE in
+                 * spmc_queue_attach(); acquire: after the other takers'
+                 * moves of cursor. */
+                if (atomic_compare_exchange_strong_explicit(&r->state, &leaving,
+                                                            SPMC_ENTRY_FREE,
+                                                            memory_order_acq_rel,
+                                                            memory_order_relaxed))
+                    atomic_fetch_sub_explicit(&q->hdr->leaving, 1, memory_order_seq_cst);
+            }
+            *index = j;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Share: claim the next messages, up to claim_max of those the writer
+ * has published, with one compare-and-swap on read_index. 0 with
+ * [q->index, q->claim_end) ours, or -EAGAIN: nothing to claim (then
+ * q->index is read_index), or no agreement after many tries (heavy
+ * contention, or a peer scribbling over read_index). */
+static int claim_batch(struct spmc_queue *q)
+{
+    /* To write. A work-sharing reader claims the next messages for itself;
+     * q->hdr->read_index is the next message nobody has claimed.
+     *
+     * - Load read_index into r, relaxed: it only says which messages are
+     *   next, the message bytes are ordered by head.
+     * - Loop at most MAX_RETRIES times:
+     *   - avail = q->seen_head - r (seen_head caches the head this reader
+     *     loaded last). If avail is 0 or more than q->capacity, load
+     *     q->hdr->head again with acquire (pairs with the release store of
+     *     head in spmc_queue_try_push(): every slot below head is written),
+     *     keep it in q->seen_head, and compute avail again. Still 0: nothing
+     *     to claim; set q->index, q->claim_start and q->claim_end to r (so
+     *     that nothing_yet() compares the right index with head) and return
+     *     -EAGAIN. More than q->capacity: r is more than a lap old (we were
+     *     slow, others claimed on) or a peer wrote garbage: load read_index
+     *     into r again and go round.
+     *   - n = avail, at most q->claim_max. Compare-and-swap read_index from
+     *     r to r + n (atomic_compare_exchange_weak_explicit(), relaxed on
+     *     success and failure: head's acquire already ordered the data; the
+     *     swap only decides who takes which messages). Won: the messages
+     *     [r, r + n) are ours; set q->index = q->claim_start = r and
+     *     q->claim_end = r + n, and return 0. Lost: the failed swap left the
+     *     current read_index in r; go round.
+     * - Out of tries (heavy contention, or a peer scribbling over
+     *   read_index): return -EAGAIN, the caller retries later. */
+    (void)q;
+    return -ENOSYS;
+}
+
+/* Share: hand the slots of messages [from, to), which we claimed and have
+ * copied out, back to the writer: "free for message j + capacity". */
+static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
+{
+    /* To write. Each slot has a hand-back word (slot_word(q, j) for message
+     * j; see the comment above slot_word()). The writer may put message
+     * j + capacity into the slot of message j once that word says
+     * j + q->capacity (refresh_free() reads it).
+     *
+     * - For every j from `from` up to, not including, `to` (unsigned: the
+     *   counters may wrap, so loop with j != to), store j + q->capacity
+     *   into slot_word(q, j) with release. It pairs with the acquire load
+     *   of the word in refresh_free(): our copy out of the slot is finished
+     *   before the writer, seeing the word, overwrites it. Only the reader
+     *   that claimed message j moves its word on, so a plain store is
+     *   enough, no compare-and-swap. */
+    (void)q;
+    (void)from;
+    (void)to;
+}
+
+static int pop_share(struct spmc_queue *q, void *out)
+{
+    if (q->index == q->claim_end) { /* our claim is delivered: claim again */
+        uint64_t left;
+        if (take_leftover(q, &left)) { /* the oldest messages first */
+            memcpy(out, slot_data(q, left), q->elem_size);
+            hand_back(q, left, left + 1);
+            return 0;
+        }
+        int rc = claim_batch(q);
+        if (rc != 0)
+            return rc == -EAGAIN ? nothing_yet(q, q->index) : rc;
+    }
+    uint64_t i = q->index++;
+    memcpy(out, slot_data(q, i), q->elem_size);
+    /* The whole claim is copied out: hand its slots back together. A
+     * writer that waits for them (the ring is full) reads their words as
+     * we write them; one burst of stores costs it a transfer or two of
+     * their lines, where one store per message would cost one each. */
+    if (q->index == q->claim_end)
+        hand_back(q, q->claim_start, q->claim_end);
+    return 0;
+}
+
+int spmc_queue_try_pop(struct spmc_queue *q, void *out)
+{
+    if (q == NULL || q->mode != SPMC_READER || out == NULL)
+        return -EINVAL;
+    return q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
+}
+
+int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
+{
+    int rc = spmc_queue_try_pop(q, out);
+    if (rc != -EAGAIN)
+        return rc;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while ((rc = spmc_queue_try_pop(q, out)) == -EAGAIN) {
+        rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return rc;
+}
+
+/* ===================================================================== */
+/* Tearing down                                                            */
+/* ===================================================================== */
+
+int spmc_queue_destroy(struct spmc_queue *q)
+{
+    if (q == NULL || q->hdr == NULL)
+        return -EINVAL;
+    if (q->mode == SPMC_WRITER) {
+        /* Pairs with the seq_cst load of closed in nothing_yet() and the
+         * acquire load in spmc_queue_attach(). */
+        atomic_store_explicit(&q->hdr->closed, 1, memory_order_seq_cst);
+        shm_unlink(q->name);
+    } else if (q->fanout == SPMC_SHARE && q->index != q->claim_end) {
+        /* We leave with messages of our claim not delivered: hand back the
+         * slots we have copied out, and park the rest in our entry for the
+         * other readers (see take_leftover()): cursor first (the range is
+         * empty until claim_end is stored), counted in leaving before the
+         * state says so, claim_end last. */
+        hand_back(q, q->claim_start, q->index);
+        atomic_store_explicit(&q->entry->cursor, q->index, memory_order_relaxed);
+        /* Pairs with the seq_cst loads of leaving in take_leftover() and
+         * nothing_yet(). */
+        atomic_fetch_add_explicit(&q->hdr->leaving, 1, memory_order_seq_cst);
+        /* Pairs with the acquire load of state in take_leftover(). */
+        atomic_store_explicit(&q->entry->state, SPMC_ENTRY_LEAVING, memory_order_release);
+        /* Pairs with the acquire load of claim_end in take_leftover(). */
+        atomic_store_explicit(&q->entry->claim_end, q->claim_end, memory_order_release);
+    } else {
+        /* Pairs with the acquire load of state in count_readers() and the
+         * seq_cst load in min_cursor(): the writer stops waiting for us. */
+        atomic_store_explicit(&q->entry->state, SPMC_ENTRY_FREE, memory_order_seq_cst);
+    }
+    unmap_segment(q->hdr, q->map_size);
+    memset(q, 0, sizeof *q);
+    return 0;
+}
