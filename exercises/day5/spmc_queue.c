@@ -451,13 +451,13 @@ static int check_header(const struct header_copy *c, size_t elem_size,
 }
 
 /* Broadcast join: choose a starting cursor the writer is guaranteed to
- * respect. The writer pushes freely while its index stays below
- * gate + capacity, where gate is the lowest cursor it saw when it last
- * looked; it stores gate *before* it re-reads the table (see
- * refresh_limit()). We store our cursor *before* we read gate. With both
- * pairs sequentially consistent, either the writer's re-read sees our
- * cursor, or we see its new gate; if that gate is beyond our cursor we may
- * already be overrun, so we start again from the writer's newer position. */
+ * respect. The writer pushes freely while its index stays below its
+ * limit, at most gate + capacity; it stores gate, which never moves back,
+ * *before* it re-reads the table (see refresh_limit()). We store our
+ * cursor and our state *before* we read gate. With both pairs sequentially
+ * consistent, either the writer's re-read sees us, or we see its new gate;
+ * if that gate is beyond our cursor we may already be overrun, so we start
+ * again from the writer's newer position. */
 static int join_broadcast(struct spmc_queue *q)
 {
     struct spmc_shm_header *h = q->hdr;
@@ -631,14 +631,17 @@ static uint64_t min_cursor(const struct spmc_queue *q, uint64_t index)
 }
 
 /* Broadcast: the cached limit said "full"; look at the readers again. A
- * new low point is first published as the gate and the table read once
- * more, which catches a reader that joined meanwhile (see join_broadcast()).
- * While we wait on a slow reader the low point does not move, and the scan
- * alone is enough: the gate we published last already says the same. */
+ * low point beyond the gate is first published as the new gate and the
+ * table read once more, which catches a reader that joined meanwhile (see
+ * join_broadcast()). The gate only moves forward. A low point at or below
+ * it (a slow reader, or a joining reader's cursor) needs no store: a
+ * joining reader that reads the gate starts at or beyond it anyway. And a
+ * gate lowered to a joining reader's cursor would tell that reader "the
+ * writer never passed you" just after the writer had passed it, unseen. */
 static void refresh_limit(struct spmc_queue *q)
 {
     uint64_t low = min_cursor(q, q->index);
-    if (low != q->gate) {
+    if ((int64_t)(low - q->gate) > 0) {
         /* Pairs with the seq_cst load of gate in join_broadcast(). */
         atomic_store_explicit(&q->hdr->gate, low, memory_order_seq_cst);
         q->gate = low;
