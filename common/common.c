@@ -207,6 +207,30 @@ const char *parse_name(const char *s)
     return s;
 }
 
+void die_attach(int rc, const char *name)
+{
+    const char *why = name_problem(name);
+    if (rc == -EINVAL && why != NULL)
+        die("cannot attach to '%s': a queue name %s (e.g. /myqueue)", name, why);
+    if (rc == -ENOENT)
+        die("cannot attach to %s: there is no such queue (start the producer first, "
+            "with the same queue name)", name);
+    if (rc == -EBUSY)
+        die("cannot attach to %s: another reader is attached, and this day's queue "
+            "has room for one", name);
+    if (rc == -EUSERS)
+        die("cannot attach to %s: its reader table is full (the producer's "
+            "--consumers sets its size)", name);
+    if (rc == -EPROTO)
+        die("cannot attach to %s: it is not a queue of this day, or its creator has "
+            "not finished it (another day's producer? a crashed one? see ls -l "
+            "/dev/shm%s)", name, name);
+    if (rc == -EACCES)
+        die("cannot attach to %s: permission denied (the queue's mode and owner: "
+            "ls -l /dev/shm%s)", name, name);
+    die_rc(rc, "cannot attach to %s", name);
+}
+
 void die_create(int rc, const char *name, uint64_t elem_size, uint64_t capacity)
 {
     const char *why = name_problem(name);

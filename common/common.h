@@ -78,6 +78,11 @@ const char *parse_name(const char *s);
  *  against the bytes /dev/shm has free. */
 void die_create(int rc, const char *name, uint64_t elem_size, uint64_t capacity);
 
+/** die() after spmc_queue_attach() to @p name returned @p rc, saying what
+ *  to do: start the producer, another reader holds a one-reader queue, the
+ *  table is full, the segment is not this day's queue, or permissions. */
+void die_attach(int rc, const char *name);
+
 /**
  * @name Removing this process's segments however it ends
  *

@@ -29,7 +29,7 @@ int main(int argc, char **argv)
             nanosleep(&nap, NULL);
     }
     if (rc != 0)
-        die_rc(rc, "cannot attach to %s", name);
+        die_attach(rc, name);
     printf("spmc_queue created\n");
 
     char msg[MSG_SIZE];

@@ -74,7 +74,7 @@ int main(int argc, char **argv)
            o.name, o.size, o.capacity);
     int rc = attach(&q, &o);
     if (rc != 0)
-        die_rc(rc, "cannot attach to %s", o.name);
+        die_attach(rc, o.name);
     printf("spmc_queue created\n");
 
     unsigned char *msg = malloc(o.size);

@@ -74,7 +74,7 @@ static void open_reader(struct spmc_queue *q, const char *name)
         name, opt.size, opt.capacity);
     int rc = spmc_queue_attach(q, name, opt.size, opt.capacity);
     if (rc != 0)
-        die_rc(rc, "cannot attach to %s", name);
+        die_attach(rc, name);
     say("spmc_queue created");
 }
 
@@ -392,7 +392,7 @@ static void attach_retry(struct spmc_queue *q, const char *name)
            now_ns() < deadline)
         sched_yield();
     if (rc != 0)
-        die_rc(rc, "cannot attach to %s", name);
+        die_attach(rc, name);
 }
 
 /* The echo side pops each message from ping and pushes it back on pong. */

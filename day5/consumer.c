@@ -105,7 +105,7 @@ int main(int argc, char **argv)
         return 128 + sig;
     }
     if (rc != 0)
-        die_rc(rc, "cannot attach to %s", o.name);
+        die_attach(rc, o.name);
     printf("spmc_queue created\n");
 
     unsigned char *msg = malloc(o.size);
