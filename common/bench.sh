@@ -25,6 +25,8 @@
 set -u
 
 BUILD=${BUILD:-build}
+# median, c2c and stable, shared with the other benchmark script.
+. "$(dirname "$0")/bench_lib.sh"
 CC=${CC:-cc}
 CFLAGS_SHOWN=${CFLAGS_SHOWN:--O2 -g}
 if [ "${BENCH_SMOKE:-0}" = 1 ]; then
@@ -72,15 +74,6 @@ fail() {
     { echo "== $1: exit status $2"; cat "$out"; } >>"$tmp/failures"
 }
 
-# c2c: the core-to-core round trip now, in ns ("nan" if unknown): the median
-# of three runs of 15 ms, so that a blip of one run does not count.
-c2c() {
-    local n line
-    for n in 1 2 3; do
-        line=$("$BUILD/common/c2c" 2>/dev/null) || line=nan
-        echo "${line#c2c_ns=}"
-    done | median | awk '{ print ($1 == "nan" ? "nan" : sprintf("%.1f", $1)) }'
-}
 
 # series ARRAY KEY ROUNDS...: the values ARRAY[KEY,round] that exist, one a line.
 series() {
@@ -92,12 +85,6 @@ series() {
     done
 }
 
-# median: the median of the numbers on stdin, one a line ("nan" if none).
-median() {
-    sort -n | awk '$1 != "" && $1 != "nan" { v[++n] = $1 }
-        END { if (n == 0) print "nan"
-              else printf "%.6f\n", n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'
-}
 
 # num X DIVISOR FORMAT: X / DIVISOR printed with FORMAT, or "-" if X is nan.
 num() {
@@ -112,11 +99,6 @@ ratio() {
         else printf (a / b < 0.1 ? "%.3fx\n" : "%.2fx\n"), a / b }'
 }
 
-# stable BEFORE AFTER: true when the two c2c figures are within 30%.
-stable() {
-    if [ "$1" = nan ] || [ "$2" = nan ]; then return 0; fi # one CPU: no drift
-    awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= 1.3 * b && b <= 1.3 * a) }'
-}
 
 # ---------------------------------------------------------------------------
 # The rows of the table: a name, a mode, a program and its options.

@@ -24,6 +24,8 @@
 set -u
 
 BUILD=${BUILD:-build}
+# median, c2c and stable, shared with the other benchmark script.
+. "$(dirname "$0")/bench_lib.sh"
 CC=${CC:-cc}
 CFLAGS_SHOWN=${CFLAGS_SHOWN:--O2 -g}
 if [ "${BENCH_SMOKE:-0}" = 1 ]; then
@@ -60,27 +62,8 @@ run() {
     fi
 }
 
-# median: the median of the numbers on stdin, one a line ("nan" if none).
-median() {
-    sort -n | awk '$1 != "" && $1 != "nan" { v[++n] = $1 }
-        END { if (n == 0) print "nan"
-              else printf "%.6f\n", n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'
-}
 
-# c2c: the core-to-core round trip now, in ns ("nan" if unknown).
-c2c() {
-    local line
-    for _ in 1 2 3; do
-        line=$("$BUILD/common/c2c" 2>/dev/null) || line=nan
-        echo "${line#c2c_ns=}"
-    done | median | awk '{ print ($1 == "nan" ? "nan" : sprintf("%.1f", $1)) }'
-}
 
-# stable BEFORE AFTER: true when the two c2c figures are within 30%.
-stable() {
-    if [ "$1" = nan ] || [ "$2" = nan ]; then return 0; fi # one CPU: no drift
-    awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= 1.3 * b && b <= 1.3 * a) }'
-}
 
 cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null)
 ncpu=$(awk '/^processor/ { n++ } END { print n + 0 }' /proc/cpuinfo 2>/dev/null)

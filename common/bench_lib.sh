@@ -1,0 +1,26 @@
+# shellcheck shell=bash
+# bench_lib.sh - shell functions shared by bench.sh and bench_knobs.sh
+# (sourced, not run). Needs BUILD set: c2c runs $BUILD/common/c2c.
+
+# median: the median of the numbers on stdin, one a line ("nan" if none).
+median() {
+    sort -n | awk '$1 != "" && $1 != "nan" { v[++n] = $1 }
+        END { if (n == 0) print "nan"
+              else printf "%.6f\n", n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'
+}
+
+# c2c: the core-to-core round trip now, in ns ("nan" if unknown): the median
+# of three runs of 15 ms, so that a blip of one run does not count.
+c2c() {
+    local line
+    for _ in 1 2 3; do
+        line=$("$BUILD/common/c2c" 2>/dev/null) || line=nan
+        echo "${line#c2c_ns=}"
+    done | median | awk '{ print ($1 == "nan" ? "nan" : sprintf("%.1f", $1)) }'
+}
+
+# stable BEFORE AFTER: true when the two c2c figures are within 30%.
+stable() {
+    if [ "$1" = nan ] || [ "$2" = nan ]; then return 0; fi # one CPU: no drift
+    awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= 1.3 * b && b <= 1.3 * a) }'
+}
