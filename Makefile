@@ -45,15 +45,33 @@ BENCH_DAYS := $(patsubst %/,%,$(dir $(wildcard day*/benchmark.c)))
 SEL_BENCH  := $(filter $(BENCH_DAYS),$(SEL))
 RACE_DAYS  := $(patsubst %/,%,$(dir $(wildcard day*/race.c)))
 SEL_RACE   := $(filter $(RACE_DAYS),$(SEL))
-# The contract suite (tests/check_contract.c) runs against day 2 and later
-# (what needs day 3's ring and blocking calls only from day 3 on);
-# day 5's fan-out suite also runs against the days after it; from day 6 on,
-# the crash-point suite (tests/check_crash.c, against the queue built with
-# -DSPMC_CRASH_POINTS) and the liveness suite (tests/check_liveness.c:
-# PID namespaces, no /proc, exited main threads, forks) run against each day.
-CONTRACT_DAYS := $(filter-out day1,$(DAYS))
-FANOUT_DAYS   := $(filter-out day1 day2 day3 day4 day5,$(DAYS))
-CRASH_DAYS    := $(FANOUT_DAYS)
+# The test matrix, declared once: which suite runs against which days.
+# A day's own suite, tests/check_dayN.c, runs against that day. Each suite
+# below runs against its first day and every day after it; its binary is
+# $(BUILD)/tests/check_<suite>_<day>. Fields: suite, source, first day, and
+# what else it needs:
+#   programs      it starts the day's producer and consumer (-DDAY_BUILD)
+#   crash-points  it runs against the queue built with -DSPMC_CRASH_POINTS
+# contract: the public contract, version-independent cases from day 2 on;
+# day5: day 5's fan-out suite (day 5's own suite, later days' too);
+# liveness: PID namespaces, no /proc, exited main threads, forks;
+# crash: a process SIGKILLed or SIGSTOPped at each named crash point.
+TEST_MATRIX := contract:tests/check_contract.c:day2 \
+               day5:tests/check_day5.c:day6 \
+               liveness:tests/check_liveness.c:day6:programs \
+               crash:tests/check_crash.c:day6:crash-points
+
+field        = $(word $(1),$(subst :, ,$(2)))
+# dayN is the Nth word of ALL_DAYS: the days present from day $(1) on.
+days_from    = $(filter $(wordlist $(patsubst day%,%,$(1)),99,$(ALL_DAYS)),$(DAYS))
+# The matrix entries that run against day $(1).
+suites_of    = $(foreach m,$(TEST_MATRIX),$(if $(filter $(1),$(call days_from,$(call field,3,$(m)))),$(m)))
+suite_needs  = $(filter $(2),$(wordlist 4,9,$(subst :, ,$(1))))
+suite_name   = $(call field,1,$(1))
+# Matrix entry $(1) against day $(2) with build folder $(3): the queue object
+# it links, and its extra flags.
+suite_lib    = $(3)/$(if $(call suite_needs,$(1),crash-points),crash/)$(2)/spmc_queue.o
+suite_flags  = $(if $(call suite_needs,$(1),crash-points),-DSPMC_CRASH_POINTS)
 
 COMMON_OBJ := $(BUILD)/common/common.o $(BUILD)/common/bench.o
 
@@ -61,9 +79,7 @@ COMMON_OBJ := $(BUILD)/common/common.o $(BUILD)/common/bench.o
 day_progs = $(patsubst $(1)/%.c,$(BUILD)/$(1)/%,$(filter-out $(1)/spmc_queue.c,$(wildcard $(1)/*.c)))
 day_lib   = $(if $(wildcard $(1)/spmc_queue.c),$(BUILD)/$(1)/spmc_queue.o)
 day_tests = $(if $(wildcard tests/check_$(1).c),$(BUILD)/tests/check_$(1)) \
-            $(if $(filter $(1),$(CONTRACT_DAYS)),$(BUILD)/tests/check_contract_$(1)) \
-            $(if $(filter $(1),$(FANOUT_DAYS)),$(BUILD)/tests/check_day5_$(1)) \
-            $(if $(filter $(1),$(CRASH_DAYS)),$(BUILD)/tests/check_liveness_$(1) $(BUILD)/tests/check_crash_$(1))
+            $(foreach m,$(call suites_of,$(1)),$(BUILD)/tests/check_$(call suite_name,$(m))_$(1))
 
 TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
 
@@ -102,58 +118,35 @@ $(call day_progs,$(1)): $(BUILD)/$(1)/%: $(BUILD)/$(1)/%.o $(call day_lib,$(1)) 
 	$$(quiet) LD $$@
 	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(LDLIBS)
 
-$(BUILD)/tests/check_$(1): $(BUILD)/tests/check_$(1).o $(call day_lib,$(1)) $(COMMON_OBJ)
-	$$(quiet) LD $$@
-	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(CHECK_LIBS) $$(LDLIBS)
-
-$(BUILD)/tests/check_$(1).o: tests/check_$(1).c | deps-check
-	$$(quiet) CC $$<
-	$$(Q)mkdir -p $$(dir $$@)
-	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DDAY_BUILD='"$$(abspath $$(BUILD))/$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
-
-$(BUILD)/tests/check_contract_$(1): $(BUILD)/tests/contract_$(1).o $(call day_lib,$(1)) $(COMMON_OBJ)
-	$$(quiet) LD $$@
-	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(CHECK_LIBS) $$(LDLIBS)
-
-$(BUILD)/tests/check_day5_$(1): $(BUILD)/tests/fanout_$(1).o $(call day_lib,$(1)) $(COMMON_OBJ)
-	$$(quiet) LD $$@
-	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(CHECK_LIBS) $$(LDLIBS)
-
-$(BUILD)/tests/fanout_$(1).o: tests/check_day5.c | deps-check
-	$$(quiet) CC "$$< ($(1))"
-	$$(Q)mkdir -p $$(dir $$@)
-	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) $$(CHECK_CFLAGS) -c $$< -o $$@
-
-$(BUILD)/tests/check_liveness_$(1): $(BUILD)/tests/liveness_$(1).o $(call day_lib,$(1)) $(COMMON_OBJ)
-	$$(quiet) LD $$@
-	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(CHECK_LIBS) $$(LDLIBS)
-
-$(BUILD)/tests/liveness_$(1).o: tests/check_liveness.c | deps-check
-	$$(quiet) CC "$$< ($(1))"
-	$$(Q)mkdir -p $$(dir $$@)
-	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DSPMC_DAY='"$(1)"' -DDAY_BUILD='"$$(abspath $$(BUILD))/$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
-
 # The queue with its test-only crash points compiled in.
 $(BUILD)/crash/$(1)/spmc_queue.o: $(1)/spmc_queue.c
 	$$(quiet) CC "$$< (crash points)"
 	$$(Q)mkdir -p $$(dir $$@)
 	$$(Q)$$(CC) $$(ALL_CFLAGS) -DSPMC_CRASH_POINTS -c $$< -o $$@
+endef
+$(foreach d,$(DAYS),$(eval $(call DAY_RULES,$(d))))
 
-$(BUILD)/tests/check_crash_$(1): $(BUILD)/tests/crash_$(1).o $(BUILD)/crash/$(1)/spmc_queue.o $(COMMON_OBJ)
+# One test binary: $(1) the binary, $(2) its object, $(3) the source,
+# $(4) the day under test, $(5) the queue object, $(6) the folder of the
+# programs it starts (empty: none), $(7) extra flags. Arguments may carry
+# the blanks of a continued line, hence the strips.
+define TEST_RULES
+$(1): $(2) $(5) $(COMMON_OBJ)
 	$$(quiet) LD $$@
 	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(CHECK_LIBS) $$(LDLIBS)
 
-$(BUILD)/tests/crash_$(1).o: tests/check_crash.c | deps-check
-	$$(quiet) CC "$$< ($(1))"
+$(2): $(3) | deps-check
+	$$(quiet) CC "$$< ($(strip $(4) $(7)))"
 	$$(Q)mkdir -p $$(dir $$@)
-	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DSPMC_CRASH_POINTS -DSPMC_DAY='"$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
-
-$(BUILD)/tests/contract_$(1).o: tests/check_contract.c | deps-check
-	$$(quiet) CC "$$< ($(1))"
-	$$(Q)mkdir -p $$(dir $$@)
-	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DSPMC_DAY='"$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(strip $(4)) -DSPMC_DAY='"$(strip $(4))"' $(if $(strip $(6)),-DDAY_BUILD='"$(strip $(6))"') $(strip $(7)) $$(CHECK_CFLAGS) -c $$< -o $$@
 endef
-$(foreach d,$(DAYS),$(eval $(call DAY_RULES,$(d))))
+# Each day's own suite, then the matrix's suites against it.
+$(foreach d,$(DAYS),$(if $(wildcard tests/check_$(d).c),$(eval $(call TEST_RULES,$(BUILD)/tests/check_$(d),\
+  $(BUILD)/tests/check_$(d).o,tests/check_$(d).c,$(d),$(call day_lib,$(d)),$(abspath $(BUILD))/$(d)))))
+$(foreach d,$(DAYS),$(foreach m,$(call suites_of,$(d)),$(eval $(call TEST_RULES,\
+  $(BUILD)/tests/check_$(call suite_name,$(m))_$(d),$(BUILD)/tests/$(call suite_name,$(m))_$(d).o,\
+  $(call field,2,$(m)),$(d),$(call suite_lib,$(m),$(d),$(BUILD)),\
+  $(if $(call suite_needs,$(m),programs),$(abspath $(BUILD))/$(d)),$(call suite_flags,$(m))))))
 
 # Day 4 built again with one of its two changes undone by a knob of
 # day4/spmc_queue.[ch], for `make day4 bench`: "orders" keeps day 4's memory
@@ -244,9 +237,7 @@ bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TO
 plot:
 	@[ -f $(BUILD)/bench/medians.csv ] || $(MAKE) --no-print-directory bench
 	@./common/deps.sh plot doxygen
-	$(Q)gnuplot -e "infile='$(BUILD)/bench/medians.csv'; machine_title='make bench, $$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $$(nproc) CPUs, 64-byte messages, two processes'" \
-	   docs/plot.gp > docs/throughput.svg
-	@echo "plot: wrote docs/throughput.svg from $(BUILD)/bench/medians.csv"
+	@BUILD=$(BUILD) ./common/plot.sh
 	@$(MAKE) --no-print-directory layout
 
 # The segment pictures docs/layout/dayN.dot and .svg, from each day's
@@ -267,13 +258,7 @@ FUZZ_FLAGS   = -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize
                -DSPMC_ATTACH_WAIT_NS=0
 
 fuzz: deps-fuzz $(foreach d,$(FUZZ_DAYS),$(BUILD)/fuzz/fuzz_$(d))
-	@for d in $(FUZZ_DAYS); do \
-	   echo "== fuzz $$d for $(FUZZ_SECONDS) s (seeds: tests/fuzz-corpus/$$d)"; \
-	   work=$(BUILD)/fuzz/corpus-$$d; mkdir -p $$work; cp tests/fuzz-corpus/$$d/* $$work/; \
-	   if ! $(BUILD)/fuzz/fuzz_$$d -max_total_time=$(FUZZ_SECONDS) -timeout=10 -max_len=8192 \
-	        -artifact_prefix=$(BUILD)/fuzz/$$d- $$work > $(BUILD)/fuzz/$$d.log 2>&1; then \
-	     tail -n 40 $(BUILD)/fuzz/$$d.log; echo "fuzz: $$d FAILED (input saved as $(BUILD)/fuzz/$$d-*)"; exit 1; fi; \
-	   grep -E '^#[0-9]+.*DONE' $(BUILD)/fuzz/$$d.log | tail -n 1; done
+	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) ./common/fuzz.sh $(FUZZ_DAYS)
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz_segment.c %/spmc_queue.c %/spmc_queue.h | deps-fuzz
 	$(quiet) FUZZ $@
@@ -320,11 +305,13 @@ diff:
 # functions to write (common/exercise_check.sh).
 # ---------------------------------------------------------------------------
 EXERCISE_BUILD ?= $(BUILD)/exercise
-EXERCISE_DAYS  := $(filter $(CONTRACT_DAYS),$(patsubst exercises/%/spmc_queue.c,%,$(wildcard exercises/day*/spmc_queue.c)))
+EXERCISE_DAYS  := $(filter $(DAYS),$(patsubst exercises/%/spmc_queue.c,%,$(wildcard exercises/day*/spmc_queue.c)))
 SEL_EXERCISE   := $(filter $(EXERCISE_DAYS),$(SEL))
-# A day's suites as day_tests names them, built against its exercise.
-exercise_tests = $(patsubst $(BUILD)/tests/%,$(EXERCISE_BUILD)/$(1)/%,\
-                   $(filter-out %/check_crash_$(1),$(call day_tests,$(1))))
+# A day's own suite and the matrix's suites but the crash-point ones,
+# built against its exercise.
+exercise_suites = $(foreach m,$(call suites_of,$(1)),$(if $(call suite_needs,$(m),crash-points),,$(m)))
+exercise_tests  = $(if $(wildcard tests/check_$(1).c),$(EXERCISE_BUILD)/$(1)/check_$(1)) \
+                  $(foreach m,$(call exercise_suites,$(1)),$(EXERCISE_BUILD)/$(1)/check_$(call suite_name,$(m))_$(1))
 EXERCISE_TESTS = $(foreach d,$(SEL_EXERCISE),$(call exercise_tests,$(d)))
 EXERCISE_BINS  = $(EXERCISE_TESTS) \
                  $(foreach d,$(SEL_EXERCISE),$(EXERCISE_BUILD)/$(d)/producer $(EXERCISE_BUILD)/$(d)/consumer)
@@ -332,8 +319,7 @@ EXERCISE_TSAN  = SPMC_STRESS_MESSAGES=200000 TSAN_OPTIONS="halt_on_error=1 secon
                  setarch "$$(uname -m)" -R $(MAKE) --no-print-directory BUILD=$(BUILD)/tsan \
                  EXERCISE_BUILD=$(BUILD)/tsan/exercise SAN=-fsanitize=thread OPT="-O1 -g"
 
-# $(1): the day. Test objects are compiled here rather than shared with the
-# day's own, since DAY_BUILD must name the programs built against the exercise.
+# $(1): the day: its exercise's queue object and the programs built with it.
 define EXERCISE_RULES
 $(EXERCISE_BUILD)/$(1)/spmc_queue.o: exercises/$(1)/spmc_queue.c $(1)/spmc_queue.h
 	$$(quiet) CC "$$< (-I$(1))"
@@ -344,32 +330,18 @@ $(EXERCISE_BUILD)/$(1)/producer $(EXERCISE_BUILD)/$(1)/consumer: $(EXERCISE_BUIL
 		$(BUILD)/$(1)/%.o $(EXERCISE_BUILD)/$(1)/spmc_queue.o $(COMMON_OBJ)
 	$$(quiet) LD $$@
 	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(LDLIBS)
-
-$(EXERCISE_BUILD)/$(1)/check_%: $(EXERCISE_BUILD)/$(1)/tests/%.o $(EXERCISE_BUILD)/$(1)/spmc_queue.o $(COMMON_OBJ)
-	$$(quiet) LD $$@
-	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(CHECK_LIBS) $$(LDLIBS)
-
-$(EXERCISE_BUILD)/$(1)/tests/$(1).o: tests/check_$(1).c | deps-check
-	$$(quiet) CC "$$< (exercise $(1))"
-	$$(Q)mkdir -p $$(dir $$@)
-	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DDAY_BUILD='"$$(abspath $(EXERCISE_BUILD))/$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
-
-$(EXERCISE_BUILD)/$(1)/tests/contract_$(1).o: tests/check_contract.c | deps-check
-	$$(quiet) CC "$$< (exercise $(1))"
-	$$(Q)mkdir -p $$(dir $$@)
-	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DSPMC_DAY='"$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
-
-$(EXERCISE_BUILD)/$(1)/tests/day5_$(1).o: tests/check_day5.c | deps-check
-	$$(quiet) CC "$$< (exercise $(1))"
-	$$(Q)mkdir -p $$(dir $$@)
-	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) $$(CHECK_CFLAGS) -c $$< -o $$@
-
-$(EXERCISE_BUILD)/$(1)/tests/liveness_$(1).o: tests/check_liveness.c | deps-check
-	$$(quiet) CC "$$< (exercise $(1))"
-	$$(Q)mkdir -p $$(dir $$@)
-	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -DSPMC_DAY='"$(1)"' -DDAY_BUILD='"$$(abspath $(EXERCISE_BUILD))/$(1)"' $$(CHECK_CFLAGS) -c $$< -o $$@
 endef
 $(foreach d,$(EXERCISE_DAYS),$(eval $(call EXERCISE_RULES,$(d))))
+# The tests, from the test matrix as for the days themselves, compiled here
+# rather than shared with the day's own: DAY_BUILD names the programs built
+# against the exercise.
+$(foreach d,$(EXERCISE_DAYS),$(if $(wildcard tests/check_$(d).c),$(eval $(call TEST_RULES,\
+  $(EXERCISE_BUILD)/$(d)/check_$(d),$(EXERCISE_BUILD)/$(d)/tests/check_$(d).o,tests/check_$(d).c,$(d),\
+  $(EXERCISE_BUILD)/$(d)/spmc_queue.o,$(abspath $(EXERCISE_BUILD))/$(d)))))
+$(foreach d,$(EXERCISE_DAYS),$(foreach m,$(call exercise_suites,$(d)),$(eval $(call TEST_RULES,\
+  $(EXERCISE_BUILD)/$(d)/check_$(call suite_name,$(m))_$(d),$(EXERCISE_BUILD)/$(d)/tests/$(call suite_name,$(m))_$(d).o,\
+  $(call field,2,$(m)),$(d),$(EXERCISE_BUILD)/$(d)/spmc_queue.o,\
+  $(if $(call suite_needs,$(m),programs),$(abspath $(EXERCISE_BUILD))/$(d))))))
 
 # Each selected day: its suites against the exercise; once they pass, the
 # same under ThreadSanitizer. One verdict line per day; fails if one failed.

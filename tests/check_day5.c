@@ -1,7 +1,7 @@
 /* check_day5.c - what day 5 adds to the contract: many readers in two
  * fan-out modes, readers that come and go, a power-of-two ring, end of
  * stream, and the header fields that describe all that. Built against
- * day 5 and against every later day (the Makefile's FANOUT_DAYS).
+ * day 5 and against every later day (the Makefile's TEST_MATRIX).
  *
  * Processes are real (fork) wherever the promise is about IPC; the thread
  * versions of the stress runs are what ThreadSanitizer checks. In day 5's

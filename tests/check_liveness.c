@@ -25,7 +25,7 @@
  * when this machine cannot give them those. No timing thresholds: a wait
  * that must time out (QUIET_NS) is one where nothing may happen at all, and
  * the other deadlines only stop a hung child. Built against day 6 and later
- * (the Makefile's CRASH_DAYS) as build/tests/check_liveness_<day>. */
+ * (the Makefile's TEST_MATRIX) as build/tests/check_liveness_<day>. */
 #define _GNU_SOURCE
 #include "spmc_queue.h"
 #include "common.h"
