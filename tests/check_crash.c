@@ -61,6 +61,7 @@ struct board {
     _Atomic int create_rc, writer_rc;
     _Atomic uint64_t pushed;
     _Atomic uint64_t reaped, redelivered;
+    _Atomic int hold; /* readers 1 and 2 wait after attaching while it is set */
     struct reader_board r[3];
 };
 
@@ -159,6 +160,11 @@ static void reader_child(const char *name, unsigned k, int share)
     atomic_store(&r->attach_rc, rc);
     if (rc != 0)
         _exit(1);
+    if (k > 0) { /* until reader 0 has reached its point, if the run says so */
+        uint64_t until = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
+        while (atomic_load(&bd->hold) && tu_now_ns() < until)
+            tu_sleep_ms(1);
+    }
     uint64_t n = 0, last = 0;
     while ((rc = spmc_queue_pop(&q, r->inflight, STUCK_NS)) == 0) {
         uint64_t s = msg_seq(r->inflight);
@@ -388,6 +394,11 @@ static long run_at(const struct scenario *sc, enum spmc_fanout fanout, enum how 
     const unsigned wait_for = sc->victim == READER && attach_point ? 1 : readers;
     const char *name = tu_name_at(file, line);
     board_reset();
+    /* Work-sharing: a reader 0 that must reach a point on its way to or
+     * through pop() could find every message taken by the others on a busy
+     * machine; they wait after attaching until it has reached its point. */
+    const int hold = share && !sc->after_go && (reap || sc->victim == READER);
+    atomic_store(&bd->hold, hold);
     int go[2];
     tu_pipe_at(go, file, line);
 
@@ -421,6 +432,7 @@ static long run_at(const struct scenario *sc, enum spmc_fanout fanout, enum how 
         const pid_t first[1] = {r[0]};
         (void)wait_for_victim_at(first, 1, share ? "pop:claimed" : "pop:copied", file, line);
         dead[0] = 1;
+        atomic_store(&bd->hold, 0);
     }
     pid_t candidates[3] = {0, 0, 0};
     if (sc->victim == WRITER)
@@ -436,6 +448,7 @@ static long run_at(const struct scenario *sc, enum spmc_fanout fanout, enum how 
     }
     int v = wait_for_victim_at(candidates, 3, sc->point, file, line);
     const pid_t victim = candidates[v];
+    atomic_store(&bd->hold, 0);
     if (how != KILL && victim == w && !sc->after_go) {
         tu_sleep_ms(HOLD_MS); /* a stopped writer is alive: no reader gives up */
         for (unsigned k = 0; k < readers; k++)
