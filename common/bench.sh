@@ -280,6 +280,8 @@ for i in "${!NCONS[@]}"; do
     done
     echo "$line"
 done
+[ ${#NCONS[@]} -eq 0 ] ||
+    echo "  (each consumer's own median over the rounds: in work-sharing they need not add up to the row)"
 
 if [ ${#days[@]} -gt 0 ]; then
     c2c_med=$(printf '%s\n' "${lat_c2c[@]}" | median)

@@ -15,13 +15,32 @@ status=0
 start() { local n=$1; shift; $vg "$@" >"$tmp/$n" 2>&1 & echo $! >"$tmp/$n.pid"; }
 # finish NAME: wait for it; remember a failure.
 finish() { wait "$(cat "$tmp/$1.pid")" || { echo "!! $1 exited with status $?"; status=1; }; }
-# until_line NAME TEXT: wait (at most 20 s) until NAME's transcript shows TEXT.
+# until_line NAME TEXT: wait (at most 20 s, and no longer than NAME runs)
+# until NAME's transcript shows TEXT.
 until_line() {
-  for _ in $(seq 200); do grep -q "$2" "$tmp/$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "!! $1 never printed '$2'"; status=1
+  for _ in $(seq 200); do
+    grep -q "$2" "$tmp/$1" 2>/dev/null && return 0
+    kill -0 "$(cat "$tmp/$1.pid")" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep -q "$2" "$tmp/$1" 2>/dev/null && return 0
+  echo "!! $1 never printed '$2':"; sed 's/^/   /' "$tmp/$1"; status=1
 }
 show() { printf '\n$ %s\n' "$2"; cat "$tmp/$1"; }
 no_segment() { [ ! -e "/dev/shm${1}" ] || { echo "!! segment $1 left in /dev/shm"; status=1; }; }
+# The demo uses each day's default name, one for the whole machine: if it
+# is taken, say so and stop, rather than mix with another run's queue.
+name_free() {
+  [ -e "/dev/shm${1}" ] || return 0
+  echo "demo.sh: $1 is in use (/dev/shm${1} exists): another run of the $day programs," \
+       "or one that crashed (then rm /dev/shm${1}); run the demo when it is free" >&2
+  exit 1
+}
+
+case "$day" in
+day1) name_free /queue ;;
+day2|day3|day4|day5) name_free /spmc_test_queue ;; # day 6 reclaims a dead run's itself
+esac
 
 case "$day" in
 day1)
