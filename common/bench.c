@@ -4,6 +4,7 @@
 #include "common.h"
 
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,13 +72,13 @@ void bench_parse(struct bench_opts *o, int argc, char **argv, unsigned flags)
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 's': o->size = (size_t)parse_u64(optarg, "--size"); break;
-        case 'c': o->capacity = parse_u64(optarg, "--capacity"); break;
-        case 'm': o->messages = parse_u64(optarg, "--messages"); break;
-        case 'r': o->runs = (unsigned)parse_u64(optarg, "--runs"); break;
+        case 's': o->size = (size_t)parse_u64(optarg, "--size", SIZE_MAX); break;
+        case 'c': o->capacity = parse_u64(optarg, "--capacity", SIZE_MAX); break;
+        case 'm': o->messages = parse_u64(optarg, "--messages", UINT64_MAX); break;
+        case 'r': o->runs = (unsigned)parse_u64(optarg, "--runs", UINT_MAX); break;
         case 'C': o->csv = 1; break;
         case 'l': o->latency = 1; break;
-        case 'n': o->latency_count = parse_u64(optarg, "--count"); break;
+        case 'n': o->latency_count = parse_u64(optarg, "--count", UINT64_MAX); break;
         case 'M':
             if (strcmp(optarg, "thread") == 0) o->process = 0;
             else if (strcmp(optarg, "process") == 0) o->process = 1;
@@ -101,7 +102,7 @@ void bench_parse(struct bench_opts *o, int argc, char **argv, unsigned flags)
             break;
         case 'k':
             if (!(flags & BENCH_FANOUT)) usage(argv[0], flags, 2);
-            o->consumers = (unsigned)parse_u64(optarg, "--consumers");
+            o->consumers = (unsigned)parse_u64(optarg, "--consumers", 64);
             break;
         case 'f':
             if (!(flags & BENCH_FANOUT)) usage(argv[0], flags, 2);

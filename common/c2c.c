@@ -99,7 +99,7 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'i': iters = parse_u64(optarg, "--iters"); break;
+        case 'i': iters = parse_u64(optarg, "--iters", UINT64_MAX); break;
         case 'p': {
             char extra;
             if (sscanf(optarg, "%d,%d%c", &cpu_a, &cpu_b, &extra) != 2 ||

@@ -169,7 +169,7 @@ uint64_t msg_checksum(const void *buf, size_t size)
     return sum;
 }
 
-uint64_t parse_u64(const char *s, const char *what)
+uint64_t parse_u64(const char *s, const char *what, uint64_t max)
 {
     char *end;
     errno = 0;
@@ -178,8 +178,8 @@ uint64_t parse_u64(const char *s, const char *what)
     unsigned long long v = strtoull(s, &end, 0);
     if (*end != '\0')
         die("%s: expected a non-negative integer, got '%s'", what, s);
-    if (errno == ERANGE || v > UINT64_MAX)
-        die("%s: %s is too large (the largest is %" PRIu64 ")", what, s, UINT64_MAX);
+    if (errno == ERANGE || v > max)
+        die("%s: %s is too large (at most %" PRIu64 ")", what, s, max);
     if (errno != 0)
         die("%s: cannot read '%s':", what, s);
     return (uint64_t)v;
@@ -231,34 +231,60 @@ void die_attach(int rc, const char *name)
     die_rc(rc, "cannot attach to %s", name);
 }
 
-void die_create(int rc, const char *name, uint64_t elem_size, uint64_t capacity)
+uint64_t queue_max_capacity(const struct queue_limits *lim, uint64_t elem_size)
+{
+    if (elem_size == 0 || elem_size > lim->max_size)
+        return 0;
+    uint64_t slot = (elem_size + lim->slot_align - 1) / lim->slot_align * lim->slot_align +
+                    lim->slot_extra;
+    uint64_t n = lim->max_bytes / slot;
+    while (lim->pow2 && (n & (n - 1)) != 0)
+        n &= n - 1; /* down to the highest power of two */
+    return n;
+}
+
+void die_create(int rc, const char *name, uint64_t elem_size, uint64_t capacity,
+                const struct queue_limits *lim)
 {
     const char *why = name_problem(name);
     if (rc == -EINVAL && why != NULL)
         die("cannot create '%s': a queue name %s (e.g. /myqueue)", name, why);
-    if (rc == -EINVAL && elem_size == 0)
-        die("cannot create %s: the message size must be at least 1 byte", name);
+    if (rc == -ENAMETOOLONG)
+        die("cannot create %s: --name is %zu characters long, this day's queue takes "
+            "at most %" PRIu64 " (the leading / included)", name, strlen(name),
+            lim->max_name);
+    if (rc == -EINVAL && (elem_size == 0 || elem_size > lim->max_size))
+        die("cannot create %s: --size must be 1 to %" PRIu64 " bytes, not %" PRIu64,
+            name, lim->max_size, elem_size);
+    if (rc == -EINVAL && lim->share && capacity < 2)
+        die("cannot create %s: a work-sharing queue needs --capacity 2 or more, not %"
+            PRIu64 " (with one slot, every push would wait until the message before "
+            "it is copied out)", name, capacity);
     if (rc == -EINVAL && capacity == 0)
-        die("cannot create %s: the capacity must be at least 1", name);
-    if (rc == -EINVAL && capacity > SIZE_MAX / elem_size)
-        die("cannot create %s: %" PRIu64 " messages of %" PRIu64 " bytes are more "
-            "bytes than this machine can address", name, capacity, elem_size);
-    if (rc == -EINVAL && (capacity & (capacity - 1)) != 0)
-        die("cannot create %s: the capacity must be a power of two (e.g. 1024 or "
+        die("cannot create %s: --capacity must be at least 1", name);
+    if (rc == -EINVAL && lim->pow2 && (capacity & (capacity - 1)) != 0)
+        die("cannot create %s: --capacity must be a power of two (e.g. 1024 or "
             "2048), not %" PRIu64, name, capacity);
+    uint64_t most = queue_max_capacity(lim, elem_size);
+    if (rc == -EINVAL && capacity > most)
+        die("cannot create %s: --capacity %" PRIu64 " is too large for --size %" PRIu64
+            ": at most %" PRIu64 " (a segment stays under %" PRIu64 " bytes)", name,
+            capacity, elem_size, most, lim->max_bytes);
     if (rc == -ENOSPC || rc == -ENOMEM || rc == -EFBIG) {
         struct statvfs fs;
         uint64_t need = capacity <= UINT64_MAX / elem_size ? capacity * elem_size : UINT64_MAX;
         if (statvfs("/dev/shm", &fs) == 0)
-            die("cannot create %s: it needs more than %" PRIu64 " bytes (%" PRIu64
-                " messages of %" PRIu64 " bytes) and /dev/shm has %" PRIu64
-                " bytes free (df -h /dev/shm; in a container, raise --shm-size)",
+            die("cannot create %s: it needs more than %" PRIu64 " bytes (--capacity %" PRIu64
+                " messages of --size %" PRIu64 " bytes) and /dev/shm has %" PRIu64
+                " bytes free (lower --capacity or --size; df -h /dev/shm; in a "
+                "container, raise --shm-size)",
                 name, need, capacity, elem_size,
                 (uint64_t)fs.f_bavail * (uint64_t)fs.f_frsize);
     }
     if (rc == -EINVAL)
-        die("cannot create %s: an argument is out of range (see --help for "
-            "--size, --capacity and the options)", name);
+        die("cannot create %s: an argument is out of range (--size 1 to %" PRIu64
+            ", --capacity 1 to %" PRIu64 " for this --size%s)", name, lim->max_size,
+            most, lim->pow2 ? ", a power of two" : "");
     die_rc(rc, "cannot create %s", name);
 }
 

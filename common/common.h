@@ -63,20 +63,55 @@ int msg_intact(const void *buf, size_t size);
  *  several consumers' shares add up to the producer's sum. */
 uint64_t msg_checksum(const void *buf, size_t size);
 
-/** Parse a non-negative decimal (or 0x hex) integer; die() with @p what on
- *  anything else. */
-uint64_t parse_u64(const char *s, const char *what);
+/** Parse a non-negative decimal (or 0x hex) integer of at most @p max;
+ *  die() with @p what on anything else, naming @p max when the value is
+ *  larger (pass the option's real limit, not the type's). */
+uint64_t parse_u64(const char *s, const char *what, uint64_t max);
 
 /** Check a queue name given as --name; die() saying what is wrong unless it
  *  is a '/' followed by one or more characters, none of them '/'.
  *  @return @p s */
 const char *parse_name(const char *s);
 
+/** What a day's spmc_queue_create() accepts, as its spmc_queue.c checks
+ *  it (check_name(), segment_size() and what calls them): the limits that
+ *  die_create() and the maxima passed to parse_u64() name. Build it with
+ *  QUEUE_LIMITS_RING() or QUEUE_LIMITS_SLOTS(), initialisers:
+ *  struct queue_limits lim = QUEUE_LIMITS_RING(SPMC_NAME_MAX, ...). */
+struct queue_limits {
+    uint64_t max_name;   /**< longest name, the leading '/' included */
+    uint64_t max_size;   /**< largest message size in bytes */
+    uint64_t max_bytes;  /**< capacity x bytes per slot may not pass this */
+    uint64_t slot_align; /**< a slot is the message rounded up to a multiple of this */
+    uint64_t slot_extra; /**< bytes each slot costs besides its message */
+    int pow2;            /**< the capacity must be a power of two */
+    int share;           /**< a work-sharing queue: the capacity must be 2 or more */
+};
+
+/** Days 2 to 4: a header of @p header bytes, then capacity slots of exactly
+ *  the message size, all of it within SIZE_MAX / 2 bytes. */
+#define QUEUE_LIMITS_RING(name_max, header) \
+    {(name_max), SIZE_MAX / 2 - (header), SIZE_MAX / 2 - (header), 1, 0, 0, 0}
+
+/** Days 5 and 6: messages of at most UINT32_MAX / 2 bytes in slots of whole
+ *  cache lines, each slot with a hand-back word and up to a cache line of
+ *  rounding, after a header and reader table of @p table bytes, all of it
+ *  within SIZE_MAX / 4 bytes; the capacity a power of two, and 2 or more
+ *  when @p share. (Pass the largest reader table: a bound for every queue.) */
+#define QUEUE_LIMITS_SLOTS(name_max, table, share) \
+    {(name_max), UINT32_MAX / 2, SIZE_MAX / 4 - (table), 64, 8 + 64, 1, (share)}
+
+/** The largest capacity @p lim allows for messages of @p elem_size bytes
+ *  (0 if that size is out of range). */
+uint64_t queue_max_capacity(const struct queue_limits *lim, uint64_t elem_size);
+
 /** die() after spmc_queue_create() of @p name returned @p rc, saying what
- *  to change: the name, a size or capacity of zero, a capacity that is not a
- *  power of two (days 5 and later need one), or the bytes the segment needs
- *  against the bytes /dev/shm has free. */
-void die_create(int rc, const char *name, uint64_t elem_size, uint64_t capacity);
+ *  to change and the allowed range: the name, a size or capacity out of
+ *  @p lim's range (a power of two from day 5, two or more slots for a
+ *  work-sharing queue), or the bytes the segment needs against the bytes
+ *  /dev/shm has free. */
+void die_create(int rc, const char *name, uint64_t elem_size, uint64_t capacity,
+                const struct queue_limits *lim);
 
 /** die() after spmc_queue_attach() to @p name returned @p rc, saying what
  *  to do: start the producer, another reader holds a one-reader queue, the

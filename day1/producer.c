@@ -4,7 +4,7 @@
  * bytes are there when it looks. That is the lesson of day 1. Every system
  * call is still checked, and the segment is removed on the way out.
  *
- * usage: producer [NAME [SECONDS]]   (defaults: /queue 5) */
+ * usage: producer [NAME [SECONDS]]   (defaults: /queue 5; --help says more) */
 #define _POSIX_C_SOURCE 200809L
 #include "common.h"
 
@@ -19,6 +19,22 @@
 
 #define QUEUE_SIZE 100
 
+static void usage(const char *prog, FILE *to, int status)
+{
+    fprintf(to,
+            "usage: %s [NAME [SECONDS]]\n"
+            "Create the shared memory NAME (default /queue), write a message into it,\n"
+            "keep it for SECONDS (default 5, at most 3600), then remove it.\n"
+            "\n"
+            "Exit status:\n"
+            "  0      the message was written and the segment removed\n"
+            "  1      an error, printed on stderr (e.g. NAME exists already)\n"
+            "  2      an unknown option, or too many arguments\n"
+            "  128+N  killed by signal N (Ctrl-C: 130); the segment stays in /dev/shm\n",
+            prog);
+    exit(status);
+}
+
 /* A call failed after the segment was created: remove it, then die. */
 static void die_unlink(const char *name, const char *what)
 {
@@ -30,22 +46,25 @@ static void die_unlink(const char *name, const char *what)
 
 int main(int argc, char **argv)
 {
-    const char *name = argc > 1 ? argv[1] : "/queue";
-    uint64_t seconds = argc > 2 ? parse_u64(argv[2], "SECONDS") : 5;
-    if (seconds > 3600)
-        die("SECONDS: at most 3600, got %llu", (unsigned long long)seconds);
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0))
+        usage(argv[0], stdout, 0);
+    if (argc > 3 || (argc > 1 && argv[1][0] == '-'))
+        usage(argv[0], stderr, 2);
+    const char *name = argc > 1 ? parse_name(argv[1]) : "/queue";
+    uint64_t seconds = argc > 2 ? parse_u64(argv[2], "SECONDS", 3600) : 5;
     const char *text = "Hello from producer";
     setvbuf(stdout, NULL, _IOLBF, 0);
 
     printf("Producer creating the shared-memory queue %s...\n", name);
     /* O_EXCL: refuse to scribble over a segment someone else owns. */
     int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, 0600);
-    if (fd < 0) {
-        if (errno == EEXIST)
-            die("shm_open %s: it exists already (a crashed producer? remove /dev/shm%s):",
-                name, name);
+    if (fd < 0 && errno == EEXIST)
+        die("shared memory named %s exists already: another producer is running, or one "
+            "was killed (remove it with rm /dev/shm%s, or choose another NAME)", name, name);
+    if (fd < 0 && errno == EACCES)
+        die("cannot create %s: permission denied (ls -ld /dev/shm)", name);
+    if (fd < 0)
         die("shm_open %s:", name);
-    }
     /* A new segment has size 0: give it room before mapping it. */
     if (ftruncate(fd, QUEUE_SIZE) != 0)
         die_unlink(name, "ftruncate");

@@ -165,7 +165,7 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 't': tries = parse_u64(optarg, "--tries"); break;
+        case 't': tries = parse_u64(optarg, "--tries", UINT64_MAX); break;
         case 'n':
             if (strlen(optarg) > SPMC_NAME_MAX || optarg[0] != '/' || optarg[1] == '\0' ||
                 strchr(optarg + 1, '/') != NULL)

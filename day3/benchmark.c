@@ -46,6 +46,10 @@ static void say(const char *fmt, ...)
 /* Opening and closing                                                     */
 /* ===================================================================== */
 
+/* What this day's spmc_queue_create() accepts (common.h), for die_create(). */
+static const struct queue_limits limits =
+    QUEUE_LIMITS_RING(SPMC_NAME_MAX, sizeof(struct spmc_shm_header));
+
 static void open_writer(struct spmc_queue *q, const char *name)
 {
     say("creating spmc_queue %s of size %zu and capacity %" PRIu64 " with mode writer",
@@ -54,7 +58,7 @@ static void open_writer(struct spmc_queue *q, const char *name)
     int rc = spmc_queue_create(q, name, opt.size, opt.capacity);
     segment_created(name, rc == 0);
     if (rc != 0)
-        die_create(rc, name, opt.size, opt.capacity);
+        die_create(rc, name, opt.size, opt.capacity, &limits);
     say("spmc_queue created");
 }
 
@@ -311,7 +315,7 @@ static void echo_side(const char *ping, const char *pong, uint64_t total)
     int rc = spmc_queue_create(&out, pong, opt.size, opt.capacity);
     segment_created(pong, rc == 0);
     if (rc != 0)
-        die_create(rc, pong, opt.size, opt.capacity);
+        die_create(rc, pong, opt.size, opt.capacity, &limits);
     attach_retry(&in, ping);
     unsigned char *msg = malloc(opt.size);
     if (msg == NULL)
@@ -345,7 +349,7 @@ static void run_latency(void)
     int rc = spmc_queue_create(&out, ping, opt.size, opt.capacity);
     segment_created(ping, rc == 0);
     if (rc != 0)
-        die_create(rc, ping, opt.size, opt.capacity);
+        die_create(rc, ping, opt.size, opt.capacity, &limits);
 
     const uint64_t total = opt.latency_count + warmup;
     char *names[2] = {ping, pong};

@@ -14,6 +14,13 @@
 /* Options                                                                 */
 /* ===================================================================== */
 
+/* Message sizes start at 8 bytes, the sequence number: the largest
+ * capacity is the one for 8-byte messages. */
+/* What this day's spmc_queue_create() accepts (common.h): the ranges that
+ * the option errors and die_create() name. */
+static const struct queue_limits limits =
+    QUEUE_LIMITS_RING(SPMC_NAME_MAX, sizeof(struct spmc_shm_header));
+
 struct options {
     const char *name;
     size_t size;
@@ -34,10 +41,18 @@ static void parse_options(struct options *o, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case 'n': o->name = parse_name(optarg); break;
-        case 's': o->size = (size_t)parse_u64(optarg, "--size"); break;
-        case 'c': o->capacity = parse_u64(optarg, "--capacity"); break;
+        case 's': o->size = (size_t)parse_u64(optarg, "--size", limits.max_size); break;
+        case 'c': o->capacity = parse_u64(optarg, "--capacity", queue_max_capacity(&limits, 8)); break;
         case 'h':
-            printf("usage: %s [--name /NAME] [--size BYTES] [--capacity N]\n", argv[0]);
+            printf("usage: %s [--name /NAME] [--size BYTES] [--capacity N]\n"
+                   "\n"
+                   "Exit status:\n"
+                   "  0      every message received, in order, up to the end of the stream\n"
+                   "  1      an error, printed on stderr (no queue to attach to, a wrong or\n"
+                   "         damaged message, no message for 10 s)\n"
+                   "  2      an unknown option\n"
+                   "  128+N  killed by signal N (Ctrl-C: 130)\n",
+                   argv[0]);
             exit(0);
         default: exit(2);
         }

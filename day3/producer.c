@@ -12,6 +12,13 @@
 /* Options                                                                 */
 /* ===================================================================== */
 
+/* Message sizes start at 8 bytes, the sequence number: the largest
+ * capacity is the one for 8-byte messages. */
+/* What this day's spmc_queue_create() accepts (common.h): the ranges that
+ * the option errors and die_create() name. */
+static const struct queue_limits limits =
+    QUEUE_LIMITS_RING(SPMC_NAME_MAX, sizeof(struct spmc_shm_header));
+
 struct options {
     const char *name;
     size_t size;
@@ -34,12 +41,20 @@ static void parse_options(struct options *o, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case 'n': o->name = parse_name(optarg); break;
-        case 's': o->size = (size_t)parse_u64(optarg, "--size"); break;
-        case 'c': o->capacity = parse_u64(optarg, "--capacity"); break;
-        case 'm': o->messages = parse_u64(optarg, "--messages"); break;
+        case 's': o->size = (size_t)parse_u64(optarg, "--size", limits.max_size); break;
+        case 'c': o->capacity = parse_u64(optarg, "--capacity", queue_max_capacity(&limits, 8)); break;
+        case 'm': o->messages = parse_u64(optarg, "--messages", UINT64_MAX); break;
         case 'h':
             printf("usage: %s [--name /NAME] [--size BYTES] [--capacity N] "
-                   "[--messages N]\n", argv[0]);
+                   "[--messages N]\n"
+                   "\n"
+                   "Exit status:\n"
+                   "  0      all messages sent, the queue closed and removed\n"
+                   "  1      an error, printed on stderr (the queue could not be created,\n"
+                   "         no reader within 10 s, a push that timed out)\n"
+                   "  2      an unknown option\n"
+                   "  128+N  killed by signal N (Ctrl-C: 130); the queue stays in /dev/shm\n",
+                   argv[0]);
             exit(0);
         default: exit(2);
         }
@@ -63,7 +78,7 @@ int main(int argc, char **argv)
            o.name, o.size, o.capacity);
     int rc = spmc_queue_create(&q, o.name, o.size, o.capacity);
     if (rc != 0)
-        die_create(rc, o.name, o.size, o.capacity);
+        die_create(rc, o.name, o.size, o.capacity, &limits);
     printf("spmc_queue created\n");
 
     printf("waiting up to 10 s for a reader...\n");

@@ -51,6 +51,12 @@ static void say(const char *fmt, ...)
 /* Opening and closing                                                     */
 /* ===================================================================== */
 
+/* What this day's spmc_queue_create() accepts (common.h), for die_create();
+ * a copy sets .share for a work-sharing queue. */
+static const struct queue_limits limits = QUEUE_LIMITS_SLOTS(
+    SPMC_NAME_MAX, sizeof(struct spmc_shm_header) + SPMC_MAX_READERS * sizeof(struct spmc_shm_reader),
+    0);
+
 static void open_writer(struct spmc_queue *q, const char *name)
 {
     say("creating spmc_queue %s of size %zu and capacity %" PRIu64 " with mode writer",
@@ -63,8 +69,11 @@ static void open_writer(struct spmc_queue *q, const char *name)
     segment_creating(); /* removed however we end, Ctrl-C included (common.h) */
     int rc = spmc_queue_create_opts(q, name, opt.size, opt.capacity, &o);
     segment_created(name, rc == 0);
-    if (rc != 0)
-        die_create(rc, name, opt.size, opt.capacity);
+    if (rc != 0) {
+        struct queue_limits lim = limits;
+        lim.share = opt.share;
+        die_create(rc, name, opt.size, opt.capacity, &lim);
+    }
     say("spmc_queue created");
 }
 
@@ -404,7 +413,7 @@ static void echo_side(const char *ping, const char *pong, uint64_t total)
     int rc = spmc_queue_create(&out, pong, opt.size, opt.capacity);
     segment_created(pong, rc == 0);
     if (rc != 0)
-        die_create(rc, pong, opt.size, opt.capacity);
+        die_create(rc, pong, opt.size, opt.capacity, &limits);
     attach_retry(&in, ping);
     unsigned char *msg = malloc(opt.size);
     if (msg == NULL)
@@ -438,7 +447,7 @@ static void run_latency(void)
     int rc = spmc_queue_create(&out, ping, opt.size, opt.capacity);
     segment_created(ping, rc == 0);
     if (rc != 0)
-        die_create(rc, ping, opt.size, opt.capacity);
+        die_create(rc, ping, opt.size, opt.capacity, &limits);
 
     const uint64_t total = opt.latency_count + warmup;
     char *names[2] = {ping, pong};

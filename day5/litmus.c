@@ -190,8 +190,8 @@ int main(int argc, char **argv)
             if (order > ORDER_ALL)
                 die("--order %s: say relaxed, acq_rel, seq_cst or all", o);
         } else if (strcmp(argv[i], "--tries") == 0 && i + 1 < argc) {
-            tries = parse_u64(argv[++i], "--tries");
-            if (tries == 0 || tries > 100000000)
+            tries = parse_u64(argv[++i], "--tries", 100000000);
+            if (tries == 0)
                 die("--tries %" PRIu64 ": say 1 to 100000000", tries);
         } else {
             usage();

@@ -23,6 +23,15 @@
 /* Options                                                                 */
 /* ===================================================================== */
 
+/* Message sizes start at 8 bytes, the sequence number: the largest
+ * capacity is the one for 8-byte messages. */
+/* What this day's spmc_queue_create() accepts (common.h): the ranges that
+ * the option errors and die_create() name. A copy sets .share for a
+ * work-sharing queue. */
+static const struct queue_limits limits = QUEUE_LIMITS_SLOTS(
+    SPMC_NAME_MAX, sizeof(struct spmc_shm_header) + SPMC_MAX_READERS * sizeof(struct spmc_shm_reader),
+    0);
+
 struct options {
     const char *name;
     size_t size;
@@ -43,10 +52,20 @@ static void parse_options(struct options *o, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case 'n': o->name = parse_name(optarg); break;
-        case 's': o->size = (size_t)parse_u64(optarg, "--size"); break;
-        case 'c': o->capacity = parse_u64(optarg, "--capacity"); break;
+        case 's': o->size = (size_t)parse_u64(optarg, "--size", limits.max_size); break;
+        case 'c': o->capacity = parse_u64(optarg, "--capacity", queue_max_capacity(&limits, 8)); break;
         case 'h':
-            printf("usage: %s [--name /NAME] [--size BYTES] [--capacity N]\n", argv[0]);
+            printf("usage: %s [--name /NAME] [--size BYTES] [--capacity N]\n"
+                   "\n"
+                   "Exit status:\n"
+                   "  0      every message checked, up to the end of the stream\n"
+                   "  1      an error, printed on stderr (no queue to attach to, a wrong or\n"
+                   "         damaged message, no message for 10 s)\n"
+                   "  2      the producer died (every message it published was received),\n"
+                   "         or an unknown option\n"
+                   "  130    stopped by SIGINT (Ctrl-C), 143 by SIGTERM: detached cleanly\n"
+                   "  128+N  killed by another signal N\n",
+                   argv[0]);
             exit(0);
         default: exit(2);
         }

@@ -16,6 +16,15 @@
 /* Options                                                                 */
 /* ===================================================================== */
 
+/* Message sizes start at 8 bytes, the sequence number: the largest
+ * capacity is the one for 8-byte messages. */
+/* What this day's spmc_queue_create() accepts (common.h): the ranges that
+ * the option errors and die_create() name. A copy sets .share for a
+ * work-sharing queue. */
+static const struct queue_limits limits = QUEUE_LIMITS_SLOTS(
+    SPMC_NAME_MAX, sizeof(struct spmc_shm_header) + SPMC_MAX_READERS * sizeof(struct spmc_shm_reader),
+    0);
+
 struct options {
     const char *name;
     size_t size;
@@ -44,27 +53,35 @@ static void parse_options(struct options *o, int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case 'n': o->name = parse_name(optarg); break;
-        case 's': o->size = (size_t)parse_u64(optarg, "--size"); break;
-        case 'c': o->capacity = parse_u64(optarg, "--capacity"); break;
-        case 'm': o->messages = parse_u64(optarg, "--messages"); break;
+        case 's': o->size = (size_t)parse_u64(optarg, "--size", limits.max_size); break;
+        case 'c': o->capacity = parse_u64(optarg, "--capacity", queue_max_capacity(&limits, 8)); break;
+        case 'm': o->messages = parse_u64(optarg, "--messages", UINT64_MAX); break;
         case 'f':
             if (strcmp(optarg, "broadcast") == 0) o->fanout = SPMC_BROADCAST;
             else if (strcmp(optarg, "share") == 0) o->fanout = SPMC_SHARE;
             else die("--fanout: expected broadcast or share, got '%s'", optarg);
             break;
-        case 'k': o->consumers = (unsigned)parse_u64(optarg, "--consumers"); break;
+        case 'k': o->consumers = (unsigned)parse_u64(optarg, "--consumers", SPMC_MAX_READERS); break;
         case 'g': o->perm = 0660; break;
         case 'h':
             printf("usage: %s [--name /NAME] [--size BYTES] [--capacity N] "
-                   "[--messages N] [--fanout broadcast|share] [--consumers K] [--group]\n", argv[0]);
+                   "[--messages N] [--fanout broadcast|share] [--consumers K] [--group]\n"
+                   "\n"
+                   "Exit status:\n"
+                   "  0      all messages sent, the queue closed and removed\n"
+                   "  1      an error, printed on stderr (the queue could not be created,\n"
+                   "         too few readers within 10 s, a push that timed out)\n"
+                   "  2      an unknown option\n"
+                   "  130    stopped by SIGINT (Ctrl-C), 143 by SIGTERM: the queue was\n"
+                   "         closed cleanly after the messages sent so far\n"
+                   "  128+N  killed by another signal N\n",
+                   argv[0]);
             exit(0);
         default: exit(2);
         }
     }
     if (o->size < 8)
         die("--size must be at least 8 (room for the sequence number)");
-    if (o->consumers > SPMC_MAX_READERS)
-        die("--consumers: at most %u", SPMC_MAX_READERS);
 }
 
 /* ===================================================================== */
@@ -120,8 +137,11 @@ int main(int argc, char **argv)
     if (rc == -EEXIST && spmc_queue_owner(o.name, &owner) == 0)
         die("cannot create %s: it belongs to the live process %d (pid in its own "
             "PID namespace)", o.name, owner);
-    if (rc != 0)
-        die_create(rc, o.name, o.size, o.capacity);
+    if (rc != 0) {
+        struct queue_limits lim = limits;
+        lim.share = o.fanout == SPMC_SHARE;
+        die_create(rc, o.name, o.size, o.capacity, &lim);
+    }
     printf("spmc_queue created\n");
 
     printf("waiting up to 10 s for %u reader(s)...\n", o.consumers);

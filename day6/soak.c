@@ -23,6 +23,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdalign.h>
 #include <stdatomic.h>
@@ -358,7 +359,7 @@ int main(int argc, char **argv)
     unsigned seed = (unsigned)getpid();
     const char *env = getenv("SOAK_SECONDS");
     if (env != NULL && *env != '\0')
-        seconds = (double)parse_u64(env, "SOAK_SECONDS");
+        seconds = (double)parse_u64(env, "SOAK_SECONDS", UINT32_MAX);
     static const struct option longopts[] = {
         {"seconds", required_argument, 0, 's'},
         {"seed", required_argument, 0, 'r'},
@@ -368,8 +369,8 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 's': seconds = (double)parse_u64(optarg, "--seconds"); break;
-        case 'r': seed = (unsigned)parse_u64(optarg, "--seed"); break;
+        case 's': seconds = (double)parse_u64(optarg, "--seconds", UINT32_MAX); break;
+        case 'r': seed = (unsigned)parse_u64(optarg, "--seed", UINT_MAX); break;
         case 'h': printf("usage: %s [--seconds S] [--seed N]\n", argv[0]); return 0;
         default: return 2;
         }
