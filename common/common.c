@@ -3,6 +3,7 @@
 #include "common.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
@@ -52,6 +53,22 @@ void die_rc(int rc, const char *fmt, ...)
     vreport(rc < 0 ? -rc : rc, fmt, ap);
     va_end(ap);
     exit(1);
+}
+
+void usage_error(void)
+{
+    fprintf(stderr, "%s: try '%s --help'\n", program_invocation_short_name,
+            program_invocation_name);
+    exit(2);
+}
+
+void no_operands(int argc, char **argv)
+{
+    if (optind < argc) {
+        fprintf(stderr, "%s: unexpected argument '%s' (this program takes options only; try '%s --help')\n",
+                program_invocation_short_name, argv[optind], program_invocation_name);
+        exit(2);
+    }
 }
 
 static volatile sig_atomic_t *stop_flag;

@@ -29,6 +29,14 @@ SPMC_NORETURN void die(const char *fmt, ...) SPMC_PRINTF(1, 2);
 /** Like die(), but appends ": strerror(-rc)" for a library's negative errno. */
 SPMC_NORETURN void die_rc(int rc, const char *fmt, ...) SPMC_PRINTF(2, 3);
 
+/** For a program's getopt_long() loop: exit(2) saying "try PROGRAM --help"
+ *  after getopt has named the unknown option (call it from `default:`). */
+SPMC_NORETURN void usage_error(void);
+
+/** After the getopt_long() loop: exit(2) naming the first argument that is
+ *  not an option, if there is one (the programs take options only). */
+void no_operands(int argc, char **argv);
+
 /** Make SIGINT and SIGTERM store their number in @p flag, without
  *  SA_RESTART, so that a blocking call returns and the program's loops see
  *  the request to stop. die() if sigaction() fails. */

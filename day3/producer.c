@@ -52,13 +52,14 @@ static void parse_options(struct options *o, int argc, char **argv)
                    "  0      all messages sent, the queue closed and removed\n"
                    "  1      an error, printed on stderr (the queue could not be created,\n"
                    "         no reader within 10 s, a push that timed out)\n"
-                   "  2      an unknown option\n"
+                   "  2      an unknown option, or an argument that is not an option\n"
                    "  128+N  killed by signal N (Ctrl-C: 130); the queue stays in /dev/shm\n",
                    argv[0]);
             exit(0);
-        default: exit(2);
+        default: usage_error();
         }
     }
+    no_operands(argc, argv);
     if (o->size < 8)
         die("--size must be at least 8 (room for the sequence number)");
 }

@@ -68,15 +68,16 @@ static void parse_options(struct options *o, int argc, char **argv)
                    "  0      all messages sent, the queue closed and removed\n"
                    "  1      an error, printed on stderr (the queue could not be created,\n"
                    "         too few readers within 10 s, a push that timed out)\n"
-                   "  2      an unknown option\n"
+                   "  2      an unknown option, or an argument that is not an option\n"
                    "  130    stopped by SIGINT (Ctrl-C), 143 by SIGTERM: the queue was\n"
                    "         closed cleanly after the messages sent so far\n"
                    "  128+N  killed by another signal N\n",
                    argv[0]);
             exit(0);
-        default: exit(2);
+        default: usage_error();
         }
     }
+    no_operands(argc, argv);
     if (o->size < 8)
         die("--size must be at least 8 (room for the sequence number)");
 }

@@ -62,14 +62,15 @@ static void parse_options(struct options *o, int argc, char **argv)
                    "  1      an error, printed on stderr (no queue to attach to, a wrong or\n"
                    "         damaged message, no message for 10 s)\n"
                    "  2      the producer died (every message it published was received),\n"
-                   "         or an unknown option\n"
+                   "         or an unknown option, or an argument that is not an option\n"
                    "  130    stopped by SIGINT (Ctrl-C), 143 by SIGTERM: detached cleanly\n"
                    "  128+N  killed by another signal N\n",
                    argv[0]);
             exit(0);
-        default: exit(2);
+        default: usage_error();
         }
     }
+    no_operands(argc, argv);
     if (o->size < 8)
         die("--size must be at least 8 (room for the sequence number)");
 }
