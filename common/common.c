@@ -302,6 +302,9 @@ void die_create(int rc, const char *name, uint64_t elem_size, uint64_t capacity,
         die("cannot create %s: an argument is out of range (--size 1 to %" PRIu64
             ", --capacity 1 to %" PRIu64 " for this --size%s)", name, lim->max_size,
             most, lim->pow2 ? ", a power of two" : "");
+    if (rc == -EEXIST)
+        die("cannot create %s: the name exists already: another program is using it, "
+            "or one that was killed left it (then rm /dev/shm%s)", name, name);
     die_rc(rc, "cannot create %s", name);
 }
 
