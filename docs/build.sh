@@ -20,18 +20,30 @@ mkdir -p "$out"
 warnings="$out/warnings.log"
 : >"$warnings"
 
+# Doxygen looks a Markdown link such as ../README.md up from the folder it
+# runs in first, so it runs in an empty folder of its own, with absolute
+# paths: a README.md in the folder around the clone is never taken for ours.
+top=$(pwd)
+cwd=$(mktemp -d)
+trap 'rm -rf "$cwd"' EXIT
+mkdir "$cwd/run"
+
 run() { # run DIR NAME FILTERS EXTRA INPUT... : one Doxygen run into DIR
-  local dir=$1 name=$2 filters=$3 extra=$4; shift 4
+  local dir=$1 name=$2 filters=$3 extra=$4 f inputs=""; shift 4
   mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  for f in "$@"; do inputs="$inputs $top/$f"; done
   { cat docs/Doxyfile
     echo "$extra"
     echo "PROJECT_NAME = \"$name\""
     echo "OUTPUT_DIRECTORY = $dir"
-    echo "INPUT = $*"
-    echo "USE_MDFILE_AS_MAINPAGE = $1"
+    echo "INPUT = $inputs"
+    echo "USE_MDFILE_AS_MAINPAGE = $top/$1"
+    echo "IMAGE_PATH = $top/docs $top/docs/layout"
+    echo "STRIP_FROM_PATH = $top"
     echo "FILTER_PATTERNS = $filters"
     echo "WARN_LOGFILE = $dir/doxygen-warnings.log"
-  } | doxygen - >/dev/null
+  } | (cd "$cwd/run" && doxygen - >/dev/null)
   cat "$dir/doxygen-warnings.log" >>"$warnings"
 }
 
@@ -42,7 +54,7 @@ run() { # run DIR NAME FILTERS EXTRA INPUT... : one Doxygen run into DIR
 # code and the tests, which the READMEs link to. The course part's tag file
 # lets a day's README link to the project README (../README.md) as a page.
 shared=$(ls common/*.[ch] tests/*.[ch] 2>/dev/null || true)
-tag="$out/course.tag"
+tag="$(cd "$out" && pwd)/course.tag"
 run "$out" "SPMC queue in C: the course" "*.c=true *.h=true" "GENERATE_TAGFILE = $tag" \
   docs/mainpage.md README.md $shared
 for d in day[0-9]; do
