@@ -277,7 +277,8 @@ linkcheck: docs
 	$(Q)./docs/check_links.sh $(BUILD)/docs
 
 # `make diff FROM=dayN` compares day N with day N+1; `TO=dayN` alone, day N-1
-# with day N; neither, day 3 with day 4.
+# with day N; neither, day 3 with day 4. The queue and its programs, and any
+# other program the later day brings (day 2's race.c, day 5's litmus.c).
 DIFF_SRC := spmc_queue.h spmc_queue.c producer.c consumer.c benchmark.c
 diff:
 	@from="$(FROM)"; to="$(TO)"; day='^day[1-9][0-9]*$$'; \
@@ -286,7 +287,9 @@ diff:
 	 if [ -z "$$from" ] && [[ $$to =~ $$day ]]; then from=day$$(( $${to#day} - 1 )); fi; \
 	 if [ ! -f "$$from/README.md" ] || [ ! -f "$$to/README.md" ]; then \
 	   echo "diff: cannot compare '$$from' with '$$to': days are $(DAYS) (FROM=dayN alone compares day N with the day after)" >&2; exit 2; fi; \
-	 for f in $(DIFF_SRC); do \
+	 extra=; for f in $$(cd $$to && ls *.c); do \
+	   case " $(DIFF_SRC) " in *" $$f "*) ;; *) extra="$$extra $$f";; esac; done; \
+	 for f in $(DIFF_SRC) $$extra; do \
 	   a=$$from/$$f; b=$$to/$$f; \
 	   [ -f $$a ] || a=/dev/null; [ -f $$b ] || b=/dev/null; \
 	   [ $$a = /dev/null ] && [ $$b = /dev/null ] && continue; \

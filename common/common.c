@@ -239,9 +239,13 @@ void die_attach(int rc, const char *name)
         die("cannot attach to %s: its reader table is full (the producer's "
             "--consumers sets its size)", name);
     if (rc == -EPROTO)
-        die("cannot attach to %s: it is not a queue of this day, or its creator has "
-            "not finished it (another day's producer? a crashed one? see ls -l "
+        die("cannot attach to %s: its header is not what was asked for: a --size or "
+            "--capacity other than the producer's (they must be the same), a queue of "
+            "another day, or one whose creator never finished it (a crashed one? see ls -l "
             "/dev/shm%s)", name, name);
+    if (rc == -ENAMETOOLONG)
+        die("cannot attach to %s: the name is %zu characters long, longer than this day's "
+            "queue names can be", name, strlen(name));
     if (rc == -EACCES)
         die("cannot attach to %s: permission denied (the queue's mode and owner: "
             "ls -l /dev/shm%s)", name, name);
@@ -267,7 +271,7 @@ void die_create(int rc, const char *name, uint64_t elem_size, uint64_t capacity,
     if (rc == -EINVAL && why != NULL)
         die("cannot create '%s': a queue name %s (e.g. /myqueue)", name, why);
     if (rc == -ENAMETOOLONG)
-        die("cannot create %s: --name is %zu characters long, this day's queue takes "
+        die("cannot create %s: the name is %zu characters long, this day's queue takes "
             "at most %" PRIu64 " (the leading / included)", name, strlen(name),
             lim->max_name);
     if (rc == -EINVAL && (elem_size == 0 || elem_size > lim->max_size))

@@ -3,6 +3,7 @@
 #include "spmc_queue.h"
 #include "common.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -86,7 +87,10 @@ int main(int argc, char **argv)
     rc = spmc_queue_wait_readers(&q, 1, 10 * 1000000000ll);
     if (rc != 0) {
         (void)spmc_queue_destroy(&q);
-        die_rc(rc, "no reader attached to %s", o.name);
+        if (rc == -ETIMEDOUT)
+            die("no reader attached to %s within 10 s: start a consumer with --name %s",
+                o.name, o.name);
+        die_rc(rc, "waiting for a reader of %s", o.name);
     }
 
     unsigned char *msg = malloc(o.size);

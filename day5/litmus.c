@@ -172,10 +172,19 @@ static void pick_cpus(int cpu[2])
             cpu[n++] = c;
 }
 
-static void usage(void)
+/* --help: to stdout, exit 0; anything else we do not know: stderr, exit 2. */
+static void usage(const char *prog, int status)
 {
-    fprintf(stderr, "usage: litmus [--order relaxed|acq_rel|seq_cst|all] [--tries N]\n");
-    exit(2);
+    fprintf(status == 0 ? stdout : stderr,
+            "usage: %s [--order relaxed|acq_rel|seq_cst|all] [--tries N]\n"
+            "Run the store-buffer litmus test N times (default 1000000, at most\n"
+            "100000000) with each memory order, or the one named, and count the tries\n"
+            "in which both loads saw 0.\n"
+            "\n"
+            "Exit status: 0 when it ran; 1 on a bad --order or --tries; 2 on an\n"
+            "unknown argument.\n",
+            prog);
+    exit(status);
 }
 
 int main(int argc, char **argv)
@@ -193,8 +202,11 @@ int main(int argc, char **argv)
             tries = parse_u64(argv[++i], "--tries", 100000000);
             if (tries == 0)
                 die("--tries %" PRIu64 ": say 1 to 100000000", tries);
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(argv[0], 0);
         } else {
-            usage();
+            fprintf(stderr, "litmus: unknown argument '%s'\n", argv[i]);
+            usage(argv[0], 2);
         }
     }
     int cpu[2];

@@ -141,7 +141,10 @@ int main(int argc, char **argv)
     rc = wait_or_stop(&q, o.consumers);
     if (rc != 0 && rc != -EINTR) { /* interrupted: the loop below sends nothing */
         (void)spmc_queue_destroy(&q);
-        die_rc(rc, "fewer than %u readers attached to %s", o.consumers, o.name);
+        if (rc == -ETIMEDOUT)
+            die("fewer than %u readers attached to %s within 10 s: start them with --name "
+                "%s, or lower --consumers", o.consumers, o.name, o.name);
+        die_rc(rc, "waiting for readers of %s", o.name);
     }
 
     unsigned char *msg = malloc(o.size);

@@ -137,7 +137,7 @@ int main(int argc, char **argv)
     int owner;
     if (rc == -EEXIST && spmc_queue_owner(o.name, &owner) == 0)
         die("cannot create %s: it belongs to the live process %d (pid in its own "
-            "PID namespace)", o.name, owner);
+            "PID namespace): stop that producer, or choose another --name", o.name, owner);
     if (rc != 0) {
         struct queue_limits lim = limits;
         lim.share = o.fanout == SPMC_SHARE;
@@ -149,7 +149,10 @@ int main(int argc, char **argv)
     rc = wait_or_stop(&q, o.consumers);
     if (rc != 0 && rc != -EINTR) { /* interrupted: the loop below sends nothing */
         (void)spmc_queue_destroy(&q);
-        die_rc(rc, "fewer than %u readers attached to %s", o.consumers, o.name);
+        if (rc == -ETIMEDOUT)
+            die("fewer than %u readers attached to %s within 10 s: start them with --name "
+                "%s, or lower --consumers", o.consumers, o.name, o.name);
+        die_rc(rc, "waiting for readers of %s", o.name);
     }
 
     unsigned char *msg = malloc(o.size);
