@@ -24,6 +24,7 @@ warnings="$out/warnings.log"
 # runs in first, so it runs in an empty folder of its own, with absolute
 # paths: a README.md in the folder around the clone is never taken for ours.
 top=$(pwd)
+docs=$top/docs
 cwd=$(mktemp -d)
 trap 'rm -rf "$cwd"' EXIT
 mkdir "$cwd/run"
@@ -89,19 +90,7 @@ fi
 # A link whose target has no page stays as it is; check_links.sh reports it.
 # Pages below a day's folder also get "back to the course map" in the title.
 fix_links() { # fix_links LIST PAGE DIR
-  awk -v pdir="$3" '
-    function resolve(base, rel,   n, i, k, parts, keep, r) {
-      n = split(base == "" ? rel : base "/" rel, parts, "/")
-      k = 0
-      for (i = 1; i <= n; i++) {
-        if (parts[i] == "" || parts[i] == ".") continue
-        if (parts[i] == "..") { if (k == 0) return "/"; k--; continue }
-        keep[++k] = parts[i]
-      }
-      r = ""
-      for (i = 1; i <= k; i++) r = r (i > 1 ? "/" : "") keep[i]
-      return r
-    }
+  awk -v pdir="$3" -f "$docs/resolve.awk" -f <(printf '%s\n' '
     function fix(v,   i, p, frag, r, c, d, b) {
       if (v == "" || v ~ /^#/ || v ~ /^[A-Za-z][A-Za-z0-9+.-]*:/ || v ~ /^\//) return v
       p = v; frag = ""
@@ -142,7 +131,7 @@ fix_links() { # fix_links LIST PAGE DIR
       if (pdir != "" && /<div id="projectname">/)
         $0 = $0 " <span id=\"projectnumber\"><a href=\"" up "index.html\">back to the course map</a></span>"
       print
-    }' "$1" "$2" >"$2.tmp"
+    }') "$1" "$2" >"$2.tmp"
   mv "$2.tmp" "$2"
 }
 list="$out/.files"

@@ -19,21 +19,8 @@ listing=$(mktemp)
 trap 'rm -f "$listing"' EXIT
 (cd "$site" && find . -mindepth 1 \( -type d -printf 'd %P\n' \) -o \( -type f -printf 'f %P\n' \) | LC_ALL=C sort) >"$listing"
 
-awk -v site="$site" -v listing="$listing" '
-  # resolve(DIR, REL): the site path REL names from a page in DIR ("" is the
-  # site root), or "/" if it climbs out of the site.
-  function resolve(base, rel,   n, i, k, parts, keep, r) {
-    n = split(base == "" ? rel : base "/" rel, parts, "/")
-    k = 0
-    for (i = 1; i <= n; i++) {
-      if (parts[i] == "" || parts[i] == ".") continue
-      if (parts[i] == "..") { if (k == 0) return "/"; k--; continue }
-      keep[++k] = parts[i]
-    }
-    r = ""
-    for (i = 1; i <= k; i++) r = r (i > 1 ? "/" : "") keep[i]
-    return r
-  }
+# resolve() comes from resolve.awk, which build.sh's link fixing uses too.
+awk -v site="$site" -v listing="$listing" -f "$(dirname "$0")/resolve.awk" -f <(printf '%s\n' '
   # read_page(F): record the anchors of page F and the links on it.
   function read_page(f,   l, lineno, line, a, pdir) {
     pdir = f; if (!sub(/\/[^\/]*$/, "", pdir)) pdir = ""
@@ -92,4 +79,4 @@ awk -v site="$site" -v listing="$listing" '
     printf "check_links: %d pages, %d links to %d files of the site checked, %d broken", npages, checked, ntargets, bad
     printf "; %d links out of the site, %d javascript: links not checked\n", next_ext, js
     exit bad ? 1 : 0
-  }'
+  }')
