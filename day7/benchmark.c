@@ -1,0 +1,1 @@
+../day5/benchmark.c

@@ -1,0 +1,1791 @@
+/* spmc_queue.c - day 7: the day-6 queue, whose waiters sleep in the kernel. */
+#define _GNU_SOURCE /* F_OFD_SETLK, F_OFD_GETLK */
+#include "spmc_queue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Shared atomics must be lock-free: a lock-based one keeps its lock in
+ * each process's own memory, so two processes would not exclude each other. */
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2 && ATOMIC_LONG_LOCK_FREE == 2 &&
+               ATOMIC_LLONG_LOCK_FREE == 2, "32- and 64-bit atomics are lock-free");
+
+/* The wire format: every field at the same offset in every process that
+ * maps the segment. Only offsetof pins an offset; sizeof pins the total
+ * alone (i386, for one, aligns uint64_t to 4 bytes inside a struct). */
+_Static_assert(offsetof(struct spmc_shm_header, ready) == 48, "wire format");
+_Static_assert(offsetof(struct spmc_shm_header, head) == SPMC_CACHELINE, "head on line 1");
+_Static_assert(offsetof(struct spmc_shm_header, read_index) == 2 * SPMC_CACHELINE,
+               "read_index on line 2");
+_Static_assert(offsetof(struct spmc_shm_header, reaped) == 3 * SPMC_CACHELINE,
+               "counters on line 3");
+_Static_assert(sizeof(struct spmc_shm_header) == 4 * SPMC_CACHELINE, "table on line 4");
+_Static_assert(sizeof(struct spmc_shm_reader) == SPMC_CACHELINE, "one line per reader");
+_Static_assert(SPMC_MAX_READERS <= 1024, "an entry number fits the 10 bits of a claim");
+
+/* A slot is the payload alone, rounded up to whole cache lines (64 bytes
+ * for 64-byte messages), so that no two slots share a line: a reader
+ * copying message i never touches the line the writer is filling with
+ * message i + 1. SPMC_PAD_SLOTS=0 packs the slots instead (a stride of the
+ * payload rounded up to 8 bytes; the same for 64-byte messages). Work-sharing
+ * keeps one hand-back word per slot in an array after the slots, eight to a
+ * line. */
+#ifndef SPMC_PAD_SLOTS
+#define SPMC_PAD_SLOTS 1
+#endif
+
+#if defined(__GNUC__)
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define COLD __attribute__((noinline, cold))
+#else
+#define likely(x) (x)
+#define unlikely(x) (x)
+#define COLD
+#endif
+
+/* Test builds (-DSPMC_CRASH_POINTS) call a hook at every step where a
+ * crash leaves something for others to clean up; tests/check_crash.c kills
+ * or stops the process there. Normal builds compile the points away. */
+#ifdef SPMC_CRASH_POINTS
+void (*spmc_crash_hook)(const char *point);
+#define SPMC_CRASH_POINT(name)                                                                 \
+    do {                                                                                       \
+        if (spmc_crash_hook != NULL)                                                           \
+            spmc_crash_hook(name);                                                             \
+    } while (0)
+#else
+#define SPMC_CRASH_POINT(name) ((void)0)
+#endif
+
+/* ===================================================================== */
+/* Names and sizes                                                        */
+/* ===================================================================== */
+
+/* A POSIX shm name: "/" then 1..SPMC_NAME_MAX-1 characters, no other '/'. */
+static int check_name(const char *name)
+{
+    if (name == NULL || name[0] != '/' || name[1] == '\0')
+        return -EINVAL;
+    size_t len = strnlen(name, SPMC_NAME_MAX + 1);
+    if (len > SPMC_NAME_MAX)
+        return -ENAMETOOLONG;
+    if (strchr(name + 1, '/') != NULL)
+        return -EINVAL;
+    return 0;
+}
+
+static int is_power_of_two(uint64_t x)
+{
+    return x != 0 && (x & (x - 1)) == 0;
+}
+
+/* Work-sharing asks for two slots at least: with one, every push would wait
+ * until the reader of the message before has copied it out, and the queue
+ * would be no queue. */
+static int capacity_fits_fanout(uint64_t capacity, uint64_t fanout)
+{
+    return fanout != SPMC_SHARE || capacity >= 2;
+}
+
+/* Stride of a slot holding elem_size payload bytes (whole cache lines
+ * unless SPMC_PAD_SLOTS is 0); 0 if it would not fit in 32 bits. */
+static uint64_t slot_size_for(uint64_t elem_size)
+{
+    if (elem_size == 0 || elem_size > UINT32_MAX / 2)
+        return 0;
+    uint64_t packed = (elem_size + 7) / 8 * 8;
+    if (SPMC_PAD_SLOTS)
+        return (packed + SPMC_CACHELINE - 1) / SPMC_CACHELINE * SPMC_CACHELINE;
+    return packed;
+}
+
+/* Bytes of the slots, rounded up so that the hand-back words after them
+ * start on a cache line. */
+static size_t slots_bytes(uint64_t slot_size, uint64_t capacity)
+{
+    return (size_t)(slot_size * capacity + SPMC_CACHELINE - 1) / SPMC_CACHELINE *
+           SPMC_CACHELINE;
+}
+
+/* Bytes of a whole segment (header, reader table, slots, one hand-back word
+ * per slot); 0 when the sizes make no sense or overflow. */
+static size_t segment_size(uint64_t slot_size, uint64_t capacity, uint64_t max_readers)
+{
+    const size_t room = SIZE_MAX / 4;
+    size_t table = sizeof(struct spmc_shm_header) +
+                   (size_t)max_readers * sizeof(struct spmc_shm_reader);
+    if (slot_size == 0 || !is_power_of_two(capacity) || max_readers == 0 ||
+        max_readers > SPMC_MAX_READERS ||
+        capacity > (room - table) / (slot_size + sizeof(uint64_t) + SPMC_CACHELINE))
+        return 0;
+    return table + slots_bytes(slot_size, capacity) + (size_t)capacity * sizeof(uint64_t);
+}
+
+/* What a queue looks like: chosen by the creator, checked by an attacher. */
+struct geometry {
+    uint64_t elem_size, capacity;
+    uint32_t slot_size, fanout, max_readers, claim_max;
+    size_t map_size;
+};
+
+/* The geometry of a queue with these parameters; 0 or -EINVAL. */
+static int geometry_for(struct geometry *g, uint64_t elem_size, uint64_t capacity,
+                        uint64_t fanout, uint64_t max_readers, uint64_t claim_max)
+{
+    if ((fanout != SPMC_BROADCAST && fanout != SPMC_SHARE) ||
+        !capacity_fits_fanout(capacity, fanout) || claim_max == 0 ||
+        claim_max > SPMC_CLAIM_MAX)
+        return -EINVAL;
+    uint64_t slot_size = slot_size_for(elem_size);
+    size_t size = segment_size(slot_size, capacity, max_readers);
+    if (size == 0)
+        return -EINVAL;
+    *g = (struct geometry){elem_size,           capacity,           (uint32_t)slot_size,
+                           (uint32_t)fanout,    (uint32_t)max_readers, (uint32_t)claim_max,
+                           size};
+    return 0;
+}
+
+/* Point the handle into a mapped segment of geometry @p g: the one place
+ * where a handle's sizes are set, always from a geometry that was chosen
+ * (create) or checked (attach), never from the segment itself. */
+static void set_geometry(struct spmc_queue *q, const struct geometry *g, void *base)
+{
+    q->hdr = base;
+    q->readers = (struct spmc_shm_reader *)(q->hdr + 1);
+    q->slots = (unsigned char *)(q->readers + g->max_readers);
+    q->words = (_Atomic uint64_t *)(q->slots + slots_bytes(g->slot_size, g->capacity));
+    q->map_size = g->map_size;
+    q->elem_size = (size_t)g->elem_size;
+    q->slot_size = g->slot_size;
+    q->capacity = g->capacity;
+    q->mask = g->capacity - 1;
+    q->max_readers = g->max_readers;
+    q->claim_max = g->claim_max;
+    q->fanout = (enum spmc_fanout)g->fanout;
+}
+
+/* Bound on lock-free retry loops, so that no value a hostile process writes
+ * into the segment can keep a call spinning forever. */
+enum { MAX_RETRIES = 100000 };
+
+/* Share: the hand-back word of the slot for index i: see the header's
+ * comment for its values. */
+static inline _Atomic uint64_t *slot_word(const struct spmc_queue *q, uint64_t i)
+{
+    return &q->words[i & q->mask];
+}
+
+static inline unsigned char *slot_data(const struct spmc_queue *q, uint64_t i)
+{
+    return q->slots + (i & q->mask) * q->slot_size;
+}
+
+/* Positions carried in 52 bits: a claim marker, read_index, a claim
+ * record. POS masks them; full_index() turns one back into a 64-bit index,
+ * the one at or below @p ref (head) that agrees with it in those bits. */
+#define POS ((1ull << 52) - 1)
+
+static inline uint64_t full_index(uint64_t ref, uint64_t pos)
+{
+    return ref - ((ref - pos) & POS);
+}
+
+/* Share: a dead reader's message that reader e has taken over: the slot's
+ * word with bit 63 set, e in bits 52-61 and (i + 1) mod 2^52 in bits 0-51.
+ * Other values (i, i + capacity) stay below 2^63, so the two never meet. */
+#define CLAIM_BIT (1ull << 63)
+
+static inline uint64_t claim_word(uint64_t i, unsigned e)
+{
+    return CLAIM_BIT | (uint64_t)e << 52 | ((i + 1) & POS);
+}
+
+static inline int is_claim(uint64_t s)
+{
+    return (s & CLAIM_BIT) != 0;
+}
+
+static inline unsigned claimer(uint64_t s)
+{
+    return (unsigned)(s >> 52 & 0x3ff);
+}
+
+/* Share: read_index holds the next position to claim and 1 + the entry
+ * that claimed last (0: nobody yet). */
+static inline uint64_t read_index_word(uint64_t pos, unsigned e)
+{
+    return (pos & POS) | (uint64_t)(e + 1) << 52;
+}
+
+/* Share: a reader's claim record, [start, start + n): start mod 2^52, n in
+ * bits 52-58, bit 59 once the claim is on record (it won read_index). */
+#define ON_RECORD (1ull << 59)
+
+static inline uint64_t claim_record(uint64_t start, uint64_t n)
+{
+    return (start & POS) | n << 52;
+}
+
+static inline uint64_t record_n(uint64_t c)
+{
+    return c >> 52 & 0x7f;
+}
+
+/* A reader entry's word: state in bits 0-1, generation in 2-31, the
+ * holder's pid (information only) in 32-63. */
+static inline unsigned entry_state(uint64_t w)
+{
+    return (unsigned)(w & 3u);
+}
+
+static inline uint64_t with_state(uint64_t w, unsigned state)
+{
+    return (w & ~(uint64_t)3) | state;
+}
+
+/* The word of a new holder (us) of an entry whose word was @p w. */
+static uint64_t new_holder(uint64_t w, unsigned state)
+{
+    uint64_t generation = ((w >> 2) + 1) & 0x3fffffffu;
+    return (uint64_t)(uint32_t)getpid() << 32 | generation << 2 | state;
+}
+
+/* ===================================================================== */
+/* Waiting                                                                 */
+/* ===================================================================== */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ __volatile__("pause");
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Spin a little, then yield, then sleep: a waiter that shares its core with
+ * the thread it waits for must let that thread run. The clock is read only
+ * once spinning is over, so a short wait costs no system time at all. */
+struct waiter {
+    unsigned rounds;
+    int64_t timeout_ns;
+    uint64_t deadline; /* 0 until the spinning is over */
+};
+
+/* Plain re-checks for the first microsecond or so: a `pause` between two
+ * looks delays noticing a message by up to its own length (about 40 ns on
+ * recent x86), which added a fifth to the round trip of a ping-pong (see
+ * day5/README.md). */
+enum { PLAIN_ROUNDS = 256, SPIN_ROUNDS = 512, YIELD_ROUNDS = 512 + 1024 };
+
+static void wait_start(struct waiter *w, int64_t timeout_ns)
+{
+    w->rounds = 0;
+    w->timeout_ns = timeout_ns;
+    w->deadline = 0;
+}
+
+/* One more round of waiting; -ETIMEDOUT once the deadline has passed. The
+ * timeout counts from the end of the spinning (a few microseconds late). */
+static int wait_more(struct waiter *w)
+{
+    unsigned r = ++w->rounds;
+    if (r < SPIN_ROUNDS) {
+        if (r > PLAIN_ROUNDS) /* first re-check at once, then politely */
+            cpu_relax();
+        return 0;
+    }
+    if (w->timeout_ns >= 0) {
+        uint64_t now = mono_ns();
+        if (w->deadline == 0)
+            w->deadline = now + (uint64_t)w->timeout_ns;
+        else if (now >= w->deadline)
+            return -ETIMEDOUT;
+    }
+    if (r < YIELD_ROUNDS) {
+        sched_yield();
+    } else {
+        struct timespec nap = {0, 50000}; /* 50 us */
+        nanosleep(&nap, NULL);
+        w->rounds = YIELD_ROUNDS; /* no overflow, however long we wait */
+    }
+    return 0;
+}
+
+/* ===================================================================== */
+/* Liveness                                                                */
+/* ===================================================================== */
+
+/* Every open handle holds an open file description lock (F_OFD_SETLK) on
+ * one byte of the segment's file: byte 0 for the writer, byte 1 + e for the
+ * reader of entry e. The kernel releases it when the last descriptor of
+ * that open file description closes, which happens when the process dies,
+ * however it dies. So "is the peer alive?" is "is its byte locked?", asked
+ * of the kernel with F_OFD_GETLK, or answered by taking the lock ourselves
+ * with F_OFD_SETLK: that also makes us the only one who may clean up after
+ * the dead holder. No pid, no /proc: it works across PID namespaces. */
+enum { WRITER_LOCK = 0 };
+
+static inline off_t reader_lock(unsigned e)
+{
+    return (off_t)1 + (off_t)e;
+}
+
+/* Take the lock on byte @p at; 0, or -EAGAIN if another holds it. */
+static int lock_byte(int fd, off_t at)
+{
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = at, .l_len = 1};
+    if (fcntl(fd, F_OFD_SETLK, &fl) == 0)
+        return 0;
+    return errno == EAGAIN || errno == EACCES ? -EAGAIN : -errno;
+}
+
+static void unlock_byte(int fd, off_t at)
+{
+    struct flock fl = {.l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = at, .l_len = 1};
+    (void)fcntl(fd, F_OFD_SETLK, &fl);
+}
+
+/* 1 when another open file description holds the lock on byte @p at: its
+ * process is alive (perhaps stopped). When the kernel cannot tell us, say
+ * alive: waiting longer is safe, taking a live peer's place is not. */
+static int held_elsewhere(int fd, off_t at)
+{
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = at, .l_len = 1};
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0)
+        return 1;
+    return fl.l_type != F_UNLCK;
+}
+
+static int writer_alive(const struct spmc_queue *q)
+{
+    return held_elsewhere(q->fd, WRITER_LOCK);
+}
+
+/* How often a waiting side looks at whether its peers are still alive. */
+enum { CHECK_EVERY_POLLS = 256, CHECK_EVERY_NS = 10000000 };
+
+/* Rate limit for liveness checks: true once every CHECK_EVERY_POLLS polls
+ * and at most every CHECK_EVERY_NS. Keeps system calls off the hot path. */
+static int time_to_check(struct spmc_queue *q)
+{
+    if (++q->idle_polls % CHECK_EVERY_POLLS != 0)
+        return 0;
+    uint64_t now = mono_ns();
+    if (now - q->last_check_ns < CHECK_EVERY_NS)
+        return 0;
+    q->last_check_ns = now;
+    return 1;
+}
+
+/* We hold the lock of entry e, so its holder is dead (or it is free): free
+ * it with one compare-and-swap. 1 if we freed a dead reader's entry. In
+ * work-sharing, only once the message it may have claimed is delivered
+ * (orphan_of() says none): a claim names its entry, and a new reader of a
+ * freed entry would look like the claim's live holder. */
+static unsigned free_dead_entry(struct spmc_queue *q, unsigned e)
+{
+    _Atomic uint64_t *word = &q->readers[e].word;
+    uint64_t w = atomic_load_explicit(word, memory_order_relaxed);
+    if (entry_state(w) == SPMC_ENTRY_FREE)
+        return 0;
+    /* Pairs with the seq_cst loads of the word in min_cursor() and the
+     * acquire load in take_entry(). */
+    if (!atomic_compare_exchange_strong_explicit(word, &w, with_state(w, SPMC_ENTRY_FREE),
+                                                 memory_order_seq_cst, memory_order_relaxed))
+        return 0;
+    atomic_fetch_add_explicit(&q->hdr->reaped, 1, memory_order_relaxed); /* a statistic */
+    return 1;
+}
+
+/* Share: hand the slots of messages [from, to), which this reader (or the
+ * dead reader whose claim it settles) has copied out, back to the writer:
+ * "free for message j + capacity". */
+static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
+{
+    for (uint64_t j = from; j != to; j++)
+        /* Pairs with the acquire loads of the word in refresh_free(): the
+         * copy is done before the writer reuses the slot. Only the claim's
+         * holder moves this word on (or, once it is dead, its reaper). */
+        atomic_store_explicit(slot_word(q, j), j + q->capacity, memory_order_release);
+}
+
+/* Entry e's holder is dead and we hold the entry's lock: the work-sharing
+ * claim it won, if any; 1 with [*start, *end) set. A claim counts if it is
+ * on record, or if read_index still names it as the last one (it won, and
+ * nobody has claimed since: whoever claims next puts it on record first,
+ * see claim_batch()). A claim beyond head is not one the queue made. */
+static int claim_of(const struct spmc_queue *q, unsigned e, uint64_t *start, uint64_t *end)
+{
+    /* Relaxed: the holder is dead, its last stores are all visible. */
+    const uint64_t c = atomic_load_explicit(&q->readers[e].claim, memory_order_relaxed);
+    const uint64_t n = record_n(c);
+    if (n == 0 || n > q->claim_max)
+        return 0;
+    /* Pairs with the release compare-and-swaps of read_index in
+     * claim_batch(): a claim that read_index has moved past is on record. */
+    const uint64_t last = atomic_load_explicit(&q->hdr->read_index, memory_order_acquire);
+    if (!(c & ON_RECORD) && last != read_index_word(c + n, e))
+        return 0; /* it lost the race for read_index: no claim */
+    /* Pairs with the release store of head in spmc_queue_try_push(). */
+    const uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
+    *start = full_index(head, c & POS);
+    *end = *start + n;
+    return (uint64_t)(head - *start) >= n;
+}
+
+/* Entry e's holder is dead and we hold its lock: hand back the slots of the
+ * messages it delivered but had not handed back yet (a reader hands a
+ * claim's slots back together, once it has copied the last). */
+static void settle_delivered(struct spmc_queue *q, unsigned e)
+{
+    uint64_t start, end;
+    if (!claim_of(q, e, &start, &end))
+        return;
+    uint64_t done = atomic_load_explicit(&q->readers[e].done, memory_order_relaxed);
+    if ((uint64_t)(done - start) > end - start)
+        return; /* not a value the reader wrote */
+    for (uint64_t j = start; j != done; j++) {
+        uint64_t s = j; /* still "holds message j": not handed back */
+        /* Pairs with the acquire loads of the word in refresh_free(): the
+         * dead reader's copy was done before it died, and we took its
+         * lock after. */
+        (void)atomic_compare_exchange_strong_explicit(slot_word(q, j), &s, j + q->capacity,
+                                                      memory_order_release,
+                                                      memory_order_relaxed);
+    }
+}
+
+/* Entry e's holder is dead and we hold its lock: did it leave a message
+ * undelivered? One of its claim, from `done` on, that nobody has taken
+ * over (or one it had taken over from another dead reader itself: `held`,
+ * or a message of the claim named by its entry). 1 with *index set if so. */
+static int orphan_of(const struct spmc_queue *q, unsigned e, uint64_t *index)
+{
+    /* Relaxed: the holder is dead, its last stores are all visible. */
+    const uint64_t h = atomic_load_explicit(&q->readers[e].held, memory_order_relaxed);
+    if (atomic_load_explicit(slot_word(q, h), memory_order_relaxed) == claim_word(h, e)) {
+        *index = h;
+        return 1;
+    }
+    uint64_t start, end;
+    if (!claim_of(q, e, &start, &end))
+        return 0;
+    uint64_t done = atomic_load_explicit(&q->readers[e].done, memory_order_relaxed);
+    if ((uint64_t)(done - start) > end - start)
+        done = start; /* not a value the reader wrote: look at the whole claim */
+    for (uint64_t j = done; j != end; j++) {
+        uint64_t s = atomic_load_explicit(slot_word(q, j), memory_order_relaxed);
+        if (s == j || s == claim_word(j, e)) {
+            *index = j;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ===================================================================== */
+/* Mapping                                                                 */
+/* ===================================================================== */
+
+/* A process maps each segment once: a second handle on a segment this
+ * process has mapped already (a writer thread and a reader thread, say)
+ * shares that mapping. It saves address space, and it is what lets
+ * ThreadSanitizer check the queue at all: TSan compares addresses, and two
+ * mappings of one segment would look to it like unrelated memory. */
+struct mapping {
+    dev_t dev;
+    ino_t ino;
+    void *base;
+    size_t size;
+    unsigned users; /* 0: a free entry */
+};
+
+enum { MAX_MAPPINGS = 64 };
+static struct mapping mappings[MAX_MAPPINGS];
+static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Map @p size bytes of the segment open on @p fd read-write, or share this
+ * process's mapping of it. NULL with errno set on failure.
+ *
+ * The mapping is made through an open file description of its own, opened
+ * by name and closed at once, never through @p fd: a mapping keeps its open
+ * file description alive (in this process, and in every child that
+ * inherits the mapping), and with it any lock on it. Our locks must die
+ * with the handle that holds them, so they live on @p fd alone. */
+static void *map_segment(const char *name, int fd, size_t size)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return NULL;
+    void *base = NULL;
+    int err = 0;
+    struct mapping *unused = NULL;
+    pthread_mutex_lock(&mappings_lock);
+    for (int i = 0; i < MAX_MAPPINGS && base == NULL; i++) {
+        struct mapping *m = &mappings[i];
+        if (m->users == 0) {
+            if (unused == NULL)
+                unused = m;
+        } else if (m->dev == st.st_dev && m->ino == st.st_ino && m->size == size) {
+            m->users++;
+            base = m->base;
+        }
+    }
+    if (base == NULL) {
+        struct stat again;
+        int mfd = shm_open(name, O_RDWR, 0);
+        if (mfd < 0) {
+            err = errno;
+        } else if (fstat(mfd, &again) != 0 || again.st_dev != st.st_dev ||
+                   again.st_ino != st.st_ino) {
+            err = ENOENT; /* the name names another segment now */
+        } else {
+            base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+            if (base == MAP_FAILED) {
+                err = errno;
+                base = NULL;
+            } else if (unused != NULL) { /* else: not shared, still correct */
+                *unused = (struct mapping){st.st_dev, st.st_ino, base, size, 1};
+            }
+        }
+        if (mfd >= 0)
+            close(mfd);
+    }
+    pthread_mutex_unlock(&mappings_lock);
+    if (base == NULL)
+        errno = err;
+    return base;
+}
+
+/* Undo one map_segment(): unmap when the last handle of this process goes. */
+static void unmap_segment(void *base, size_t size)
+{
+    pthread_mutex_lock(&mappings_lock);
+    for (int i = 0; i < MAX_MAPPINGS; i++) {
+        struct mapping *m = &mappings[i];
+        if (m->users > 0 && m->base == base) {
+            if (--m->users > 0) {
+                pthread_mutex_unlock(&mappings_lock);
+                return;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&mappings_lock);
+    munmap(base, size);
+}
+
+/* The descriptors of this process's open handles. A child made by fork()
+ * shares our open file descriptions, and with them our locks: if it kept
+ * them, a parent that died would look alive for as long as the child
+ * lives. So the child closes its copies at once (pthread_atfork), and the
+ * parent's handles are unusable in the child. */
+static pthread_mutex_t fds_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static int *open_fds;
+static size_t n_open_fds, room_open_fds;
+
+static void before_fork(void)
+{
+    pthread_mutex_lock(&fds_lock);
+    pthread_mutex_lock(&mappings_lock);
+}
+
+static void after_fork_in_parent(void)
+{
+    pthread_mutex_unlock(&mappings_lock);
+    pthread_mutex_unlock(&fds_lock);
+}
+
+/* Counted up in every child made by fork(): a handle opened before the
+ * fork carries an older count, which is how destroy() and the other calls
+ * that use the descriptor know it for the parent's (no pid is compared:
+ * a child in a new PID namespace may well have its parent's pid). */
+static unsigned long process_epoch;
+
+static void after_fork_in_child(void)
+{
+    for (size_t k = 0; k < n_open_fds; k++)
+        close(open_fds[k]);
+    n_open_fds = 0;
+    process_epoch++;
+    pthread_mutex_unlock(&mappings_lock);
+    pthread_mutex_unlock(&fds_lock);
+}
+
+static void install_fork_handlers(void)
+{
+    (void)pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
+}
+
+/* 0, or -ENOMEM. */
+static int remember_fd(int fd)
+{
+    pthread_once(&atfork_once, install_fork_handlers);
+    int rc = 0;
+    pthread_mutex_lock(&fds_lock);
+    if (n_open_fds == room_open_fds) {
+        size_t room = room_open_fds ? 2 * room_open_fds : 8;
+        int *grown = realloc(open_fds, room * sizeof *grown);
+        if (grown == NULL)
+            rc = -ENOMEM;
+        else
+            open_fds = grown, room_open_fds = room;
+    }
+    if (rc == 0)
+        open_fds[n_open_fds++] = fd;
+    pthread_mutex_unlock(&fds_lock);
+    return rc;
+}
+
+static void forget_fd(int fd)
+{
+    pthread_mutex_lock(&fds_lock);
+    for (size_t k = 0; k < n_open_fds; k++)
+        if (open_fds[k] == fd) {
+            open_fds[k] = open_fds[--n_open_fds];
+            break;
+        }
+    if (n_open_fds == 0) {
+        free(open_fds);
+        open_fds = NULL;
+        room_open_fds = 0;
+    }
+    pthread_mutex_unlock(&fds_lock);
+}
+
+/* Is this handle open in this process (and not a forked child's copy)? */
+static int owned_here(const struct spmc_queue *q)
+{
+    return q->fd >= 0 && q->epoch == process_epoch;
+}
+
+/* ===================================================================== */
+/* Creating (writer)                                                       */
+/* ===================================================================== */
+
+/* If the segment open on @p fd is one of our queues of this version, 1 and
+ * its writer's pid; a segment too small for a header is not one. */
+static int is_our_queue(int fd, int *writer_pid)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (size_t)st.st_size < sizeof(struct spmc_shm_header))
+        return 0;
+    const struct spmc_shm_header *h = mmap(NULL, sizeof *h, PROT_READ, MAP_SHARED, fd, 0);
+    if (h == MAP_FAILED)
+        return 0;
+    int ours = h->magic == SPMC_MAGIC && h->version == SPMC_VERSION &&
+               h->header_size == sizeof *h;
+    *writer_pid = (int)atomic_load_explicit(&h->writer_pid, memory_order_relaxed);
+    munmap((void *)h, sizeof *h);
+    return ours;
+}
+
+/* Remove @p name if it still names the segment open on @p fd (and not one
+ * made since by someone else). 0 once removed. */
+static int unlink_if_same(const char *name, int fd)
+{
+    int again = shm_open(name, O_RDONLY, 0);
+    if (again < 0)
+        return errno == ENOENT ? 0 : -errno;
+    struct stat mine, now;
+    int same = fstat(fd, &mine) == 0 && fstat(again, &now) == 0 &&
+               mine.st_dev == now.st_dev && mine.st_ino == now.st_ino;
+    close(again);
+    if (!same)
+        return -EEXIST;
+    return shm_unlink(name) == 0 || errno == ENOENT ? 0 : -errno;
+}
+
+/* The name is taken. Remove the segment if it is one of our queues and its
+ * writer is gone: we can take the writer's lock. Holding it also keeps any
+ * other process from removing or reusing it meanwhile. Anything else (a
+ * live queue, a segment whose creator has not yet written our magic, a
+ * stranger's object) is left alone. 0 when the name is free now. */
+static int reclaim_stale(const char *name)
+{
+    int fd = shm_open(name, O_RDWR, 0);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -EEXIST;
+    int rc = remember_fd(fd) == 0 ? -EEXIST : -ENOMEM, pid;
+    if (rc == -EEXIST && lock_byte(fd, WRITER_LOCK) == 0) {
+        SPMC_CRASH_POINT("reclaim:locked");
+        if (is_our_queue(fd, &pid) && unlink_if_same(name, fd) == 0)
+            rc = 0;
+        SPMC_CRASH_POINT("reclaim:unlinked");
+    }
+    if (rc != -ENOMEM)
+        forget_fd(fd);
+    close(fd); /* drops the lock */
+    return rc;
+}
+
+/* Take the writer's lock of a segment we have just made. Someone looking
+ * at the name (reclaim_stale()) may hold it for a moment: retry for a
+ * second. */
+static int take_writer_lock(int fd)
+{
+    const struct timespec nap = {0, 1000000}; /* 1 ms */
+    for (int tries = 0; tries < 1000; tries++) {
+        int rc = lock_byte(fd, WRITER_LOCK);
+        if (rc != -EAGAIN)
+            return rc;
+        nanosleep(&nap, NULL);
+    }
+    return -EAGAIN;
+}
+
+/* Create the segment, ours alone: O_EXCL, then at once the writer's lock,
+ * so that nobody takes it for a dead writer's while we build it. A stale
+ * queue of the same name is removed first (and we try again, a few times:
+ * another creator may be quicker). */
+static int open_new_segment(const char *name, mode_t perm, int *out)
+{
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR, perm);
+        if (fd >= 0) {
+            SPMC_CRASH_POINT("create:opened");
+            /* Known at once, so that a fork() from another thread closes
+             * the child's copy (and with it nothing of our lock). */
+            int rc = remember_fd(fd);
+            if (rc == 0 && (rc = take_writer_lock(fd)) != 0)
+                forget_fd(fd);
+            if (rc != 0) { /* no magic yet: nobody else removes it */
+                (void)unlink_if_same(name, fd);
+                close(fd);
+                return rc;
+            }
+            SPMC_CRASH_POINT("create:locked");
+            *out = fd;
+            return 0;
+        }
+        if (errno != EEXIST)
+            return -errno;
+        int rc = reclaim_stale(name);
+        if (rc != 0)
+            return rc;
+    }
+    return -EEXIST;
+}
+
+/* Size the new segment and reserve its memory now: a full /dev/shm fails
+ * here, not with SIGBUS at the first touch of a page long after. */
+static int size_segment(int fd, mode_t perm, size_t size)
+{
+    /* shm_open() applied our umask; the caller's permissions win. */
+    if (fchmod(fd, perm) != 0)
+        return -errno;
+    if (ftruncate(fd, (off_t)size) != 0)
+        return errno == EFBIG ? -ENOMEM : -errno;
+    SPMC_CRASH_POINT("create:sized");
+    int rc = posix_fallocate(fd, 0, (off_t)size);
+    if (rc != 0)
+        return rc == EFBIG ? -ENOSPC : -rc;
+    SPMC_CRASH_POINT("create:reserved");
+    return 0;
+}
+
+/* Write the header, the reader table and the slots; the magic last of
+ * all but ready (published by spmc_queue_create_opts()). */
+static void init_segment(struct spmc_queue *q)
+{
+    struct spmc_shm_header *h = q->hdr;
+    h->version = SPMC_VERSION;
+    h->header_size = sizeof *h;
+    h->cacheline = SPMC_CACHELINE;
+    h->elem_size = q->elem_size;
+    h->capacity = q->capacity;
+    h->slot_size = (uint32_t)q->slot_size;
+    h->fanout = (uint32_t)q->fanout;
+    h->max_readers = q->max_readers;
+    h->claim_max = q->claim_max;
+    h->reserved2 = 0;
+    /* All relaxed: published by ready. */
+    atomic_store_explicit(&h->closed, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->writer_pid, (uint32_t)getpid(), memory_order_relaxed);
+    atomic_store_explicit(&h->head, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->gate, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->read_index, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->reaped, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->redelivered, 0, memory_order_relaxed);
+    for (unsigned e = 0; e < q->max_readers; e++) {
+        atomic_store_explicit(&q->readers[e].cursor, 0, memory_order_relaxed);
+        atomic_store_explicit(&q->readers[e].word, SPMC_ENTRY_FREE, memory_order_relaxed);
+        atomic_store_explicit(&q->readers[e].held, 0, memory_order_relaxed);
+        atomic_store_explicit(&q->readers[e].claim, 0, memory_order_relaxed);
+        atomic_store_explicit(&q->readers[e].done, 0, memory_order_relaxed);
+    }
+    for (uint64_t i = 0; i < q->capacity; i++) /* slot i is free for message i */
+        atomic_store_explicit(slot_word(q, i), i, memory_order_relaxed);
+    SPMC_CRASH_POINT("create:header");
+    /* From here on a later creator may take the segment for one of ours
+     * and remove it, but only once our lock says we are dead. */
+    h->magic = SPMC_MAGIC;
+    SPMC_CRASH_POINT("create:magic");
+}
+
+int spmc_queue_create(struct spmc_queue *q, const char *name, size_t elem_size,
+                      size_t capacity)
+{
+    return spmc_queue_create_opts(q, name, elem_size, capacity, NULL);
+}
+
+int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_size,
+                           size_t capacity, const struct spmc_options *opts)
+{
+    if (q == NULL)
+        return -EINVAL;
+    memset(q, 0, sizeof *q);
+    q->fd = -1;
+    const struct spmc_options o = opts != NULL ? *opts
+                                               : (struct spmc_options){
+                                                     .fanout = SPMC_BROADCAST,
+                                                     .max_readers = SPMC_DEFAULT_READERS,
+                                                 };
+    struct geometry g = {0};
+    int rc = check_name(name);
+    if (rc == 0)
+        rc = o.perm <= 0777 ? geometry_for(&g, elem_size, capacity, o.fanout, o.max_readers,
+                                           o.claim_max != 0 ? o.claim_max : SPMC_CLAIM_DEFAULT)
+                            : -EINVAL;
+    if (rc != 0)
+        return rc;
+    const mode_t perm = o.perm != 0 ? (mode_t)o.perm : 0600;
+    int fd = -1;
+    rc = open_new_segment(name, perm, &fd);
+    if (rc != 0)
+        return rc;
+    void *base = NULL;
+    rc = size_segment(fd, perm, g.map_size);
+    if (rc == 0 && (base = map_segment(name, fd, g.map_size)) == NULL)
+        rc = -errno;
+    if (rc != 0) {
+        if (base != NULL)
+            unmap_segment(base, g.map_size);
+        (void)unlink_if_same(name, fd);
+        forget_fd(fd);
+        close(fd); /* drops the lock */
+        return rc;
+    }
+    set_geometry(q, &g, base);
+    init_segment(q);
+    q->role = SPMC_WRITER;
+    q->fd = fd;
+    q->epoch = process_epoch;
+    q->limit = q->capacity;
+    memcpy(q->name, name, strlen(name) + 1);
+    /* Last: pairs with the acquire load of ready in read_header(). */
+    atomic_store_explicit(&q->hdr->ready, SPMC_READY, memory_order_release);
+    return 0;
+}
+
+/* Live readers: active entries whose lock is held. The locks (a system
+ * call each) are looked at only when the entries alone would be enough;
+ * an active entry whose reader is dead is freed on the way, at most every
+ * CHECK_EVERY_NS (taking its lock for a moment keeps an attacher off it). A
+ * reader still joining is not counted: a writer that waited for it must not
+ * publish before the reader has chosen where it starts. */
+static unsigned count_readers(struct spmc_queue *q, unsigned wanted)
+{
+    unsigned active = 0, live = 0;
+    for (unsigned e = 0; e < q->max_readers; e++)
+        /* Pairs with the compare-and-swaps that make an entry active in
+         * take_entry() and join_broadcast(). */
+        active += entry_state(atomic_load_explicit(&q->readers[e].word,
+                                                   memory_order_acquire)) == SPMC_ENTRY_ACTIVE;
+    if (active < wanted)
+        return active;
+    const int reap = time_to_check(q);
+    for (unsigned e = 0; e < q->max_readers; e++) {
+        if (entry_state(atomic_load_explicit(&q->readers[e].word, memory_order_acquire)) !=
+            SPMC_ENTRY_ACTIVE)
+            continue;
+        if (held_elsewhere(q->fd, reader_lock(e))) {
+            live++;
+            continue;
+        }
+        if (!reap || lock_byte(q->fd, reader_lock(e)) != 0)
+            continue;
+        SPMC_CRASH_POINT("reap:locked");
+        /* A dead work-sharing reader may have left messages undelivered:
+         * its entry must keep its claim until someone delivers them
+         * (share_full(), rescue_orphan(), a new holder of the entry); free
+         * it only if it left none. */
+        uint64_t orphan;
+        if (q->fanout == SPMC_SHARE)
+            settle_delivered(q, e);
+        if (q->fanout != SPMC_SHARE || !orphan_of(q, e, &orphan))
+            (void)free_dead_entry(q, e);
+        SPMC_CRASH_POINT("reap:freed");
+        unlock_byte(q->fd, reader_lock(e));
+    }
+    return live;
+}
+
+int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count, int64_t timeout_ns)
+{
+    if (q == NULL || q->role != SPMC_WRITER || count > q->max_readers || !owned_here(q))
+        return -EINVAL;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while (count_readers(q, count) < count) {
+        int rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ===================================================================== */
+/* Attaching (reader)                                                      */
+/* ===================================================================== */
+
+/* The fields an attacher needs, read once from the shared header so that a
+ * process changing them later cannot make us use values we did not check. */
+struct header_copy {
+    uint32_t magic, version, header_size, cacheline;
+    uint64_t elem_size, capacity;
+    uint32_t slot_size, fanout, max_readers, claim_max;
+};
+
+/* Check a header the creator has published; 0 (and its geometry) or -EPROTO. */
+static int check_header(const struct header_copy *c, size_t elem_size, size_t capacity,
+                        off_t file_size, struct geometry *g)
+{
+    if (c->magic != SPMC_MAGIC || c->version != SPMC_VERSION ||
+        c->header_size != sizeof(struct spmc_shm_header) || c->cacheline != SPMC_CACHELINE)
+        return -EPROTO;
+    if ((elem_size != 0 && c->elem_size != elem_size) ||
+        (capacity != 0 && c->capacity != capacity))
+        return -EPROTO;
+    if (geometry_for(g, c->elem_size, c->capacity, c->fanout, c->max_readers, c->claim_max) != 0 ||
+        g->slot_size != c->slot_size || (uint64_t)file_size < g->map_size)
+        return -EPROTO;
+    return 0;
+}
+
+/* Wait a bounded time for the creator to size the segment and publish its
+ * header, then check it. If time is up and a creator is still at work (it
+ * holds the writer's lock): -ETIMEDOUT, try again later. If nobody is, the
+ * segment will never be finished: -EPROTO. */
+static int read_header(int fd, size_t elem_size, size_t capacity, struct geometry *g)
+{
+    const uint64_t deadline = mono_ns() + SPMC_ATTACH_WAIT_NS;
+    const struct timespec nap = {0, 1000000}; /* 1 ms */
+    const struct spmc_shm_header *h = NULL;
+    struct stat st;
+    int rc = 0;
+    for (;;) {
+        if (fstat(fd, &st) != 0)
+            return -errno;
+        if (h == NULL && (size_t)st.st_size >= sizeof *h) {
+            h = mmap(NULL, sizeof *h, PROT_READ, MAP_SHARED, fd, 0);
+            if (h == MAP_FAILED)
+                return -errno;
+        }
+        /* Pairs with the release store of ready in spmc_queue_create_opts(). */
+        if (h != NULL && atomic_load_explicit(&h->ready, memory_order_acquire) == SPMC_READY)
+            break;
+        if (mono_ns() >= deadline) {
+            rc = held_elsewhere(fd, WRITER_LOCK) ? -ETIMEDOUT : -EPROTO;
+            break;
+        }
+        nanosleep(&nap, NULL);
+    }
+    if (rc == 0 && fstat(fd, &st) != 0)
+        rc = -errno;
+    if (rc == 0) {
+        struct header_copy c = {h->magic,     h->version,   h->header_size,
+                                h->cacheline, h->elem_size, h->capacity,
+                                h->slot_size, h->fanout,    h->max_readers,
+                                h->claim_max};
+        rc = check_header(&c, elem_size, capacity, st.st_size, g);
+    }
+    if (h != NULL)
+        munmap((void *)h, sizeof *h);
+    return rc;
+}
+
+/* We hold entry e's lock, so nobody alive holds the entry: make it ours
+ * with one compare-and-swap of its word. If its last holder died with
+ * messages of a work-sharing claim undelivered, they are ours to deliver
+ * first (see adopt_next()). */
+static int take_entry(struct spmc_queue *q, unsigned e)
+{
+    struct spmc_shm_reader *r = &q->readers[e];
+    /* Pairs with the compare-and-swap that freed the entry (release_entry(),
+     * free_dead_entry()): its last holder is done with it. */
+    uint64_t w = atomic_load_explicit(&r->word, memory_order_acquire);
+    if (entry_state(w) != SPMC_ENTRY_FREE) { /* its holder died */
+        if (q->fanout == SPMC_SHARE) {
+            settle_delivered(q, e);
+            q->adopting = 1;
+        }
+        atomic_fetch_add_explicit(&q->hdr->reaped, 1, memory_order_relaxed); /* a statistic */
+    }
+    const unsigned state = q->fanout == SPMC_BROADCAST ? SPMC_ENTRY_JOINING : SPMC_ENTRY_ACTIVE;
+    /* Pairs with the acquire loads of the word in count_readers() and the
+     * seq_cst ones in min_cursor(). */
+    if (!atomic_compare_exchange_strong_explicit(&r->word, &w, new_holder(w, state),
+                                                 memory_order_seq_cst, memory_order_relaxed)) {
+        q->adopting = 0; /* only a hostile process changes it under our lock */
+        return -EAGAIN;
+    }
+    SPMC_CRASH_POINT("attach:claimed");
+    q->entry = r;
+    q->entry_index = e;
+    return 0;
+}
+
+/* Take an entry of the reader table: its lock first, so that nobody can
+ * take it for a dead reader's while we set it up, then its word. Free
+ * entries first; then entries whose readers died. A free entry whose lock
+ * is busy is being looked at by a reaper for a moment: try again soon. */
+static int claim_entry(struct spmc_queue *q)
+{
+    for (int round = 0; round < 100; round++) {
+        int busy = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (unsigned e = 0; e < q->max_readers; e++) {
+                uint64_t w = atomic_load_explicit(&q->readers[e].word, memory_order_relaxed);
+                if ((entry_state(w) == SPMC_ENTRY_FREE) != (pass == 0))
+                    continue;
+                if (lock_byte(q->fd, reader_lock(e)) != 0) {
+                    busy |= pass == 0; /* a live reader, or someone looking at it */
+                    continue;
+                }
+                SPMC_CRASH_POINT("attach:locked");
+                if (take_entry(q, e) == 0)
+                    return 0;
+                unlock_byte(q->fd, reader_lock(e));
+            }
+        if (!busy)
+            break;
+        sched_yield();
+    }
+    return -EUSERS;
+}
+
+/* A reader leaves: one compare-and-swap frees its entry. */
+static void release_entry(struct spmc_queue *q)
+{
+    uint64_t w = atomic_load_explicit(&q->entry->word, memory_order_relaxed);
+    /* Pairs with the acquire load in take_entry() and the seq_cst loads in
+     * min_cursor(): the writer stops waiting for us. */
+    (void)atomic_compare_exchange_strong_explicit(&q->entry->word, &w,
+                                                  with_state(w, SPMC_ENTRY_FREE),
+                                                  memory_order_seq_cst, memory_order_relaxed);
+}
+
+/* Broadcast join: choose a starting cursor the writer is guaranteed to
+ * respect. The writer pushes freely while its index stays below its
+ * limit, at most gate + capacity; it stores gate, which never moves back,
+ * *before* it re-reads the table (see refresh_limit()). We store our
+ * cursor and make the entry active *before* we read gate. With both pairs
+ * sequentially consistent, either the writer's re-read sees us, or we see
+ * its new gate; if that gate is beyond our cursor we may already be
+ * overrun, so we start again from the writer's newer position. */
+static int join_broadcast(struct spmc_queue *q)
+{
+    struct spmc_shm_header *h = q->hdr;
+    uint64_t w = atomic_load_explicit(&q->entry->word, memory_order_relaxed);
+    for (int tries = 0; tries < MAX_RETRIES; tries++) {
+        /* Position only: pop_broadcast() loads head again, with acquire,
+         * before it reads a slot. */
+        uint64_t start = atomic_load_explicit(&h->head, memory_order_relaxed);
+        /* Pairs with the seq_cst load of cursor in min_cursor(). */
+        atomic_store_explicit(&q->entry->cursor, start, memory_order_seq_cst);
+        SPMC_CRASH_POINT("attach:cursor");
+        /* Starting: the writer respects our cursor from now on, but
+         * wait_readers() does not count us until we know where we start.
+         * Pairs with the seq_cst load of the word in min_cursor(). */
+        if (entry_state(w) != SPMC_ENTRY_STARTING &&
+            !atomic_compare_exchange_strong_explicit(&q->entry->word, &w,
+                                                     with_state(w, SPMC_ENTRY_STARTING),
+                                                     memory_order_seq_cst, memory_order_seq_cst))
+            return -EPROTO;
+        w = with_state(w, SPMC_ENTRY_STARTING);
+        /* Pairs with the seq_cst store of gate in refresh_limit(). */
+        uint64_t gate = atomic_load_explicit(&h->gate, memory_order_seq_cst);
+        if ((int64_t)(gate - start) <= 0) {
+            q->index = q->published = q->seen_head = start;
+            q->entry_word = with_state(w, SPMC_ENTRY_ACTIVE);
+            /* Now we count. Pairs with the acquire loads of the word in
+             * count_readers(); min_cursor() sees no difference. */
+            return atomic_compare_exchange_strong_explicit(&q->entry->word, &w, q->entry_word,
+                                                           memory_order_seq_cst,
+                                                           memory_order_relaxed)
+                       ? 0
+                       : -EPROTO;
+        }
+    }
+    return -EPROTO; /* gate stays beyond head: not a writer we understand */
+}
+
+/* Become one of the queue's readers: an entry, then a starting point. */
+static int join(struct spmc_queue *q)
+{
+    /* Pairs with the release store of closed in spmc_queue_destroy(). */
+    if (atomic_load_explicit(&q->hdr->closed, memory_order_acquire))
+        return -EPIPE;
+    int rc = claim_entry(q);
+    if (rc != 0)
+        return rc;
+    if (q->fanout == SPMC_SHARE)
+        return 0; /* index == claim_end == 0: the first pop claims (claim_batch()) */
+    q->publish_mask = q->capacity >= 4 ? q->capacity / 4 - 1 : 0;
+    rc = join_broadcast(q);
+    if (rc != 0)
+        release_entry(q);
+    return rc;
+}
+
+int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
+                      size_t capacity)
+{
+    if (q == NULL)
+        return -EINVAL;
+    memset(q, 0, sizeof *q);
+    q->fd = -1;
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    int fd = shm_open(name, O_RDWR, 0);
+    if (fd < 0)
+        return -errno;
+    SPMC_CRASH_POINT("attach:opened");
+    struct geometry g = {0};
+    void *base = NULL;
+    int remembered = (rc = remember_fd(fd)) == 0; /* at once: see open_new_segment() */
+    if (rc == 0)
+        rc = read_header(fd, elem_size, capacity, &g);
+    if (rc == 0 && (base = map_segment(name, fd, g.map_size)) == NULL)
+        rc = -errno;
+    if (rc == 0) {
+        /* From here on only the checked geometry is used. */
+        set_geometry(q, &g, base);
+        q->fd = fd;
+        q->epoch = process_epoch;
+        SPMC_CRASH_POINT("attach:mapped");
+        rc = join(q);
+    }
+    if (rc != 0) {
+        if (remembered)
+            forget_fd(fd);
+        if (base != NULL)
+            unmap_segment(base, g.map_size);
+        close(fd); /* drops any lock we took */
+        memset(q, 0, sizeof *q);
+        q->fd = -1;
+        return rc;
+    }
+    q->role = SPMC_READER;
+    memcpy(q->name, name, strlen(name) + 1);
+    return 0;
+}
+
+/* ===================================================================== */
+/* Pushing                                                                 */
+/* ===================================================================== */
+
+/* Broadcast: the lowest cursor of the attached readers (index if none). */
+static uint64_t min_cursor(const struct spmc_queue *q, uint64_t index)
+{
+    uint64_t low = index;
+    for (unsigned i = 0; i < q->max_readers; i++) {
+        /* Pairs with the seq_cst compare-and-swaps in join_broadcast(). */
+        unsigned state =
+            entry_state(atomic_load_explicit(&q->readers[i].word, memory_order_seq_cst));
+        if (state != SPMC_ENTRY_ACTIVE && state != SPMC_ENTRY_STARTING)
+            continue;
+        /* Pairs with the seq_cst store in join_broadcast() and with the
+         * release stores of cursor in publish_cursor(): the reader has
+         * copied every slot below its cursor out before it publishes. */
+        uint64_t cur = atomic_load_explicit(&q->readers[i].cursor, memory_order_seq_cst);
+        if ((int64_t)(cur - low) < 0)
+            low = cur;
+    }
+    return low;
+}
+
+/* Broadcast: the cached limit said "full"; look at the readers again. A
+ * low point beyond the gate is first published as the new gate and the
+ * table read once more, which catches a reader that joined meanwhile (see
+ * join_broadcast()). The gate only moves forward. A low point at or below
+ * it (a slow reader, or a joining reader's cursor) needs no store: a
+ * joining reader that reads the gate starts at or beyond it anyway. And a
+ * gate lowered to a joining reader's cursor would tell that reader "the
+ * writer never passed you" just after the writer had passed it, unseen. */
+static void refresh_limit(struct spmc_queue *q)
+{
+    uint64_t low = min_cursor(q, q->index);
+    if ((int64_t)(low - q->gate) > 0) {
+        /* Pairs with the seq_cst load of gate in join_broadcast(). */
+        atomic_store_explicit(&q->hdr->gate, low, memory_order_seq_cst);
+        q->gate = low;
+        uint64_t again = min_cursor(q, q->index);
+        if ((int64_t)(again - low) < 0)
+            low = again;
+    }
+    q->limit = low + q->capacity;
+}
+
+/* Broadcast: free the entries of readers that died (we can take their
+ * locks); how many. A dead reader's cursor would hold us back for ever. */
+static unsigned reap_dead_readers(struct spmc_queue *q)
+{
+    unsigned n = 0;
+    for (unsigned e = 0; e < q->max_readers; e++) {
+        uint64_t w = atomic_load_explicit(&q->readers[e].word, memory_order_relaxed);
+        if (entry_state(w) == SPMC_ENTRY_FREE || lock_byte(q->fd, reader_lock(e)) != 0)
+            continue; /* free, or alive */
+        SPMC_CRASH_POINT("reap:locked");
+        n += free_dead_entry(q, e);
+        SPMC_CRASH_POINT("reap:freed");
+        unlock_byte(q->fd, reader_lock(e));
+    }
+    return n;
+}
+
+/* Broadcast, the cached limit says "full": look again, and if a reader
+ * holds us back, check (rate-limited) whether it is dead. 0 when there is
+ * room now. */
+COLD static int broadcast_full(struct spmc_queue *q)
+{
+    refresh_limit(q);
+    if ((int64_t)(q->index - q->limit) < 0)
+        return 0;
+    if (!time_to_check(q) || reap_dead_readers(q) == 0)
+        return -EAGAIN;
+    refresh_limit(q);
+    return (int64_t)(q->index - q->limit) < 0 ? 0 : -EAGAIN;
+}
+
+/* Share: the cached limit says full; read the hand-back words from index
+ * on, to the end of their cache line, and push freely up to the first slot
+ * not handed back yet. The words of one line are read together, so that the
+ * readers' hand-backs into that line (right behind us when they keep up)
+ * do not take it from us message by message. Returns how many are free. */
+static uint64_t refresh_free(struct spmc_queue *q)
+{
+    const uint64_t per_line = SPMC_CACHELINE / sizeof(uint64_t);
+    uint64_t j = q->index, end = (j | (per_line - 1)) + 1;
+    /* Pairs with the release stores of the word in hand_back() and
+     * settle_delivered(): the reader of slot j's last message, j -
+     * capacity, has copied it out (the word says j - capacity until then). */
+    while (j != end && atomic_load_explicit(slot_word(q, j), memory_order_acquire) == j)
+        j++;
+    q->limit = j;
+    /* Fetch the line after next now, while no reader writes it: it was
+     * last written a lap ago, and fetching it takes a cache-line transfer
+     * we would otherwise wait for when we get there. */
+    __builtin_prefetch((const void *)slot_word(q, end + per_line), 0, 3);
+    return j - q->index;
+}
+
+/* Share: the entry whose claim holds message j (not handed back), or
+ * max_readers if none does: then nobody has claimed it yet. */
+static unsigned owner_of(const struct spmc_queue *q, uint64_t j)
+{
+    for (unsigned e = 0; e < q->max_readers; e++) {
+        uint64_t start, end;
+        if (claim_of(q, e, &start, &end) && (uint64_t)(j - start) < end - start)
+            return e;
+    }
+    return q->max_readers;
+}
+
+/* Share: the slot for our next message is not handed back. If the reader
+ * that holds the slot's message died before delivering it, republish the
+ * message in place, as our next one, and move on; if it died after, hand
+ * the slot back for it. Rate-limited. 0 when the slot at q->index is free
+ * now. */
+COLD static int share_full(struct spmc_queue *q)
+{
+    const uint64_t i = q->index, j = i - q->capacity;
+    if (!time_to_check(q))
+        return -EAGAIN; /* the readers are just slow, most likely */
+    /* Pairs with the release stores of the word in hand_back(). */
+    uint64_t s = atomic_load_explicit(slot_word(q, i), memory_order_acquire);
+    unsigned e;
+    if (s == j)
+        e = owner_of(q, j); /* message j is in somebody's claim */
+    else if (is_claim(s) && (s & POS) == ((j + 1) & POS))
+        e = claimer(s); /* a reader took message j over from a dead one */
+    else
+        return -EAGAIN;
+    SPMC_CRASH_POINT("push:full");
+    if (e >= q->max_readers || lock_byte(q->fd, reader_lock(e)) != 0)
+        return -EAGAIN; /* nobody's yet, or its reader is alive (perhaps stopped): wait */
+    SPMC_CRASH_POINT("reap:locked");
+    settle_delivered(q, e); /* message j delivered: its slot goes back */
+    /* s was read before we held the lock: meanwhile another reaper may have
+     * delivered that message. The compare-and-swap republishes only if it
+     * is still undelivered; readers claim it as message i. The payload is
+     * the one we wrote (a reader only ever reads it). */
+    s = atomic_load_explicit(slot_word(q, i), memory_order_relaxed);
+    if ((s == j || s == claim_word(j, e)) &&
+        atomic_compare_exchange_strong_explicit(slot_word(q, i), &s, i, memory_order_relaxed,
+                                                memory_order_relaxed)) {
+        atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed); /* a statistic */
+        q->index = i + 1;
+        /* The publication: pairs with the acquire loads of head in
+         * claim_batch() and the rescuers. */
+        atomic_store_explicit(&q->hdr->head, i + 1, memory_order_release);
+        SPMC_CRASH_POINT("reap:slot");
+    }
+    uint64_t other;
+    if (!orphan_of(q, e, &other))
+        (void)free_dead_entry(q, e);
+    SPMC_CRASH_POINT("reap:freed");
+    unlock_byte(q->fd, reader_lock(e));
+    return refresh_free(q) != 0 ? 0 : -EAGAIN;
+}
+
+int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
+{
+    if (unlikely(q == NULL || q->role != SPMC_WRITER || msg == NULL ||
+                 q->epoch != process_epoch))
+        return -EINVAL;
+    if (unlikely((int64_t)(q->index - q->limit) >= 0)) { /* the cached limit says full */
+        if (q->fanout == SPMC_BROADCAST ? broadcast_full(q) != 0
+                                        : refresh_free(q) == 0 && share_full(q) != 0)
+            return -EAGAIN;
+    }
+    const uint64_t i = q->index; /* (share_full() may have moved it on) */
+    memcpy(slot_data(q, i), msg, q->elem_size);
+    SPMC_CRASH_POINT("push:copied");
+    q->index = i + 1;
+    /* The publication, in both modes. Pairs with the acquire loads of head
+     * in pop_broadcast() and claim_batch(): every slot below head is
+     * written. Every push stores it, so a message pushed onto an idle queue
+     * is visible at once. */
+    atomic_store_explicit(&q->hdr->head, i + 1, memory_order_release);
+    SPMC_CRASH_POINT("push:published");
+    return 0;
+}
+
+int spmc_queue_push(struct spmc_queue *q, const void *msg, int64_t timeout_ns)
+{
+    int rc = spmc_queue_try_push(q, msg);
+    if (rc != -EAGAIN)
+        return rc;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while ((rc = spmc_queue_try_push(q, msg)) == -EAGAIN) {
+        rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return rc;
+}
+
+/* ===================================================================== */
+/* Popping                                                                 */
+/* ===================================================================== */
+
+/* Broadcast: tell the writer how far this reader has read. */
+static inline void publish_cursor(struct spmc_queue *q)
+{
+    /* Pairs with the seq_cst load of cursor in min_cursor(). */
+    atomic_store_explicit(&q->entry->cursor, q->index, memory_order_release);
+    q->published = q->index;
+}
+
+/* Share: take message j, which dead entry e left undelivered, as ours: say
+ * so in `held` (should we die holding it), then name our entry in its
+ * slot's word with one compare-and-swap. 1 if we got it. */
+static int take_orphan(struct spmc_queue *q, unsigned e, uint64_t j)
+{
+    /* Pairs with the release store of head in spmc_queue_try_push(): the
+     * payload of a message below head is there to be copied. */
+    uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
+    if ((int64_t)(head - j) <= 0)
+        return 0;
+    _Atomic uint64_t *word = slot_word(q, j);
+    uint64_t s = atomic_load_explicit(word, memory_order_relaxed);
+    if (s == claim_word(j, q->entry_index))
+        return 1; /* our entry's last holder had taken it over: ours */
+    if (s != j && s != claim_word(j, e))
+        return 0;
+    atomic_store_explicit(&q->entry->held, j, memory_order_relaxed);
+    if (!atomic_compare_exchange_strong_explicit(word, &s, claim_word(j, q->entry_index),
+                                                 memory_order_relaxed, memory_order_relaxed))
+        return 0;
+    atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed); /* a statistic */
+    SPMC_CRASH_POINT("reap:slot");
+    return 1;
+}
+
+/* Share: deliver message j, taken over from a dead reader: copy it out,
+ * then hand its slot back at once. */
+static int deliver_orphan(struct spmc_queue *q, uint64_t j, void *out)
+{
+    memcpy(out, slot_data(q, j), q->elem_size);
+    SPMC_CRASH_POINT("pop:copied");
+    hand_back(q, j, j + 1);
+    return 0;
+}
+
+/* Share, nothing to pop: did a reader die with messages undelivered? Take
+ * its lock, then one of those messages; it is ours to deliver now. 1 with
+ * *index set if we got one. */
+COLD static int rescue_orphan(struct spmc_queue *q, uint64_t *index)
+{
+    int found = 0;
+    for (unsigned e = 0; e < q->max_readers && !found; e++) {
+        uint64_t w = atomic_load_explicit(&q->readers[e].word, memory_order_relaxed);
+        if (e == q->entry_index || entry_state(w) == SPMC_ENTRY_FREE ||
+            lock_byte(q->fd, reader_lock(e)) != 0)
+            continue; /* ours, free, or alive */
+        SPMC_CRASH_POINT("reap:locked");
+        settle_delivered(q, e);
+        uint64_t i;
+        if (orphan_of(q, e, &i) && take_orphan(q, e, i)) {
+            *index = i;
+            found = 1;
+        }
+        if (!orphan_of(q, e, &i)) /* (ours now, or none) */
+            (void)free_dead_entry(q, e);
+        SPMC_CRASH_POINT("reap:freed");
+        unlock_byte(q->fd, reader_lock(e));
+    }
+    return found;
+}
+
+/* Nothing to pop at index i. End of stream, the writer's death, a dead
+ * reader's message to deliver (share), or simply nothing yet? */
+COLD static int no_message(struct spmc_queue *q, uint64_t i, void *out)
+{
+    uint64_t orphan;
+    /* Pairs with the release store of closed in spmc_queue_destroy(). */
+    if (atomic_load_explicit(&q->hdr->closed, memory_order_acquire)) {
+        /* The writer's last head store is ordered before closed. */
+        uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_relaxed);
+        if ((int64_t)(i - head) < 0)
+            return -EAGAIN;
+        /* The end, unless a dead reader left a message behind. */
+        if (q->fanout == SPMC_SHARE && rescue_orphan(q, &orphan))
+            return deliver_orphan(q, orphan, out);
+        return -EPIPE;
+    }
+    if (!time_to_check(q))
+        return -EAGAIN;
+    if (q->fanout == SPMC_SHARE && rescue_orphan(q, &orphan))
+        return deliver_orphan(q, orphan, out);
+    /* A writer that died cannot close: everything it published before it
+     * died is visible by now (the caller takes one more look). */
+    return writer_alive(q) ? -EAGAIN : -EOWNERDEAD;
+}
+
+/* Broadcast: no message i in the head we know; look at head again. 0 when
+ * there is one now. */
+static int broadcast_empty(struct spmc_queue *q, uint64_t i, void *out)
+{
+    /* Pairs with the release store of head in spmc_queue_try_push(): every
+     * slot below head is written. */
+    uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
+    if (unlikely((uint64_t)(head - i) > q->capacity))
+        return -EPROTO; /* overrun (impossible while our cursor holds) or garbage */
+    q->seen_head = head;
+    if (head != i)
+        return 0;
+    if (q->published != i) /* about to wait: let the writer see us */
+        publish_cursor(q);
+    return no_message(q, i, out);
+}
+
+static int pop_broadcast(struct spmc_queue *q, void *out)
+{
+    const uint64_t i = q->index;
+    if (unlikely(i == q->seen_head)) { /* the head we know says empty */
+        int rc = broadcast_empty(q, i, out);
+        if (rc != 0)
+            return rc;
+    }
+    memcpy(out, slot_data(q, i), q->elem_size);
+    SPMC_CRASH_POINT("pop:copied");
+    /* Are we still a reader? The writer overwrites a slot only once every
+     * reader whose entry it respects has read it; if ours was taken from us
+     * (only a broken peer, or a descriptor closed behind our back, can do
+     * that to a live reader), the copy may be torn: say so, never return
+     * it. The writer saw our entry freed before it overwrote, so a copy
+     * that read any of its bytes is followed by a look that sees the
+     * entry freed: the fence keeps the copy's loads before that look. Our
+     * own entry's line, unlike the slot's, is not one the writer is
+     * filling: the look costs next to nothing. */
+    atomic_thread_fence(memory_order_acquire);
+    if (unlikely(atomic_load_explicit(&q->entry->word, memory_order_relaxed) != q->entry_word))
+        return -EPROTO;
+    q->index = i + 1;
+    if ((q->index & q->publish_mask) == 0)
+        publish_cursor(q);
+    return 0;
+}
+
+/* Share: read_index names entry e as the claimer of the messages up to r:
+ * before we move it on, put that claim on record in e's entry, or nothing
+ * would say whose it is should e die holding it. (e puts it on record
+ * itself right after winning; we may be quicker.) */
+static void put_on_record(struct spmc_queue *q, unsigned e, uint64_t r)
+{
+    _Atomic uint64_t *record = &q->readers[e].claim;
+    /* Relaxed: our acquire load of read_index made e's record visible. */
+    uint64_t c = atomic_load_explicit(record, memory_order_relaxed);
+    if ((c & ON_RECORD) || (((c & POS) + record_n(c)) & POS) != (r & POS))
+        return; /* on record already, or e has finished it and moved on */
+    /* Relaxed: our release compare-and-swap of read_index publishes it. */
+    (void)atomic_compare_exchange_strong_explicit(record, &c, c | ON_RECORD,
+                                                  memory_order_relaxed, memory_order_relaxed);
+}
+
+/* Share: claim the next messages, up to claim_max of those the writer has
+ * published, with one compare-and-swap on read_index, which then names our
+ * entry. Before it, our entry says what we claim and that none of it is
+ * delivered yet; after it, that the claim is on record. Should we die in
+ * between, a reaper tells won from lost by read_index (see claim_of()).
+ * 0 with [q->index, q->claim_end) ours, or -EAGAIN: nothing to claim (then
+ * q->index is head), or no agreement after many tries (heavy contention,
+ * or a peer scribbling over read_index). */
+static int claim_batch(struct spmc_queue *q)
+{
+    _Atomic uint64_t *read_index = &q->hdr->read_index;
+    /* Acquire: pairs with the release compare-and-swap of the reader that
+     * claimed last, so that we can put its claim on record. */
+    uint64_t w = atomic_load_explicit(read_index, memory_order_acquire);
+    for (int tries = 0; tries < MAX_RETRIES; tries++) {
+        uint64_t avail = (q->seen_head - w) & POS;
+        if (avail == 0 || avail > q->capacity) { /* look at head again */
+            /* Pairs with the release store of head in spmc_queue_try_push():
+             * every slot below head is written. */
+            q->seen_head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
+            avail = (q->seen_head - w) & POS;
+            if (avail == 0) {
+                q->index = q->claim_start = q->claim_end = q->seen_head;
+                return -EAGAIN;
+            }
+            if (avail > q->capacity) {
+                /* More than a lap apart: our w is stale (we were slow and
+                 * the others have claimed on), or a peer scribbled. Read
+                 * read_index again. */
+                w = atomic_load_explicit(read_index, memory_order_acquire);
+                continue;
+            }
+        }
+        const uint64_t r = q->seen_head - avail;
+        const uint64_t n = avail < q->claim_max ? avail : q->claim_max;
+        const uint64_t last = w >> 52;
+        if (last != 0 && last - 1 != q->entry_index && last - 1 < q->max_readers)
+            put_on_record(q, (unsigned)(last - 1), r);
+        atomic_store_explicit(&q->entry->claim, claim_record(r, n), memory_order_relaxed);
+        atomic_store_explicit(&q->entry->done, r, memory_order_relaxed);
+        SPMC_CRASH_POINT("pop:hinted");
+        /* Release: our claim record, and any we put on record, are visible
+         * to whoever sees read_index move on. */
+        if (atomic_compare_exchange_weak_explicit(read_index, &w,
+                                                  read_index_word(r + n, q->entry_index),
+                                                  memory_order_release, memory_order_acquire)) {
+            SPMC_CRASH_POINT("pop:claimed");
+            atomic_store_explicit(&q->entry->claim, claim_record(r, n) | ON_RECORD,
+                                  memory_order_relaxed);
+            q->index = q->claim_start = r;
+            q->claim_end = r + n;
+            return 0;
+        }
+        /* w now holds the read index another reader moved on */
+    }
+    return -EAGAIN; /* heavy contention (or a scribbling peer): retry later */
+}
+
+/* Share: our entry was a dead reader's; deliver one of the messages it left
+ * undelivered. -ENOENT when there are none left. */
+COLD static int adopt_next(struct spmc_queue *q, void *out)
+{
+    uint64_t j;
+    for (int tries = 0; tries < MAX_RETRIES; tries++) {
+        if (!orphan_of(q, q->entry_index, &j))
+            return -ENOENT;
+        if (take_orphan(q, q->entry_index, j))
+            return deliver_orphan(q, j, out);
+    }
+    return -EAGAIN;
+}
+
+static int pop_share(struct spmc_queue *q, void *out)
+{
+    if (q->index == q->claim_end) { /* our claim is delivered: claim again */
+        if (unlikely(q->adopting)) {
+            int rc = adopt_next(q, out);
+            if (rc != -ENOENT)
+                return rc;
+            q->adopting = 0;
+        }
+        int rc = claim_batch(q);
+        if (rc != 0)
+            return rc == -EAGAIN ? no_message(q, q->index, out) : rc;
+    }
+    const uint64_t i = q->index;
+    memcpy(out, slot_data(q, i), q->elem_size);
+    SPMC_CRASH_POINT("pop:copied");
+    q->index = i + 1;
+    /* Delivered: should we die from here on, it is not delivered again. */
+    atomic_store_explicit(&q->entry->done, i + 1, memory_order_relaxed);
+    SPMC_CRASH_POINT("pop:delivered");
+    /* The whole claim is copied out: hand its slots back together. A
+     * writer that waits for them (the ring is full) reads their words as
+     * we write them; one burst of stores costs it a transfer or two of
+     * their lines, where one store per message would cost one each. */
+    if (q->index == q->claim_end)
+        hand_back(q, q->claim_start, q->claim_end);
+    return 0;
+}
+
+/* The writer's process is gone, so all its stores are visible now: one
+ * more look, for a message it published just before it died. */
+COLD static int recheck_after_writer_death(struct spmc_queue *q, void *out)
+{
+    int again = q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
+    return again == 0 || again == -EPIPE || again == -EPROTO ? again : -EOWNERDEAD;
+}
+
+int spmc_queue_try_pop(struct spmc_queue *q, void *out)
+{
+    if (unlikely(q == NULL || q->role != SPMC_READER || out == NULL ||
+                 q->epoch != process_epoch))
+        return -EINVAL;
+    int rc = q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
+    return unlikely(rc == -EOWNERDEAD) ? recheck_after_writer_death(q, out) : rc;
+}
+
+int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
+{
+    int rc = spmc_queue_try_pop(q, out);
+    if (rc != -EAGAIN)
+        return rc;
+    struct waiter w;
+    wait_start(&w, timeout_ns);
+    while ((rc = spmc_queue_try_pop(q, out)) == -EAGAIN) {
+        rc = wait_more(&w);
+        if (rc != 0)
+            return rc;
+    }
+    return rc;
+}
+
+/* ===================================================================== */
+/* Looking at a queue                                                      */
+/* ===================================================================== */
+
+int spmc_queue_stats(const struct spmc_queue *q, struct spmc_stats *st)
+{
+    if (q == NULL || q->hdr == NULL || st == NULL || !owned_here(q))
+        return -EINVAL;
+    const struct spmc_shm_header *h = q->hdr;
+    unsigned readers = 0;
+    for (unsigned e = 0; e < q->max_readers; e++) {
+        uint64_t w = atomic_load_explicit(&q->readers[e].word, memory_order_relaxed);
+        if (entry_state(w) == SPMC_ENTRY_ACTIVE &&
+            ((q->role == SPMC_READER && e == q->entry_index) ||
+             held_elsewhere(q->fd, reader_lock(e))))
+            readers++;
+    }
+    /* All relaxed: counters for people, not for synchronisation. */
+    *st = (struct spmc_stats){
+        .fanout = q->fanout,
+        .elem_size = q->elem_size,
+        .capacity = q->capacity,
+        .max_readers = q->max_readers,
+        .readers = readers,
+        .head = atomic_load_explicit(&h->head, memory_order_relaxed),
+        .closed = atomic_load_explicit(&h->closed, memory_order_relaxed) != 0,
+        .writer_alive = q->role == SPMC_WRITER || writer_alive(q),
+        .reaped = atomic_load_explicit(&h->reaped, memory_order_relaxed),
+        .redelivered = atomic_load_explicit(&h->redelivered, memory_order_relaxed),
+    };
+    return 0;
+}
+
+int spmc_queue_owner(const char *name, int *pid)
+{
+    if (pid == NULL)
+        return -EINVAL;
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    int fd = shm_open(name, O_RDONLY, 0);
+    if (fd < 0)
+        return -errno;
+    int writer_pid;
+    if (!is_our_queue(fd, &writer_pid)) {
+        rc = -EPROTO;
+    } else if (held_elsewhere(fd, WRITER_LOCK)) {
+        *pid = writer_pid;
+        rc = 0;
+    } else {
+        rc = -ESRCH;
+    }
+    close(fd);
+    return rc;
+}
+
+/* ===================================================================== */
+/* Tearing down                                                            */
+/* ===================================================================== */
+
+int spmc_queue_destroy(struct spmc_queue *q)
+{
+    if (q == NULL || q->hdr == NULL)
+        return -EINVAL;
+    if (!owned_here(q)) { /* the parent's handle in a forked child */
+        unmap_segment(q->hdr, q->map_size);
+        memset(q, 0, sizeof *q);
+        q->fd = -1;
+        return 0;
+    }
+    if (q->role == SPMC_WRITER) {
+        /* Pairs with the acquire loads of closed in no_message() and join(). */
+        atomic_store_explicit(&q->hdr->closed, 1, memory_order_release);
+        SPMC_CRASH_POINT("destroy:closed");
+        (void)unlink_if_same(q->name, q->fd);
+        SPMC_CRASH_POINT("destroy:unlinked");
+    } else {
+        uint64_t left = 0;
+        int holding = q->fanout == SPMC_SHARE &&
+                      (q->index != q->claim_end ||
+                       (q->adopting && orphan_of(q, q->entry_index, &left)));
+        if (q->fanout == SPMC_SHARE && q->index != q->claim_end)
+            hand_back(q, q->claim_start, q->index); /* the ones we delivered */
+        if (!holding) {
+            release_entry(q);
+            SPMC_CRASH_POINT("destroy:freed");
+        }
+    }
+    /* (A reader leaving with messages it never delivered keeps its entry:
+     * once our lock is gone it is a dead reader's, and the next reader to
+     * look delivers them.) */
+    forget_fd(q->fd);
+    unmap_segment(q->hdr, q->map_size);
+    close(q->fd); /* drops our lock */
+    memset(q, 0, sizeof *q);
+    q->fd = -1;
+    return 0;
+}
