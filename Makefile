@@ -36,7 +36,7 @@ CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
 # ---------------------------------------------------------------------------
 # Which days exist, and which ones the command line names.
 # ---------------------------------------------------------------------------
-ALL_DAYS   := day1 day2 day3 day4 day5 day6
+ALL_DAYS   := day1 day2 day3 day4 day5 day6 day7
 DAYS       := $(patsubst %/,%,$(dir $(wildcard day*/producer.c)))
 NAMED_DAYS := $(filter $(ALL_DAYS),$(MAKECMDGOALS))
 MISSING    := $(filter-out $(DAYS),$(NAMED_DAYS))
@@ -54,10 +54,12 @@ SEL_RACE   := $(filter $(RACE_DAYS),$(SEL))
 #   crash-points  it runs against the queue built with -DSPMC_CRASH_POINTS
 # contract: the public contract, version-independent cases from day 2 on;
 # day5: day 5's fan-out suite (day 5's own suite, later days' too);
+# day6: day 6's own suite (stale and hostile segments, full /dev/shm), later days' too;
 # liveness: PID namespaces, no /proc, exited main threads, forks;
 # crash: a process SIGKILLed or SIGSTOPped at each named crash point.
 TEST_MATRIX := contract:tests/check_contract.c:day2 \
                day5:tests/check_day5.c:day6 \
+               day6:tests/check_day6.c:day7 \
                liveness:tests/check_liveness.c:day6:programs \
                crash:tests/check_crash.c:day6:crash-points
 

@@ -1,9 +1,11 @@
 /* spmc_queue.c - day 7: the day-6 queue, whose waiters sleep in the kernel. */
-#define _GNU_SOURCE /* F_OFD_SETLK, F_OFD_GETLK */
+#define _GNU_SOURCE /* F_OFD_SETLK, F_OFD_GETLK, syscall() */
 #include "spmc_queue.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
@@ -11,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,7 +31,9 @@ _Static_assert(offsetof(struct spmc_shm_header, read_index) == 2 * SPMC_CACHELIN
                "read_index on line 2");
 _Static_assert(offsetof(struct spmc_shm_header, reaped) == 3 * SPMC_CACHELINE,
                "counters on line 3");
-_Static_assert(sizeof(struct spmc_shm_header) == 4 * SPMC_CACHELINE, "table on line 4");
+_Static_assert(offsetof(struct spmc_shm_header, readers_wake) == 4 * SPMC_CACHELINE,
+               "futex words on line 4");
+_Static_assert(sizeof(struct spmc_shm_header) == 5 * SPMC_CACHELINE, "table on line 5");
 _Static_assert(sizeof(struct spmc_shm_reader) == SPMC_CACHELINE, "one line per reader");
 _Static_assert(SPMC_MAX_READERS <= 1024, "an entry number fits the 10 bits of a claim");
 
@@ -63,6 +68,7 @@ void (*spmc_crash_hook)(const char *point);
         if (spmc_crash_hook != NULL)                                                           \
             spmc_crash_hook(name);                                                             \
     } while (0)
+int64_t spmc_test_sleep_ns;
 #else
 #define SPMC_CRASH_POINT(name) ((void)0)
 #endif
@@ -281,31 +287,130 @@ static inline void cpu_relax(void)
 #endif
 }
 
-/* Spin a little, then yield, then sleep: a waiter that shares its core with
- * the thread it waits for must let that thread run. The clock is read only
- * once spinning is over, so a short wait costs no system time at all. */
+/* The futex system call, which glibc does not wrap. Without
+ * FUTEX_PRIVATE_FLAG: the word is in memory shared between processes, and
+ * the kernel must find the sleepers of other processes by the page. */
+static void futex_wait(_Atomic uint32_t *word, uint32_t seen, uint64_t ns)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u),
+                          .tv_nsec = (long)(ns % 1000000000u)};
+    /* Sleeps only if *word still holds seen (the kernel compares under its
+     * own lock), at most ns; a wake, a signal or a changed word end it
+     * early. Every outcome means "look again", so the result is unused. */
+    (void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, seen, &ts, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *word, int how_many)
+{
+    (void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, how_many, NULL, NULL, 0);
+}
+
+/* Wake whoever sleeps on @p word, or is about to: change the word first, so
+ * that a sleeper that read it before us does not go to sleep at all (the
+ * kernel refuses to sleep on a changed word), then FUTEX_WAKE the ones
+ * already asleep. */
+COLD static void wake(struct spmc_queue *q, _Atomic uint32_t *word, int how_many)
+{
+    /* Release: a sleeper that reads the new value (acquire, in wait_more())
+     * also sees what we stored before waking it. */
+    atomic_fetch_add_explicit(word, 1, memory_order_release);
+    futex_wake(word, how_many);
+    q->wakes++;
+}
+
+/* Call right after a store that may end somebody's wait (a message, room
+ * in the ring, a reader joining or leaving): wake the sleepers of @p word
+ * if @p asleep says there are any. The fast path is this fence and one
+ * load of a line nobody writes while nobody sleeps: no system call.
+ *
+ * Why nobody sleeps through our store: a sleeper counts itself in asleep,
+ * then a fence, then looks for what it waits for (wait_more(), then its
+ * caller's next try). We store, then this fence, then look at asleep. Both
+ * fences are seq_cst, so one comes first in their single total order: if
+ * ours, the sleeper's look sees our store and it does not sleep; if its,
+ * our look sees its count and we wake it. Without the fences each side's
+ * load may be served before its own store reaches the other (x86 keeps
+ * stores in a store buffer), both see the old state, and the sleeper sleeps
+ * through the message (see day7/README.md, "Break it"). */
+static inline void wake_if_asleep(struct spmc_queue *q, _Atomic uint32_t *word,
+                                  _Atomic uint32_t *asleep, int how_many)
+{
+    /* Pairs with the seq_cst fence in wait_more(). */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (unlikely(atomic_load_explicit(asleep, memory_order_relaxed) != 0))
+        wake(q, word, how_many);
+}
+
+/* The writer has published a message, or more: a work-sharing queue needs
+ * one more reader awake for it, a broadcast queue all of them. */
+static inline void wake_readers(struct spmc_queue *q)
+{
+    wake_if_asleep(q, &q->hdr->readers_wake, &q->hdr->readers_asleep,
+                   q->fanout == SPMC_SHARE ? 1 : INT_MAX);
+}
+
+/* A reader has given room back, joined or left. */
+static inline void wake_writer(struct spmc_queue *q)
+{
+    wake_if_asleep(q, &q->hdr->writer_wake, &q->hdr->writer_asleep, 1);
+}
+
+/* Spin a little, then yield a few times, then sleep in the kernel on a
+ * futex word of the segment until a peer wakes us or a slice has passed
+ * (then our caller looks at its peers' liveness: a process that died cannot
+ * wake anyone). The clock is read only once spinning is over, so a short
+ * wait costs no system call at all. */
 struct waiter {
     unsigned rounds;
     int64_t timeout_ns;
-    uint64_t deadline; /* 0 until the spinning is over */
+    uint64_t deadline;        /* 0 until the spinning is over */
+    uint64_t slice_ns;        /* longest sleep before a liveness check */
+    _Atomic uint32_t *word;   /* the futex word we sleep on */
+    _Atomic uint32_t *asleep; /* where we say that we do */
+    uint32_t seen;            /* the word's value before we said so */
+    int announced;            /* 1 while we are counted in *asleep */
 };
 
 /* Plain re-checks for the first microsecond or so: a `pause` between two
  * looks delays noticing a message by up to its own length (about 40 ns on
  * recent x86), which added a fifth to the round trip of a ping-pong (see
- * day5/README.md). */
-enum { PLAIN_ROUNDS = 256, SPIN_ROUNDS = 512, YIELD_ROUNDS = 512 + 1024 };
+ * day5/README.md). A few yields then, which cost little and help when
+ * the peer we wait for shares our CPU; then sleep. */
+enum { PLAIN_ROUNDS = 256, SPIN_ROUNDS = 512, YIELD_ROUNDS = 512 + 16 };
 
-static void wait_start(struct waiter *w, int64_t timeout_ns)
+/* A reader waits on readers_wake, the writer on writer_wake. */
+static void wait_start(struct waiter *w, const struct spmc_queue *q, int64_t timeout_ns)
 {
-    w->rounds = 0;
-    w->timeout_ns = timeout_ns;
-    w->deadline = 0;
+    struct spmc_shm_header *h = q->hdr;
+    int reader = q->role == SPMC_READER;
+    *w = (struct waiter){
+        .timeout_ns = timeout_ns,
+        .slice_ns = reader ? SPMC_READER_SLICE_NS : SPMC_WRITER_SLICE_NS,
+        .word = reader ? &h->readers_wake : &h->writer_wake,
+        .asleep = reader ? &h->readers_asleep : &h->writer_asleep,
+    };
+#ifdef SPMC_CRASH_POINTS
+    if (spmc_test_sleep_ns > 0) { /* tests: straight to sleep, for long */
+        w->rounds = YIELD_ROUNDS;
+        w->slice_ns = (uint64_t)spmc_test_sleep_ns;
+    }
+#endif
 }
 
-/* One more round of waiting; -ETIMEDOUT once the deadline has passed. The
- * timeout counts from the end of the spinning (a few microseconds late). */
-static int wait_more(struct waiter *w)
+/* We are no longer about to sleep. */
+static void wait_end(struct waiter *w)
+{
+    if (w->announced) {
+        atomic_fetch_sub_explicit(w->asleep, 1, memory_order_relaxed);
+        w->announced = 0;
+    }
+}
+
+/* One more round of waiting, after a look that found nothing; -ETIMEDOUT
+ * once the deadline has passed. The timeout counts from the end of the
+ * spinning (a few microseconds late). The caller looks again after every
+ * round, and calls wait_end() when it stops. */
+static int wait_more(struct spmc_queue *q, struct waiter *w)
 {
     unsigned r = ++w->rounds;
     if (r < SPIN_ROUNDS) {
@@ -313,20 +418,38 @@ static int wait_more(struct waiter *w)
             cpu_relax();
         return 0;
     }
+    uint64_t now = mono_ns(), nap = w->slice_ns;
     if (w->timeout_ns >= 0) {
-        uint64_t now = mono_ns();
         if (w->deadline == 0)
             w->deadline = now + (uint64_t)w->timeout_ns;
-        else if (now >= w->deadline)
+        if (now >= w->deadline) {
+            wait_end(w);
             return -ETIMEDOUT;
+        }
+        if (w->deadline - now < nap)
+            nap = w->deadline - now;
     }
     if (r < YIELD_ROUNDS) {
         sched_yield();
-    } else {
-        struct timespec nap = {0, 50000}; /* 50 us */
-        nanosleep(&nap, NULL);
-        w->rounds = YIELD_ROUNDS; /* no overflow, however long we wait */
+        return 0;
     }
+    w->rounds = YIELD_ROUNDS; /* no overflow, however long we wait */
+    if (!w->announced) {
+        /* Read the word before we say we sleep: whoever changes it after
+         * this read makes our sleep below return at once. Acquire: pairs
+         * with the release fetch_add in wake(). */
+        w->seen = atomic_load_explicit(w->word, memory_order_acquire);
+        atomic_fetch_add_explicit(w->asleep, 1, memory_order_relaxed);
+        /* Our count before the caller's next look. Pairs with the seq_cst
+         * fence in wake_if_asleep(). */
+        atomic_thread_fence(memory_order_seq_cst);
+        w->announced = 1;
+        return 0; /* the caller looks once more before we sleep */
+    }
+    futex_wait(w->word, w->seen, nap);
+    q->sleeps++;
+    wait_end(w);
+    q->check_now = 1; /* a dead peer cannot have woken us: look at it */
     return 0;
 }
 
@@ -387,6 +510,11 @@ enum { CHECK_EVERY_POLLS = 256, CHECK_EVERY_NS = 10000000 };
  * and at most every CHECK_EVERY_NS. Keeps system calls off the hot path. */
 static int time_to_check(struct spmc_queue *q)
 {
+    if (q->check_now) { /* after a sleep */
+        q->check_now = 0;
+        q->last_check_ns = mono_ns();
+        return 1;
+    }
     if (++q->idle_polls % CHECK_EVERY_POLLS != 0)
         return 0;
     uint64_t now = mono_ns();
@@ -426,6 +554,7 @@ static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
          * copy is done before the writer reuses the slot. Only the claim's
          * holder moves this word on (or, once it is dead, its reaper). */
         atomic_store_explicit(slot_word(q, j), j + q->capacity, memory_order_release);
+    wake_writer(q); /* it may be asleep waiting for these slots */
 }
 
 /* Entry e's holder is dead and we hold the entry's lock: the work-sharing
@@ -472,6 +601,7 @@ static void settle_delivered(struct spmc_queue *q, unsigned e)
                                                       memory_order_release,
                                                       memory_order_relaxed);
     }
+    wake_writer(q); /* (a reader settling for the dead one) */
 }
 
 /* Entry e's holder is dead and we hold its lock: did it leave a message
@@ -827,6 +957,10 @@ static void init_segment(struct spmc_queue *q)
     atomic_store_explicit(&h->read_index, 0, memory_order_relaxed);
     atomic_store_explicit(&h->reaped, 0, memory_order_relaxed);
     atomic_store_explicit(&h->redelivered, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->readers_wake, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->readers_asleep, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->writer_wake, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->writer_asleep, 0, memory_order_relaxed);
     for (unsigned e = 0; e < q->max_readers; e++) {
         atomic_store_explicit(&q->readers[e].cursor, 0, memory_order_relaxed);
         atomic_store_explicit(&q->readers[e].word, SPMC_ENTRY_FREE, memory_order_relaxed);
@@ -946,13 +1080,12 @@ int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count, int64_t timeou
     if (q == NULL || q->role != SPMC_WRITER || count > q->max_readers || !owned_here(q))
         return -EINVAL;
     struct waiter w;
-    wait_start(&w, timeout_ns);
-    while (count_readers(q, count) < count) {
-        int rc = wait_more(&w);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
+    wait_start(&w, q, timeout_ns);
+    int rc = 0;
+    while (rc == 0 && count_readers(q, count) < count)
+        rc = wait_more(q, &w);
+    wait_end(&w);
+    return rc;
 }
 
 /* ===================================================================== */
@@ -1094,6 +1227,7 @@ static void release_entry(struct spmc_queue *q)
     (void)atomic_compare_exchange_strong_explicit(&q->entry->word, &w,
                                                   with_state(w, SPMC_ENTRY_FREE),
                                                   memory_order_seq_cst, memory_order_relaxed);
+    wake_writer(q);
 }
 
 /* Broadcast join: choose a starting cursor the writer is guaranteed to
@@ -1150,13 +1284,16 @@ static int join(struct spmc_queue *q)
     int rc = claim_entry(q);
     if (rc != 0)
         return rc;
-    if (q->fanout == SPMC_SHARE)
-        return 0; /* index == claim_end == 0: the first pop claims (claim_batch()) */
-    q->publish_mask = q->capacity >= 4 ? q->capacity / 4 - 1 : 0;
-    rc = join_broadcast(q);
-    if (rc != 0)
-        release_entry(q);
-    return rc;
+    if (q->fanout == SPMC_BROADCAST) {
+        q->publish_mask = q->capacity >= 4 ? q->capacity / 4 - 1 : 0;
+        rc = join_broadcast(q);
+        if (rc != 0) {
+            release_entry(q);
+            return rc;
+        }
+    } /* share: index == claim_end == 0, the first pop claims (claim_batch()) */
+    wake_writer(q); /* it may be asleep in spmc_queue_wait_readers() */
+    return 0;
 }
 
 int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
@@ -1352,6 +1489,7 @@ COLD static int share_full(struct spmc_queue *q)
          * claim_batch() and the rescuers. */
         atomic_store_explicit(&q->hdr->head, i + 1, memory_order_release);
         SPMC_CRASH_POINT("reap:slot");
+        wake_readers(q);
     }
     uint64_t other;
     if (!orphan_of(q, e, &other))
@@ -1381,6 +1519,7 @@ int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
      * is visible at once. */
     atomic_store_explicit(&q->hdr->head, i + 1, memory_order_release);
     SPMC_CRASH_POINT("push:published");
+    wake_readers(q); /* if some are asleep, or about to be */
     return 0;
 }
 
@@ -1390,12 +1529,10 @@ int spmc_queue_push(struct spmc_queue *q, const void *msg, int64_t timeout_ns)
     if (rc != -EAGAIN)
         return rc;
     struct waiter w;
-    wait_start(&w, timeout_ns);
-    while ((rc = spmc_queue_try_push(q, msg)) == -EAGAIN) {
-        rc = wait_more(&w);
-        if (rc != 0)
-            return rc;
-    }
+    wait_start(&w, q, timeout_ns);
+    while ((rc = spmc_queue_try_push(q, msg)) == -EAGAIN && (rc = wait_more(q, &w)) == 0)
+        ;
+    wait_end(&w);
     return rc;
 }
 
@@ -1409,6 +1546,7 @@ static inline void publish_cursor(struct spmc_queue *q)
     /* Pairs with the seq_cst load of cursor in min_cursor(). */
     atomic_store_explicit(&q->entry->cursor, q->index, memory_order_release);
     q->published = q->index;
+    wake_writer(q); /* it may be asleep waiting for us to move on */
 }
 
 /* Share: take message j, which dead entry e left undelivered, as ours: say
@@ -1682,12 +1820,10 @@ int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
     if (rc != -EAGAIN)
         return rc;
     struct waiter w;
-    wait_start(&w, timeout_ns);
-    while ((rc = spmc_queue_try_pop(q, out)) == -EAGAIN) {
-        rc = wait_more(&w);
-        if (rc != 0)
-            return rc;
-    }
+    wait_start(&w, q, timeout_ns);
+    while ((rc = spmc_queue_try_pop(q, out)) == -EAGAIN && (rc = wait_more(q, &w)) == 0)
+        ;
+    wait_end(&w);
     return rc;
 }
 
@@ -1720,6 +1856,8 @@ int spmc_queue_stats(const struct spmc_queue *q, struct spmc_stats *st)
         .writer_alive = q->role == SPMC_WRITER || writer_alive(q),
         .reaped = atomic_load_explicit(&h->reaped, memory_order_relaxed),
         .redelivered = atomic_load_explicit(&h->redelivered, memory_order_relaxed),
+        .sleeps = q->sleeps,
+        .wakes = q->wakes,
     };
     return 0;
 }
@@ -1761,15 +1899,20 @@ int spmc_queue_destroy(struct spmc_queue *q)
         q->fd = -1;
         return 0;
     }
+    int holding = 0; /* a reader leaving messages undelivered */
     if (q->role == SPMC_WRITER) {
         /* Pairs with the acquire loads of closed in no_message() and join(). */
         atomic_store_explicit(&q->hdr->closed, 1, memory_order_release);
         SPMC_CRASH_POINT("destroy:closed");
+        /* Every sleeping reader wakes, sees closed, and ends (-EPIPE) once
+         * drained. Unconditionally: a reader that read the word before our
+         * change does not sleep, one that read it after sees closed. */
+        wake(q, &q->hdr->readers_wake, INT_MAX);
         (void)unlink_if_same(q->name, q->fd);
         SPMC_CRASH_POINT("destroy:unlinked");
     } else {
         uint64_t left = 0;
-        int holding = q->fanout == SPMC_SHARE &&
+        holding = q->fanout == SPMC_SHARE &&
                       (q->index != q->claim_end ||
                        (q->adopting && orphan_of(q, q->entry_index, &left)));
         if (q->fanout == SPMC_SHARE && q->index != q->claim_end)
@@ -1781,10 +1924,12 @@ int spmc_queue_destroy(struct spmc_queue *q)
     }
     /* (A reader leaving with messages it never delivered keeps its entry:
      * once our lock is gone it is a dead reader's, and the next reader to
-     * look delivers them.) */
+     * look delivers them: wake one, should they all be asleep.) */
     forget_fd(q->fd);
-    unmap_segment(q->hdr, q->map_size);
     close(q->fd); /* drops our lock */
+    if (holding)
+        wake_readers(q);
+    unmap_segment(q->hdr, q->map_size);
     memset(q, 0, sizeof *q);
     q->fd = -1;
     return 0;

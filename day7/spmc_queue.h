@@ -2,7 +2,8 @@
  * @file day7/spmc_queue.h
  * @brief A single-producer, multi-consumer queue in POSIX shared memory
  *        that survives crashed and stopped peers, stale segments, a full
- *        /dev/shm and hostile segment contents.
+ *        /dev/shm and hostile segment contents, and whose waiters sleep in
+ *        the kernel instead of spinning.
  *
  * One writer process creates the queue; up to `max_readers` reader
  * processes attach to it by name, at any time, and detach when they like.
@@ -40,6 +41,11 @@
  * its child lives): it must not use the parent's handles, but may open its
  * own; spmc_queue_destroy() on an inherited handle only unmaps it.
  *
+ * **Waiting.** spmc_queue_pop(), spmc_queue_push() and
+ * spmc_queue_wait_readers() spin for a few microseconds, then sleep in the
+ * kernel on a futex word of the segment until a peer wakes them; try_pop()
+ * and try_push() never sleep, and make a system call only to wake a peer
+ * that said it sleeps.
  * Every function returns 0 or a negative errno and prints nothing.
  */
 #ifndef SPMC_QUEUE_H
@@ -57,7 +63,7 @@
 /** First word of every segment: "SPMC" in ASCII. */
 #define SPMC_MAGIC 0x434d5053u
 /** Layout version of this day's header; an attacher refuses any other. */
-#define SPMC_VERSION 6u
+#define SPMC_VERSION 7u
 /** Value of the ready word once the creator has written the whole header. */
 #define SPMC_READY 0x52454459u
 /** Cache-line size the layout assumes (recorded in the header). */
@@ -70,6 +76,20 @@
 #ifndef SPMC_ATTACH_WAIT_NS
 #define SPMC_ATTACH_WAIT_NS 1000000000
 #endif
+/** Longest a waiter sleeps before it looks at its peers' liveness (ns):
+ *  a writer that died cannot wake anyone, so a reader asleep on it notices
+ *  within about this long. */
+#ifndef SPMC_READER_SLICE_NS
+#define SPMC_READER_SLICE_NS 100000000
+#endif
+/** The same for the writer waiting for room or for readers: as short as
+ *  day 6's rate of liveness checks, so that a reader that died while the
+ *  writer slept on it holds the writer back no longer than on day 6. */
+#ifndef SPMC_WRITER_SLICE_NS
+#define SPMC_WRITER_SLICE_NS 10000000
+#endif
+/** Defined from day 7 on: struct spmc_stats counts futex sleeps and wakes. */
+#define SPMC_STATS_SLEEPS 1
 /** Messages a work-sharing reader claims at once, unless spmc_options.claim_max says otherwise. */
 #ifndef SPMC_CLAIM_DEFAULT
 #define SPMC_CLAIM_DEFAULT 16u
@@ -127,7 +147,8 @@ struct spmc_shm_reader {
  * |     64 |   16 | head, gate (own cache line)                 | writer     |
  * |    128 |    8 | read_index (own cache line)                 | readers (share) |
  * |    192 |   16 | reaped, redelivered (own cache line)        | whoever reaps |
- * |    256 | 64 x max_readers | reader table                     | readers    |
+ * |    256 |   16 | readers_wake, readers_asleep, writer_wake, writer_asleep (own cache line) | both |
+ * |    320 | 64 x max_readers | reader table                     | readers    |
  * |    ...  | capacity x slot_size, rounded up to a line | slots: the payload | writer |
  * |    ...  | capacity x 8 | hand-back words, one per slot | readers (share) |
  *
@@ -140,6 +161,13 @@ struct spmc_shm_reader {
  * 52-63, 1 + the entry that claimed last. Indices are free-running 64-bit
  * counters; the slot of index i is `i & (capacity - 1)`.
  *
+ * Sleeping: a reader with nothing to pop sleeps on the futex word
+ * `readers_wake`, after counting itself in `readers_asleep`; the writer,
+ * after every push, looks at that count and only if it is not zero
+ * changes the word and wakes them (FUTEX_WAKE). The writer waiting for room
+ * or for readers sleeps on `writer_wake` the same way, with
+ * `writer_asleep` as its flag; readers wake it when they give room back,
+ * join or leave. The words are 32 bits, as the futex call wants.
  * Locks (open file description locks on the segment's file, one byte
  * each): byte 0 is held by the writer, byte 1 + e by the reader of entry e.
  */
@@ -163,6 +191,10 @@ struct spmc_shm_header {
     alignas(SPMC_CACHELINE) _Atomic uint64_t read_index; /**< share: the next index to claim (mod 2^52, bits 0-51) and 1 + the entry that claimed last (bits 52-63) */
     alignas(SPMC_CACHELINE) _Atomic uint64_t reaped; /**< entries taken back from dead readers, in all */
     _Atomic uint64_t redelivered; /**< share: messages delivered again because their first reader died */
+    alignas(SPMC_CACHELINE) _Atomic uint32_t readers_wake; /**< futex word readers sleep on: changed by whoever wakes them */
+    _Atomic uint32_t readers_asleep; /**< readers asleep on readers_wake, or about to be */
+    _Atomic uint32_t writer_wake;    /**< futex word the writer sleeps on: changed by whoever wakes it */
+    _Atomic uint32_t writer_asleep;  /**< 1 while the writer is asleep on writer_wake, or about to be */
 };
 
 /* ===================================================================== */
@@ -217,6 +249,9 @@ struct spmc_queue {
     int adopting;                    /**< reader, share: our entry was a dead reader's; deliver what it left first */
     uint64_t idle_polls;             /**< empty or full polls since the last liveness check */
     uint64_t last_check_ns;          /**< when the peers' liveness was last checked */
+    int check_now;                   /**< 1 after a sleep: look at the peers' liveness at the next chance */
+    uint64_t sleeps;                 /**< futex waits this handle has made */
+    uint64_t wakes;                  /**< futex wakes this handle has made */
     unsigned long epoch;             /**< the process's fork count when the handle was opened (a forked child's copy is stale) */
     char name[SPMC_NAME_MAX + 1];    /**< the segment's name */
 };
@@ -233,6 +268,8 @@ struct spmc_stats {
     int writer_alive;        /**< 1 while the writer holds its lock: its handle is open (0 once it has closed, or died) */
     uint64_t reaped;         /**< reader entries taken back from dead readers, in all */
     uint64_t redelivered;    /**< share: messages delivered again because their first reader died */
+    uint64_t sleeps;         /**< this handle's sleeps in the kernel (FUTEX_WAIT calls) */
+    uint64_t wakes;          /**< this handle's wake-up calls (FUTEX_WAKE) */
 };
 
 /** Marks a function whose result must be checked (gcc and clang warn). */
@@ -400,9 +437,9 @@ SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg);
 SPMC_MUST_CHECK int spmc_queue_try_pop(struct spmc_queue *q, void *out);
 
 /**
- * Writer: push, waiting while the ring is full: spin briefly, then yield
- * the CPU, then sleep in short steps, so that more threads than cores still
- * make progress.
+ * Writer: push, waiting while the ring is full: spin briefly, then sleep in
+ * the kernel until a reader gives room back (or SPMC_WRITER_SLICE_NS has
+ * passed: then it looks whether the reader holding it back has died).
  *
  * @param q          writer handle
  * @param msg        the message: elem_size bytes to copy in
@@ -415,7 +452,9 @@ SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg,
                                     int64_t timeout_ns);
 
 /**
- * Reader: pop, waiting while there is no message (spin, yield, then sleep).
+ * Reader: pop, waiting while there is no message: spin briefly, then sleep
+ * in the kernel until the writer pushes, closes the queue, or
+ * SPMC_READER_SLICE_NS has passed (then it looks whether the writer died).
  *
  * @param q          reader handle
  * @param out        where to copy the message: elem_size bytes
@@ -490,6 +529,12 @@ int spmc_queue_destroy(struct spmc_queue *q);
  * NULL (the default) does nothing.
  */
 extern void (*spmc_crash_hook)(const char *point);
+/**
+ * Test builds only: when above 0, a waiter goes to sleep at once, without
+ * spinning, and each sleep lasts up to this long (ns) instead of a slice.
+ * A wake-up lost by the queue then shows as a timeout, not as a delay.
+ */
+extern int64_t spmc_test_sleep_ns;
 #endif
 
 #endif /* SPMC_QUEUE_H */
