@@ -56,12 +56,15 @@ SEL_RACE   := $(filter $(RACE_DAYS),$(SEL))
 # day5: day 5's fan-out suite (day 5's own suite, later days' too);
 # day6: day 6's own suite (stale and hostile segments, full /dev/shm), later days' too;
 # liveness: PID namespaces, no /proc, exited main threads, forks;
-# crash: a process SIGKILLed or SIGSTOPped at each named crash point.
+# crash: a process SIGKILLed or SIGSTOPped at each named crash point;
+# sleep: futex sleeps and wake-ups, lost ones caught as timeouts (its test
+# hook, spmc_test_sleep_ns, comes with the crash points).
 TEST_MATRIX := contract:tests/check_contract.c:day2 \
                day5:tests/check_day5.c:day6 \
                day6:tests/check_day6.c:day7 \
                liveness:tests/check_liveness.c:day6:programs \
-               crash:tests/check_crash.c:day6:crash-points
+               crash:tests/check_crash.c:day6:crash-points \
+               sleep:tests/check_sleep.c:day7:crash-points
 
 field        = $(word $(1),$(subst :, ,$(2)))
 # dayN is the Nth word of ALL_DAYS: the days present from day $(1) on.

@@ -367,6 +367,7 @@ struct waiter {
     uint64_t slice_ns;        /* longest sleep before a liveness check */
     _Atomic uint32_t *word;   /* the futex word we sleep on */
     _Atomic uint32_t *asleep; /* where we say that we do */
+    _Atomic uint64_t *mine;   /* reader: its entry's asleep flag */
     uint32_t seen;            /* the word's value before we said so */
     int announced;            /* 1 while we are counted in *asleep */
 };
@@ -378,16 +379,19 @@ struct waiter {
  * the peer we wait for shares our CPU; then sleep. */
 enum { PLAIN_ROUNDS = 256, SPIN_ROUNDS = 512, YIELD_ROUNDS = 512 + 16 };
 
-/* A reader waits on readers_wake, the writer on writer_wake. */
-static void wait_start(struct waiter *w, const struct spmc_queue *q, int64_t timeout_ns)
+/* A reader waits on readers_wake, the writer on writer_wake; for at most
+ * @p slice_ns at a time. */
+static void wait_start(struct waiter *w, const struct spmc_queue *q, int64_t timeout_ns,
+                       uint64_t slice_ns)
 {
     struct spmc_shm_header *h = q->hdr;
     int reader = q->role == SPMC_READER;
     *w = (struct waiter){
         .timeout_ns = timeout_ns,
-        .slice_ns = reader ? SPMC_READER_SLICE_NS : SPMC_WRITER_SLICE_NS,
+        .slice_ns = slice_ns,
         .word = reader ? &h->readers_wake : &h->writer_wake,
         .asleep = reader ? &h->readers_asleep : &h->writer_asleep,
+        .mine = reader ? &q->entry->asleep : NULL,
     };
 #ifdef SPMC_CRASH_POINTS
     if (spmc_test_sleep_ns > 0) { /* tests: straight to sleep, for long */
@@ -397,11 +401,27 @@ static void wait_start(struct waiter *w, const struct spmc_queue *q, int64_t tim
 #endif
 }
 
-/* We are no longer about to sleep. */
+/* Take one sleeper off the count @p asleep, never below zero (a peer that
+ * scribbled over it must not make it wrap round to four billion sleepers:
+ * a futex call for every push after). */
+static void uncount_sleeper(_Atomic uint32_t *asleep)
+{
+    uint32_t n = atomic_load_explicit(asleep, memory_order_relaxed);
+    while (n != 0 && !atomic_compare_exchange_weak_explicit(asleep, &n, n - 1,
+                                                            memory_order_relaxed,
+                                                            memory_order_relaxed))
+        ;
+}
+
+/* We are no longer about to sleep. A reader says so in its entry too, in
+ * the order that lets a reaper uncount it should it die (see
+ * free_dead_entry()): counted only while the flag is up. */
 static void wait_end(struct waiter *w)
 {
     if (w->announced) {
-        atomic_fetch_sub_explicit(w->asleep, 1, memory_order_relaxed);
+        uncount_sleeper(w->asleep);
+        if (w->mine != NULL)
+            atomic_store_explicit(w->mine, 0, memory_order_relaxed);
         w->announced = 0;
     }
 }
@@ -439,6 +459,8 @@ static int wait_more(struct spmc_queue *q, struct waiter *w)
          * this read makes our sleep below return at once. Acquire: pairs
          * with the release fetch_add in wake(). */
         w->seen = atomic_load_explicit(w->word, memory_order_acquire);
+        if (w->mine != NULL)
+            atomic_store_explicit(w->mine, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(w->asleep, 1, memory_order_relaxed);
         /* Our count before the caller's next look. Pairs with the seq_cst
          * fence in wake_if_asleep(). */
@@ -446,6 +468,7 @@ static int wait_more(struct spmc_queue *q, struct waiter *w)
         w->announced = 1;
         return 0; /* the caller looks once more before we sleep */
     }
+    SPMC_CRASH_POINT(q->role == SPMC_READER ? "pop:asleep" : "push:asleep");
     futex_wait(w->word, w->seen, nap);
     q->sleeps++;
     wait_end(w);
@@ -524,6 +547,20 @@ static int time_to_check(struct spmc_queue *q)
     return 1;
 }
 
+/* Entry e's reader died (we hold its lock): if it died asleep, take it off
+ * the count of sleepers, or the writer would make a futex call at every
+ * push from now on, for nobody. A reader that died between raising its
+ * flag and counting itself (or between uncounting itself and lowering the
+ * flag) is uncounted once too often: then the count is one short for a
+ * while, and a reader asleep meanwhile may sleep a slice (SPMC_SLICE_NS)
+ * before it sees a message. Never below zero. */
+static void uncount_dead_sleeper(struct spmc_queue *q, unsigned e)
+{
+    _Atomic uint64_t *flag = &q->readers[e].asleep;
+    if (atomic_exchange_explicit(flag, 0, memory_order_relaxed) != 0)
+        uncount_sleeper(&q->hdr->readers_asleep);
+}
+
 /* We hold the lock of entry e, so its holder is dead (or it is free): free
  * it with one compare-and-swap. 1 if we freed a dead reader's entry. In
  * work-sharing, only once the message it may have claimed is delivered
@@ -541,6 +578,7 @@ static unsigned free_dead_entry(struct spmc_queue *q, unsigned e)
                                                  memory_order_seq_cst, memory_order_relaxed))
         return 0;
     atomic_fetch_add_explicit(&q->hdr->reaped, 1, memory_order_relaxed); /* a statistic */
+    uncount_dead_sleeper(q, e);
     return 1;
 }
 
@@ -967,6 +1005,7 @@ static void init_segment(struct spmc_queue *q)
         atomic_store_explicit(&q->readers[e].held, 0, memory_order_relaxed);
         atomic_store_explicit(&q->readers[e].claim, 0, memory_order_relaxed);
         atomic_store_explicit(&q->readers[e].done, 0, memory_order_relaxed);
+        atomic_store_explicit(&q->readers[e].asleep, 0, memory_order_relaxed);
     }
     for (uint64_t i = 0; i < q->capacity; i++) /* slot i is free for message i */
         atomic_store_explicit(slot_word(q, i), i, memory_order_relaxed);
@@ -1080,7 +1119,7 @@ int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count, int64_t timeou
     if (q == NULL || q->role != SPMC_WRITER || count > q->max_readers || !owned_here(q))
         return -EINVAL;
     struct waiter w;
-    wait_start(&w, q, timeout_ns);
+    wait_start(&w, q, timeout_ns, SPMC_SLICE_NS);
     int rc = 0;
     while (rc == 0 && count_readers(q, count) < count)
         rc = wait_more(q, &w);
@@ -1173,6 +1212,7 @@ static int take_entry(struct spmc_queue *q, unsigned e)
             settle_delivered(q, e);
             q->adopting = 1;
         }
+        uncount_dead_sleeper(q, e);
         atomic_fetch_add_explicit(&q->hdr->reaped, 1, memory_order_relaxed); /* a statistic */
     }
     const unsigned state = q->fanout == SPMC_BROADCAST ? SPMC_ENTRY_JOINING : SPMC_ENTRY_ACTIVE;
@@ -1529,7 +1569,7 @@ int spmc_queue_push(struct spmc_queue *q, const void *msg, int64_t timeout_ns)
     if (rc != -EAGAIN)
         return rc;
     struct waiter w;
-    wait_start(&w, q, timeout_ns);
+    wait_start(&w, q, timeout_ns, SPMC_FULL_SLICE_NS);
     while ((rc = spmc_queue_try_push(q, msg)) == -EAGAIN && (rc = wait_more(q, &w)) == 0)
         ;
     wait_end(&w);
@@ -1820,7 +1860,7 @@ int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
     if (rc != -EAGAIN)
         return rc;
     struct waiter w;
-    wait_start(&w, q, timeout_ns);
+    wait_start(&w, q, timeout_ns, SPMC_SLICE_NS);
     while ((rc = spmc_queue_try_pop(q, out)) == -EAGAIN && (rc = wait_more(q, &w)) == 0)
         ;
     wait_end(&w);

@@ -77,16 +77,16 @@
 #define SPMC_ATTACH_WAIT_NS 1000000000
 #endif
 /** Longest a waiter sleeps before it looks at its peers' liveness (ns):
- *  a writer that died cannot wake anyone, so a reader asleep on it notices
- *  within about this long. */
-#ifndef SPMC_READER_SLICE_NS
-#define SPMC_READER_SLICE_NS 100000000
+ *  a process that died cannot wake anyone, so a reader asleep on a dead
+ *  writer notices within about this long. */
+#ifndef SPMC_SLICE_NS
+#define SPMC_SLICE_NS 100000000
 #endif
-/** The same for the writer waiting for room or for readers: as short as
- *  day 6's rate of liveness checks, so that a reader that died while the
- *  writer slept on it holds the writer back no longer than on day 6. */
-#ifndef SPMC_WRITER_SLICE_NS
-#define SPMC_WRITER_SLICE_NS 10000000
+/** The same for the writer waiting for room: as short as day 6's rate of
+ *  liveness checks, so that a reader that died while the writer slept on
+ *  it holds the writer back no longer than on day 6. */
+#ifndef SPMC_FULL_SLICE_NS
+#define SPMC_FULL_SLICE_NS 10000000
 #endif
 /** Defined from day 7 on: struct spmc_stats counts futex sleeps and wakes. */
 #define SPMC_STATS_SLEEPS 1
@@ -131,6 +131,7 @@ struct spmc_shm_reader {
     _Atomic uint64_t held;                           /**< share: the dead reader's message this reader takes over, or is about to */
     _Atomic uint64_t claim;                          /**< share: this reader's claim, start (mod 2^52) in bits 0-51, length in bits 52-58, bit 59 once it is on record (see claim_batch()) */
     _Atomic uint64_t done;                           /**< share: the claim's messages below this index are delivered */
+    _Atomic uint64_t asleep;                         /**< 1 while this reader is counted in the header's readers_asleep (a reaper uncounts a dead one) */
 };
 
 /**

@@ -1,7 +1,7 @@
 /* check_crash.c - every crash point, every way to die: the queue is built
  * with -DSPMC_CRASH_POINTS (the Makefile's build/crash/dayN/spmc_queue.o),
  * which calls spmc_crash_hook at each step of create, reclaim, attach,
- * push, pop, reap and destroy. Each test runs real processes (a writer and
+ * push, pop, reap, destroy and (day 7 on) sleep. Each test runs real processes (a writer and
  * two or three readers) and arms one of them so that it raises SIGKILL, or
  * SIGSTOP, at the chosen hit of the chosen point. Then it checks what the
  * queue promises:
@@ -62,6 +62,8 @@ struct board {
     _Atomic uint64_t pushed;
     _Atomic uint64_t reaped, redelivered;
     _Atomic int hold; /* readers 1 and 2 wait after attaching while it is set */
+    _Atomic int after_start; /* reader 0 pops only once the writer has seen every reader */
+    _Atomic int started;     /* the writer has */
     struct reader_board r[3];
 };
 
@@ -128,6 +130,7 @@ static void writer_child(const char *name, enum spmc_fanout fanout, unsigned wai
     if (rc != 0)
         _exit(1);
     rc = spmc_queue_wait_readers(&q, wait_for, STUCK_NS);
+    atomic_store(&bd->started, 1);
     unsigned char m[ELEM];
     for (uint64_t s = 0; s < N_MSG && rc == 0; s++) {
         msg_fill(m, ELEM, s);
@@ -160,11 +163,16 @@ static void reader_child(const char *name, unsigned k, int share)
     atomic_store(&r->attach_rc, rc);
     if (rc != 0)
         _exit(1);
-    if (k > 0) { /* until reader 0 has reached its point, if the run says so */
-        uint64_t until = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
-        while (atomic_load(&bd->hold) && tu_now_ns() < until)
-            tu_sleep_ms(1);
-    }
+    /* Readers 1 and 2 until reader 0 has reached its point, reader 0 until
+     * the writer has seen them all, if the run says so. */
+    _Atomic int *until_clear = k > 0 ? &bd->hold : NULL, *until_set = k == 0 ? &bd->started : NULL;
+    if (k == 0 && !atomic_load(&bd->after_start))
+        until_set = NULL;
+    uint64_t until = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
+    while (((until_clear != NULL && atomic_load(until_clear)) ||
+            (until_set != NULL && !atomic_load(until_set))) &&
+           tu_now_ns() < until)
+        tu_sleep_ms(1);
     uint64_t n = 0, last = 0;
     while ((rc = spmc_queue_pop(&q, r->inflight, STUCK_NS)) == 0) {
         uint64_t s = msg_seq(r->inflight);
@@ -399,6 +407,10 @@ static long run_at(const struct scenario *sc, enum spmc_fanout fanout, enum how 
      * machine; they wait after attaching until it has reached its point. */
     const int hold = share && !sc->after_go && (reap || sc->victim == READER);
     atomic_store(&bd->hold, hold);
+    /* A reader stopped or killed at its first sleep must be so after the
+     * writer has counted it, or the writer would wait for it in vain (or
+     * start without the survivor, who would then miss messages). */
+    atomic_store(&bd->after_start, sc->victim == READER && strcmp(sc->point, "pop:asleep") == 0);
     int go[2];
     tu_pipe_at(go, file, line);
 
@@ -537,6 +549,9 @@ static const struct scenario broadcast_points[] = {
     {"push:published", WRITER, 20, 0}, {"destroy:closed", WRITER, 1, 1},
     {"destroy:unlinked", WRITER, 1, 1}, {"reap:locked", REAPER, 1, 0},
     {"reap:freed", REAPER, 1, 0},
+#if SPMC_VERSION >= 7
+    {"pop:asleep", READER, 1, 0},      {"push:asleep", WRITER, 1, 0},
+#endif
 };
 
 static const struct scenario share_points[] = {
@@ -549,6 +564,9 @@ static const struct scenario share_points[] = {
     {"destroy:closed", WRITER, 1, 1},  {"destroy:unlinked", WRITER, 1, 1},
     {"reap:locked", REAPER, 1, 0},     {"reap:slot", REAPER, 1, 0},
     {"reap:freed", REAPER, 1, 0},
+#if SPMC_VERSION >= 7
+    {"pop:asleep", READER, 1, 0},      {"push:asleep", WRITER, 1, 0},
+#endif
 };
 
 #define N_BROADCAST (int)(sizeof broadcast_points / sizeof broadcast_points[0])
@@ -877,6 +895,12 @@ int main(void)
         perror("mmap");
         return EXIT_FAILURE;
     }
+#if SPMC_VERSION >= 7
+    /* Waiters sleep at once, so that every wait passes the sleep's crash
+     * points, and for 20 ms at most, so that a dead peer is still noticed
+     * soon (see spmc_test_sleep_ns). */
+    spmc_test_sleep_ns = 20000000;
+#endif
     int status = tu_main(crash_suite(), "check_crash");
     munmap(bd, sizeof *bd);
     return status;

@@ -1,0 +1,630 @@
+/* check_sleep.c - day 7 on: waiters sleep in the kernel, and wake.
+ *
+ * Built against the queue with its test hooks (-DSPMC_CRASH_POINTS) for one
+ * of them: spmc_test_sleep_ns. Set, it makes every waiter go to sleep at
+ * once (no spinning) and sleep for that long instead of a slice. Most tests
+ * set it to an hour: then a wake-up the queue loses is not a delay of one
+ * slice but a pop() or push() that times out, and the test fails with the
+ * message that was never delivered. The tests of what slices are for (a
+ * writer killed with SIGKILL wakes nobody) and of the idle cost use the
+ * queue's own slices.
+ *
+ * What is counted: every message, exactly once (work-sharing) or by every
+ * reader in order (broadcast); sleeps and wake-ups by spmc_queue_stats()
+ * and by the header's count of sleepers; context switches by getrusage().
+ * No timing thresholds: the deadlines only stop a hung process. */
+#define _GNU_SOURCE
+#include "spmc_queue.h"
+#include "common.h"
+#include "test_util.h"
+
+#include <sys/resource.h>
+
+#ifndef SPMC_CRASH_POINTS
+#error "check_sleep.c needs the queue built with -DSPMC_CRASH_POINTS (spmc_test_sleep_ns)"
+#endif
+
+#define ELEM 64u
+#define MS 1000000ll
+#define SEC 1000000000ll
+#define STUCK_NS (20 * SEC)   /* a pop or push this late lost its wake-up */
+#define HOUR_NS (3600 * SEC)  /* "sleep until woken", for spmc_test_sleep_ns */
+#define IO_TIMEOUT_MS 60000u
+
+static struct spmc_queue qw, qr;
+
+static void setup(void)
+{
+    tu_setup();
+    memset(&qw, 0, sizeof qw);
+    memset(&qr, 0, sizeof qr);
+    spmc_test_sleep_ns = HOUR_NS;
+}
+
+static void teardown(void)
+{
+    (void)spmc_queue_destroy(&qw);
+    (void)spmc_queue_destroy(&qr);
+    tu_teardown();
+    spmc_test_sleep_ns = 0;
+}
+
+static int create_mode(struct spmc_queue *q, const char *name, enum spmc_fanout f, size_t cap)
+{
+    struct spmc_options o = {.fanout = f, .max_readers = 4};
+    return spmc_queue_create_opts(q, name, ELEM, cap, &o);
+}
+
+static const char *mode_name(enum spmc_fanout f)
+{
+    return f == SPMC_SHARE ? "share" : "broadcast";
+}
+
+/* Wait until @p n readers say they are asleep (the header's count), or
+ * fail after a minute. */
+static void wait_asleep_at(struct spmc_queue *q, unsigned n, const char *file, int line)
+{
+    uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
+    while (atomic_load(&q->hdr->readers_asleep) != n) {
+        tu_assert_at(file, line, tu_now_ns() < deadline,
+                     "%u readers asleep, waited for %u (a reader that slept through a message "
+                     "times out and leaves)", atomic_load(&q->hdr->readers_asleep), n);
+        tu_sleep_ms(1);
+    }
+}
+#define wait_asleep(q, n) wait_asleep_at((q), (n), __FILE__, __LINE__)
+
+/* What a reader child reports at the end, through a pipe. */
+struct report {
+    int rc;             /* how its last pop() ended */
+    uint64_t received;  /* messages it popped */
+    uint64_t errors;    /* damaged, out of order (broadcast) or out of range */
+    uint64_t sleeps;    /* spmc_queue_stats() */
+    long nvcsw, nivcsw; /* getrusage() over its pops */
+};
+
+/* A reader child: attach, pop until an error, mark each message in
+ * @p seen (MAP_SHARED, one byte per message), report through @p fd. */
+static void reader_child(const char *name, int fd, unsigned char *seen, uint64_t n_msg,
+                         int broadcast, int64_t timeout_ns)
+{
+    struct spmc_queue q;
+    struct report rep = {0};
+    if (spmc_queue_attach(&q, name, ELEM, 0) != 0)
+        _exit(10);
+    struct rusage before, after;
+    getrusage(RUSAGE_SELF, &before);
+    unsigned char m[ELEM];
+    uint64_t next = 0;
+    while ((rep.rc = spmc_queue_pop(&q, m, timeout_ns)) == 0) {
+        uint64_t s = msg_intact(m, ELEM) ? msg_seq(m) : UINT64_MAX;
+        if (s >= n_msg || (broadcast && s != next))
+            rep.errors++;
+        else if (seen != NULL)
+            seen[s]++;
+        next = s + 1;
+        rep.received++;
+    }
+    getrusage(RUSAGE_SELF, &after);
+    rep.nvcsw = after.ru_nvcsw - before.ru_nvcsw;
+    rep.nivcsw = after.ru_nivcsw - before.ru_nivcsw;
+    struct spmc_stats st;
+    if (spmc_queue_stats(&q, &st) == 0)
+        rep.sleeps = st.sleeps;
+    (void)spmc_queue_destroy(&q);
+    _exit(write(fd, &rep, sizeof rep) == (ssize_t)sizeof rep ? 0 : 11);
+}
+
+static struct report read_report_at(int fd, pid_t pid, const char *file, int line)
+{
+    struct report rep;
+    tu_assert_at(file, line,
+                 tu_read_full_at(fd, &rep, sizeof rep, IO_TIMEOUT_MS, file, line) == sizeof rep,
+                 "a reader never reported");
+    tu_assert_true_at(file, line, tu_exited_ok(tu_wait_at(pid, IO_TIMEOUT_MS, file, line)));
+    return rep;
+}
+#define read_report(fd, pid) read_report_at((fd), (pid), __FILE__, __LINE__)
+
+static unsigned char *shared_bytes(size_t n)
+{
+    void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    ck_assert_ptr_ne(p, MAP_FAILED);
+    return p;
+}
+
+/* ===================================================================== */
+/* Sleeping and waking, many times                                         */
+/* ===================================================================== */
+
+/* (a) Two reader processes and the writer, a ring of 4 slots. Each cycle
+ * the writer waits until both readers are asleep, then pushes a burst of
+ * 1 to 12 messages: the readers wake, take them, and fall asleep again
+ * while the burst goes on; bursts longer than the ring put the writer to
+ * sleep until the readers give room back. Every sleep is "until woken", so
+ * a lost wake-up is a timeout. */
+static void sleep_wake_cycles(enum spmc_fanout f)
+{
+    const unsigned cycles = (unsigned)stress_messages(400) < 400 ? 100 : 400, readers = 2;
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, f, 4), 0);
+    uint64_t n_msg = 0, burst[400];
+    for (unsigned c = 0; c < cycles; c++) {
+        burst[c] = 1 + (c * 7u) % 12u; /* 1..12, every length many times */
+        n_msg += burst[c];
+    }
+    unsigned char *seen = shared_bytes(readers * n_msg);
+    int fds[2][2];
+    pid_t pid[2];
+    for (unsigned k = 0; k < readers; k++) {
+        tu_pipe(fds[k]);
+        pid[k] = tu_fork();
+        if (pid[k] == 0)
+            reader_child(name, fds[k][1], seen + k * n_msg, n_msg, f == SPMC_BROADCAST, STUCK_NS);
+        tu_close(&fds[k][1]);
+    }
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, readers, STUCK_NS), 0);
+    unsigned char m[ELEM];
+    uint64_t s = 0;
+    for (unsigned c = 0; c < cycles; c++) {
+        wait_asleep(&qw, readers);
+        for (uint64_t b = 0; b < burst[c]; b++, s++) {
+            msg_fill(m, ELEM, s);
+            int rc = spmc_queue_push(&qw, m, STUCK_NS);
+            ck_assert_msg(rc == 0, "%s: push of message %llu returned %d (a lost wake-up?)",
+                          mode_name(f), (unsigned long long)s, rc);
+        }
+    }
+    struct spmc_stats st;
+    ck_assert_int_eq(spmc_queue_stats(&qw, &st), 0);
+    ck_assert_uint_gt(st.wakes, cycles / 2); /* (see below) */
+    const uint64_t writer_sleeps = st.sleeps;
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0); /* wakes them for the end */
+    uint64_t total = 0, sleeps = 0;
+    for (unsigned k = 0; k < readers; k++) {
+        struct report rep = read_report(fds[k][0], pid[k]);
+        ck_assert_msg(rep.rc == -EPIPE, "%s: reader %u ended with %d after %llu messages "
+                      "(-ETIMEDOUT: it slept through a message)", mode_name(f), k, rep.rc,
+                      (unsigned long long)rep.received);
+        ck_assert_uint_eq(rep.errors, 0);
+        total += rep.received;
+        sleeps += rep.sleeps;
+        if (f == SPMC_BROADCAST)
+            ck_assert_uint_eq(rep.received, n_msg);
+    }
+    for (uint64_t i = 0; i < n_msg; i++) { /* every message: once, or once each */
+        unsigned got = 0;
+        for (unsigned k = 0; k < readers; k++)
+            got += seen[k * n_msg + i];
+        ck_assert_msg(got == (f == SPMC_SHARE ? 1u : readers), "%s: message %llu received %u times",
+                      mode_name(f), (unsigned long long)i, got);
+    }
+    ck_assert_uint_eq(total, f == SPMC_SHARE ? n_msg : readers * n_msg);
+    /* Both said they were asleep at every cycle's start; one that said so
+     * may still find the burst's first message before it sleeps, so the
+     * count is not exact, but the run must have slept. */
+    ck_assert_uint_gt(sleeps, cycles / 2);
+    ck_assert_uint_gt(writer_sleeps, 0); /* the full ring put it to sleep */
+    munmap(seen, readers * n_msg);
+}
+
+/* A stream at full speed through a ring of 4 slots, two readers: they
+ * catch up and fall asleep, the writer fills the ring and falls asleep,
+ * hundreds of thousands of times, each side waking the other. Sleeps are
+ * "until woken": a lost wake-up on either side stops the stream, and a pop
+ * or push times out. */
+static void full_speed_stream(enum spmc_fanout f)
+{
+    const uint64_t n_msg = stress_messages(200000);
+    const unsigned readers = 2;
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, f, 4), 0);
+    unsigned char *seen = shared_bytes(readers * n_msg);
+    int fds[2][2];
+    pid_t pid[2];
+    for (unsigned k = 0; k < readers; k++) {
+        tu_pipe(fds[k]);
+        pid[k] = tu_fork();
+        if (pid[k] == 0)
+            reader_child(name, fds[k][1], seen + k * n_msg, n_msg, f == SPMC_BROADCAST, STUCK_NS);
+        tu_close(&fds[k][1]);
+    }
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, readers, STUCK_NS), 0);
+    unsigned char m[ELEM];
+    for (uint64_t s = 0; s < n_msg; s++) {
+        msg_fill(m, ELEM, s);
+        int rc = spmc_queue_push(&qw, m, STUCK_NS);
+        ck_assert_msg(rc == 0, "%s: push of message %llu returned %d (a lost wake-up)",
+                      mode_name(f), (unsigned long long)s, rc);
+    }
+    struct spmc_stats st;
+    ck_assert_int_eq(spmc_queue_stats(&qw, &st), 0);
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    uint64_t total = 0, sleeps = 0;
+    for (unsigned k = 0; k < readers; k++) {
+        struct report rep = read_report(fds[k][0], pid[k]);
+        ck_assert_msg(rep.rc == -EPIPE, "%s: reader %u ended with %d after %llu messages "
+                      "(-ETIMEDOUT: it slept through a message)", mode_name(f), k, rep.rc,
+                      (unsigned long long)rep.received);
+        ck_assert_uint_eq(rep.errors, 0);
+        total += rep.received;
+        sleeps += rep.sleeps;
+    }
+    for (uint64_t i = 0; i < n_msg; i++) {
+        unsigned got = 0;
+        for (unsigned k = 0; k < readers; k++)
+            got += seen[k * n_msg + i];
+        ck_assert_msg(got == (f == SPMC_SHARE ? 1u : readers), "%s: message %llu received %u times",
+                      mode_name(f), (unsigned long long)i, got);
+    }
+    ck_assert_uint_eq(total, f == SPMC_SHARE ? n_msg : readers * n_msg);
+    ck_assert_uint_gt(sleeps, 0);
+    ck_assert_uint_gt(st.sleeps, 0);
+    munmap(seen, readers * n_msg);
+}
+
+START_TEST(test_broadcast_full_speed_stream)
+{
+    full_speed_stream(SPMC_BROADCAST);
+}
+END_TEST
+
+START_TEST(test_share_full_speed_stream)
+{
+    full_speed_stream(SPMC_SHARE);
+}
+END_TEST
+
+START_TEST(test_broadcast_sleep_wake_cycles)
+{
+    sleep_wake_cycles(SPMC_BROADCAST);
+}
+END_TEST
+
+START_TEST(test_share_sleep_wake_cycles)
+{
+    sleep_wake_cycles(SPMC_SHARE);
+}
+END_TEST
+
+/* A ping-pong through two queues, both sides sleeping between messages:
+ * every message is pushed while its reader is falling asleep or asleep,
+ * the race a lost wake-up needs. This is the test that finds the stall
+ * when a fence of wake_if_asleep() or wait_more() is taken out. */
+static void ping_pong(enum spmc_fanout f)
+{
+    const uint64_t rounds = stress_messages(200000) / 10;
+    const char *ping = tu_name(), *pong = tu_name();
+    ck_assert_int_eq(create_mode(&qw, ping, f, 2), 0);
+    int fds[2];
+    tu_pipe(fds);
+    pid_t p = tu_fork();
+    if (p == 0) { /* the echo: pong is its queue, ping its input */
+        struct spmc_queue in, out;
+        if (create_mode(&out, pong, f, 2) != 0 || write(fds[1], "r", 1) != 1 ||
+            spmc_queue_attach(&in, ping, ELEM, 0) != 0 ||
+            spmc_queue_wait_readers(&out, 1, STUCK_NS) != 0)
+            _exit(20);
+        unsigned char m[ELEM];
+        int rc;
+        while ((rc = spmc_queue_pop(&in, m, STUCK_NS)) == 0)
+            if (spmc_queue_push(&out, m, STUCK_NS) != 0)
+                _exit(21);
+        (void)spmc_queue_destroy(&out);
+        _exit(rc == -EPIPE ? 0 : 22);
+    }
+    tu_close(&fds[1]);
+    char r;
+    ck_assert_uint_eq(tu_read_full(fds[0], &r, 1, IO_TIMEOUT_MS), 1);
+    ck_assert_int_eq(spmc_queue_attach(&qr, pong, ELEM, 0), 0);
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, STUCK_NS), 0);
+    unsigned char m[ELEM];
+    for (uint64_t i = 0; i < rounds; i++) {
+        msg_fill(m, ELEM, i);
+        ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0);
+        int rc = spmc_queue_pop(&qr, m, STUCK_NS);
+        ck_assert_msg(rc == 0, "%s: round trip %llu of %llu: pop returned %d (a lost wake-up)",
+                      mode_name(f), (unsigned long long)i, (unsigned long long)rounds, rc);
+        ck_assert(msg_intact(m, ELEM));
+        ck_assert_uint_eq(msg_seq(m), i);
+    }
+    struct spmc_stats st;
+    ck_assert_int_eq(spmc_queue_stats(&qr, &st), 0);
+    ck_assert_uint_gt(st.sleeps, 0);
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    ck_assert(tu_exited_ok(tu_wait(p, IO_TIMEOUT_MS)));
+    ck_assert_int_eq(spmc_queue_pop(&qr, m, STUCK_NS), -EPIPE);
+}
+
+START_TEST(test_broadcast_ping_pong_asleep)
+{
+    ping_pong(SPMC_BROADCAST);
+}
+END_TEST
+
+START_TEST(test_share_ping_pong_asleep)
+{
+    ping_pong(SPMC_SHARE);
+}
+END_TEST
+
+/* ===================================================================== */
+/* What ends a sleep                                                       */
+/* ===================================================================== */
+
+/* (c) destroy() wakes every sleeping reader at once: they sleep "until
+ * woken" here, so without the wake they would never see end of stream. */
+START_TEST(test_destroy_wakes_sleeping_readers)
+{
+    const enum spmc_fanout f = _i ? SPMC_SHARE : SPMC_BROADCAST;
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, f, 8), 0);
+    int fds[3][2];
+    pid_t pid[3];
+    for (unsigned k = 0; k < 3; k++) {
+        tu_pipe(fds[k]);
+        pid[k] = tu_fork();
+        if (pid[k] == 0)
+            reader_child(name, fds[k][1], NULL, 1, 0, SPMC_WAIT_FOREVER);
+        tu_close(&fds[k][1]);
+    }
+    /* The writer asleep until the third joins: joining wakes it. */
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 3, STUCK_NS), 0);
+    wait_asleep(&qw, 3);
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    for (unsigned k = 0; k < 3; k++) {
+        struct report rep = read_report(fds[k][0], pid[k]);
+        ck_assert_int_eq(rep.rc, -EPIPE);
+        ck_assert_uint_eq(rep.received, 0);
+        ck_assert_uint_ge(rep.sleeps, 1);
+    }
+}
+END_TEST
+
+/* (c) A writer killed with SIGKILL wakes nobody; its sleeping readers
+ * notice within a slice (the queue's own, here) and end with -EOWNERDEAD,
+ * after the messages it had published. */
+START_TEST(test_sigkill_of_the_writer_ends_the_sleep)
+{
+    spmc_test_sleep_ns = 0; /* the queue's own slices: they are the point */
+    const enum spmc_fanout f = _i ? SPMC_SHARE : SPMC_BROADCAST;
+    const char *name = tu_name();
+    int ready[2];
+    tu_pipe(ready);
+    pid_t w = tu_fork();
+    if (w == 0) { /* create, wait for three readers, push 3, sleep for ever */
+        struct spmc_queue q;
+        if (create_mode(&q, name, f, 8) != 0 || write(ready[1], "c", 1) != 1 ||
+            spmc_queue_wait_readers(&q, 3, STUCK_NS) != 0)
+            _exit(20);
+        unsigned char m[ELEM];
+        for (uint64_t i = 0; i < 3; i++) {
+            msg_fill(m, ELEM, i);
+            if (spmc_queue_push(&q, m, STUCK_NS) != 0)
+                _exit(21);
+        }
+        for (;;)
+            pause();
+    }
+    char c;
+    ck_assert_uint_eq(tu_read_full(ready[0], &c, 1, IO_TIMEOUT_MS), 1);
+    unsigned char *seen = shared_bytes(2 * 3);
+    int fds[2][2];
+    pid_t pid[2];
+    for (unsigned k = 0; k < 2; k++) {
+        tu_pipe(fds[k]);
+        pid[k] = tu_fork();
+        if (pid[k] == 0)
+            reader_child(name, fds[k][1], seen + 3 * k, 3, f == SPMC_BROADCAST,
+                         SPMC_WAIT_FOREVER);
+        tu_close(&fds[k][1]);
+    }
+    /* Watch the sleepers through a handle of our own that pops nothing. */
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 0), 0);
+    uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
+    while (atomic_load(&qr.hdr->head) != 3 || atomic_load(&qr.hdr->readers_asleep) != 2)
+        ck_assert_msg(tu_now_ns() < deadline, "the readers never fell asleep after 3 messages");
+    ck_assert_int_eq(kill(w, SIGKILL), 0);
+    int status = tu_wait(w, IO_TIMEOUT_MS);
+    ck_assert(WIFSIGNALED(status));
+    uint64_t total = 0;
+    for (unsigned k = 0; k < 2; k++) {
+        struct report rep = read_report(fds[k][0], pid[k]);
+        ck_assert_int_eq(rep.rc, -EOWNERDEAD);
+        ck_assert_uint_eq(rep.errors, 0);
+        total += rep.received;
+    }
+    ck_assert_uint_eq(total, f == SPMC_SHARE ? 3 : 6);
+    for (unsigned i = 0; i < 3; i++)
+        ck_assert_uint_eq(seen[i] + seen[3 + i], f == SPMC_SHARE ? 1 : 2);
+    munmap(seen, 6);
+}
+END_TEST
+
+/* A reader killed in its sleep is taken off the count of sleepers when
+ * its entry is reaped; otherwise the writer would make a futex call at
+ * every push from then on, waking nobody. */
+START_TEST(test_reader_killed_asleep_is_uncounted)
+{
+    const enum spmc_fanout f = _i ? SPMC_SHARE : SPMC_BROADCAST;
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, f, 8), 0);
+    int fds[2];
+    tu_pipe(fds);
+    pid_t p = tu_fork();
+    if (p == 0)
+        reader_child(name, fds[1], NULL, 1, 0, SPMC_WAIT_FOREVER);
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, STUCK_NS), 0);
+    wait_asleep(&qw, 1);
+    ck_assert_int_eq(kill(p, SIGKILL), 0);
+    int status = tu_wait(p, IO_TIMEOUT_MS);
+    ck_assert(WIFSIGNALED(status));
+    ck_assert_uint_eq(atomic_load(&qw.hdr->readers_asleep), 1); /* the dead one's */
+    /* Waiting for a reader looks at the table, finds the dead one, reaps it. */
+    spmc_test_sleep_ns = 20 * MS;
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 300 * MS), -ETIMEDOUT);
+    ck_assert_uint_eq(atomic_load(&qw.hdr->readers_asleep), 0);
+    struct spmc_stats before, after;
+    ck_assert_int_eq(spmc_queue_stats(&qw, &before), 0);
+    unsigned char m[ELEM];
+    const uint64_t n = f == SPMC_SHARE ? 8 : 100; /* (share: they wait for a reader) */
+    for (uint64_t i = 0; i < n; i++) {
+        msg_fill(m, ELEM, i);
+        ck_assert_int_eq(spmc_queue_try_push(&qw, m), 0);
+    }
+    ck_assert_int_eq(spmc_queue_stats(&qw, &after), 0);
+    ck_assert_uint_eq(after.wakes, before.wakes); /* no futex call for nobody */
+}
+END_TEST
+
+/* Hostile words: a peer may write anything into the futex words and the
+ * counts. A count of four billion sleepers costs the writer a futex call
+ * per push, and a count of zero under a sleeping reader costs that reader
+ * a slice; neither loses a message or outlasts a timeout. */
+START_TEST(test_scribbled_futex_words_cost_a_slice_at_most)
+{
+    spmc_test_sleep_ns = 0; /* the queue's own slices */
+    const enum spmc_fanout f = _i ? SPMC_SHARE : SPMC_BROADCAST;
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, f, 8), 0);
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 0), 0);
+    struct spmc_shm_header *h = qw.hdr;
+    atomic_store(&h->readers_asleep, UINT32_MAX);
+    atomic_store(&h->writer_asleep, UINT32_MAX);
+    atomic_store(&h->readers_wake, 0xdeadbeefu);
+    atomic_store(&h->writer_wake, 0xdeadbeefu);
+    unsigned char m[ELEM];
+    ck_assert_int_eq(spmc_queue_pop(&qr, m, 50 * MS), -ETIMEDOUT); /* nothing: times out */
+    for (uint64_t i = 0; i < 8; i++) { /* a futex call each, for nobody */
+        msg_fill(m, ELEM, i);
+        ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0);
+    }
+    msg_fill(m, ELEM, 8); /* the ring is full and the reader does not pop */
+    ck_assert_int_eq(spmc_queue_push(&qw, m, 50 * MS), -ETIMEDOUT);
+    for (uint64_t i = 0; i < 8; i++) {
+        ck_assert_int_eq(spmc_queue_pop(&qr, m, STUCK_NS), 0);
+        ck_assert_uint_eq(msg_seq(m), i);
+    }
+    /* Zero sleepers said while one sleeps: it sees the message a slice late
+     * at worst. Our reader sleeps in a child; we clear the count under it. */
+    int fds[2];
+    tu_pipe(fds);
+    pid_t p = tu_fork();
+    if (p == 0) {
+        struct spmc_queue q;
+        if (spmc_queue_attach(&q, name, ELEM, 0) != 0)
+            _exit(10);
+        unsigned char c[ELEM];
+        int rc = spmc_queue_pop(&q, c, STUCK_NS);
+        uint64_t s = rc == 0 && msg_intact(c, ELEM) ? msg_seq(c) : UINT64_MAX;
+        _exit(write(fds[1], &s, sizeof s) == (ssize_t)sizeof s ? 0 : 11);
+    }
+    ck_assert_int_eq(spmc_queue_destroy(&qr), 0); /* (broadcast: it would hold the ring) */
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, STUCK_NS), 0);
+    atomic_store(&h->readers_asleep, 0);
+    wait_asleep(&qw, 1);
+    atomic_store(&h->readers_asleep, 0);
+    msg_fill(m, ELEM, 100);
+    ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0);
+    uint64_t got;
+    ck_assert_uint_eq(tu_read_full(fds[0], &got, sizeof got, IO_TIMEOUT_MS), sizeof got);
+    ck_assert_uint_eq(got, 100);
+    ck_assert(tu_exited_ok(tu_wait(p, IO_TIMEOUT_MS)));
+}
+END_TEST
+
+/* ===================================================================== */
+/* What sleeping costs                                                     */
+/* ===================================================================== */
+
+/* (b) A reader blocked for a second on an empty queue makes fewer than 50
+ * voluntary context switches (day 6's makes thousands: it naps 50 us at a
+ * time). Counted by getrusage(), in the reader's own process. */
+START_TEST(test_idle_reader_barely_wakes)
+{
+    spmc_test_sleep_ns = 0; /* the queue's own slices */
+    const enum spmc_fanout f = _i ? SPMC_SHARE : SPMC_BROADCAST;
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, f, 8), 0);
+    int fds[2];
+    tu_pipe(fds);
+    pid_t p = tu_fork();
+    if (p == 0)
+        reader_child(name, fds[1], NULL, 1, 0, 1 * SEC);
+    tu_close(&fds[1]);
+    struct report rep = read_report(fds[0], p);
+    ck_assert_int_eq(rep.rc, -ETIMEDOUT);
+    ck_assert_uint_eq(rep.received, 0);
+    ck_assert_msg(rep.nvcsw < 50, "%s: an idle reader made %ld voluntary context switches in 1 s",
+                  mode_name(f), rep.nvcsw);
+    ck_assert_uint_ge(rep.sleeps, 1);
+}
+END_TEST
+
+/* The writer waiting a second for a reader that never comes, and for room
+ * that a live reader never gives: a slice at a time (SPMC_SLICE_NS, then
+ * SPMC_FULL_SLICE_NS), not thousands of naps. */
+START_TEST(test_idle_writer_barely_wakes)
+{
+    spmc_test_sleep_ns = 0;
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 4), 0);
+    struct rusage a, b, c;
+    getrusage(RUSAGE_SELF, &a);
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 1 * SEC), -ETIMEDOUT);
+    getrusage(RUSAGE_SELF, &b);
+    long waiting = b.ru_nvcsw - a.ru_nvcsw;
+    ck_assert_msg(waiting < 50, "waiting for readers: %ld voluntary context switches in 1 s",
+                  waiting);
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 0), 0); /* it never pops */
+    unsigned char m[ELEM];
+    for (uint64_t i = 0; i < 4; i++) {
+        msg_fill(m, ELEM, i);
+        ck_assert_int_eq(spmc_queue_try_push(&qw, m), 0);
+    }
+    getrusage(RUSAGE_SELF, &b);
+    ck_assert_int_eq(spmc_queue_push(&qw, m, 1 * SEC), -ETIMEDOUT);
+    getrusage(RUSAGE_SELF, &c);
+    const long slices = (long)(SEC / SPMC_FULL_SLICE_NS), full = c.ru_nvcsw - b.ru_nvcsw;
+    ck_assert_msg(full < 2 * slices + 50,
+                  "waiting for room: %ld voluntary context switches in 1 s (%ld slices)", full,
+                  slices);
+}
+END_TEST
+
+static Suite *sleep_suite(void)
+{
+    Suite *s = suite_create("sleep " SPMC_DAY);
+    TCase *tc = tcase_create("cycles");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_broadcast_sleep_wake_cycles);
+    tcase_add_test(tc, test_share_sleep_wake_cycles);
+    tcase_add_test(tc, test_broadcast_full_speed_stream);
+    tcase_add_test(tc, test_share_full_speed_stream);
+    tcase_add_test(tc, test_broadcast_ping_pong_asleep);
+    tcase_add_test(tc, test_share_ping_pong_asleep);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("wakes");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 90);
+    tcase_add_loop_test(tc, test_destroy_wakes_sleeping_readers, 0, 2);
+    tcase_add_loop_test(tc, test_sigkill_of_the_writer_ends_the_sleep, 0, 2);
+    tcase_add_loop_test(tc, test_reader_killed_asleep_is_uncounted, 0, 2);
+    tcase_add_loop_test(tc, test_scribbled_futex_words_cost_a_slice_at_most, 0, 2);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("cost");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, test_idle_reader_barely_wakes, 0, 2);
+    tcase_add_test(tc, test_idle_writer_barely_wakes);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return tu_main(sleep_suite(), "check_sleep");
+}
