@@ -171,6 +171,20 @@ $(BUILD)/day4/benchmark-%: $(BUILD)/day4/%/benchmark.o $(BUILD)/day4/%/spmc_queu
 	$(quiet) LD $@
 	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS)
 
+# What waiting costs (common/waitbench.c), built against each day's queue
+# from day 6 on: build/dayN/waitbench, for common/bench_wait.sh.
+WAIT_DAYS := $(call days_from,day6)
+define WAIT_RULES
+$(BUILD)/$(1)/waitbench.o: common/waitbench.c $(1)/spmc_queue.h
+	$$(quiet) CC "$$< (-I$(1))"
+	$$(Q)mkdir -p $$(dir $$@)
+	$$(Q)$$(CC) $$(ALL_CFLAGS) -I$(1) -c $$< -o $$@
+$(BUILD)/$(1)/waitbench: $(BUILD)/$(1)/waitbench.o $(BUILD)/$(1)/spmc_queue.o $(COMMON_OBJ)
+	$$(quiet) LD $$@
+	$$(Q)$$(CC) $$(ALL_LDFLAGS) $$^ -o $$@ $$(LDLIBS)
+endef
+$(foreach d,$(WAIT_DAYS),$(eval $(call WAIT_RULES,$(d))))
+
 $(BUILD)/common/%: $(BUILD)/common/%.o $(COMMON_OBJ)
 	$(quiet) LD $@
 	$(Q)$(CC) $(ALL_LDFLAGS) $^ -o $@ $(LDLIBS)

@@ -120,10 +120,25 @@ struct result {
     uint64_t received;
     uint64_t sum;
     uint64_t end_ns;
+    uint64_t futex_calls; /* day 7 on: its sleeps and wakes (spmc_stats) */
     char error[160];
 };
 
 static atomic_uint start_line; /* thread mode: every side ready */
+static uint64_t writer_futex_calls; /* day 7 on: the producer's sleeps and wakes */
+
+/* Day 7 on: the futex calls (sleeps and wakes) a handle has made. Days 5
+ * and 6 have none to count. */
+static uint64_t futex_calls(const struct spmc_queue *q)
+{
+#ifdef SPMC_STATS_SLEEPS
+    struct spmc_stats st;
+    if (spmc_queue_stats(q, &st) == 0)
+        return st.sleeps + st.wakes;
+#endif
+    (void)q;
+    return 0;
+}
 static unsigned char *seen;    /* share: one bitmap of messages per consumer */
 static size_t seen_bytes;      /* bytes per bitmap */
 
@@ -146,11 +161,12 @@ static int check_exactly_once(char *why, size_t len)
 static int report(const struct result *r, uint64_t sum, uint64_t start_ns,
                   double *seconds)
 {
-    uint64_t total = 0, sums = 0, end_ns = start_ns;
+    uint64_t total = 0, sums = 0, end_ns = start_ns, futex = 0;
     char why[256] = "";
     for (unsigned k = 0; k < opt.consumers; k++) {
         total += r[k].received;
         sums += r[k].sum;
+        futex += r[k].futex_calls;
         if (r[k].end_ns > end_ns)
             end_ns = r[k].end_ns;
         if (r[k].error[0] && !why[0])
@@ -177,6 +193,13 @@ static int report(const struct result *r, uint64_t sum, uint64_t start_ns,
         else
             printf("consumer %u: %" PRIu64 " messages, %.0f msgs/s\n", k, r[k].received, rate);
     }
+#ifdef SPMC_STATS_SLEEPS /* no system call on the fast path: how many there were */
+    if (opt.csv)
+        printf("# futex,%" PRIu64 ",%" PRIu64 "\n", writer_futex_calls, futex);
+    else
+        printf("futex calls: producer %" PRIu64 ", consumers %" PRIu64 "\n", writer_futex_calls,
+               futex);
+#endif
     say("test_producer_sum = %" PRIu64 " and test_consumer_sum = %" PRIu64, sum,
         opt.share ? sums : r[0].sum);
     return 0;
@@ -199,6 +222,7 @@ static uint64_t produce(struct spmc_queue *q, uint64_t *start_ns)
         }
         sum += seq;
     }
+    writer_futex_calls = futex_calls(q);
     free(msg);
     return sum;
 }
@@ -234,6 +258,7 @@ static void consume(struct spmc_queue *q, struct result *r, unsigned k)
         r->received++;
     }
     r->end_ns = now_ns();
+    r->futex_calls = futex_calls(q);
     if (rc != 0 && rc != -EPIPE && !r->error[0])
         snprintf(r->error, sizeof r->error, "pop after %" PRIu64 " messages failed: %s",
                  r->received, strerror(-rc));

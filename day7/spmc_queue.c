@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stddef.h>
@@ -300,28 +301,48 @@ static void futex_wait(_Atomic uint32_t *word, uint32_t seen, uint64_t ns)
     (void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT, seen, &ts, NULL, 0);
 }
 
-static void futex_wake(_Atomic uint32_t *word, int how_many)
+/* How many sleepers it woke (0 if none was in the kernel). */
+static long futex_wake(_Atomic uint32_t *word, int how_many)
 {
-    (void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, how_many, NULL, NULL, 0);
+    long n = syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, how_many, NULL, NULL, 0);
+    return n > 0 ? n : 0;
+}
+
+/* An asleep word: bits 0-31 count the sleepers (or about-to-be sleepers),
+ * bits 32-63 count every time one has said so. */
+#define ANNOUNCE (((uint64_t)1 << 32) | 1u)
+static inline uint32_t sleepers(uint64_t a)
+{
+    return (uint32_t)a;
+}
+static inline uint32_t announcements(uint64_t a)
+{
+    return (uint32_t)(a >> 32);
 }
 
 /* Wake whoever sleeps on @p word, or is about to: change the word first, so
  * that a sleeper that read it before us does not go to sleep at all (the
  * kernel refuses to sleep on a changed word), then FUTEX_WAKE the ones
- * already asleep. */
-COLD static void wake(struct spmc_queue *q, _Atomic uint32_t *word, int how_many)
+ * already asleep. @p seen is the asleep word we looked at before; once
+ * every sleeper it announced is dealt with (we woke them all, or the
+ * kernel had none of them asleep: they read the word before our change and
+ * will not sleep on it), we remember its announcements in q->covered. */
+COLD static void wake(struct spmc_queue *q, _Atomic uint32_t *word, int how_many, uint64_t seen)
 {
     /* Release: a sleeper that reads the new value (acquire, in wait_more())
      * also sees what we stored before waking it. */
     atomic_fetch_add_explicit(word, 1, memory_order_release);
-    futex_wake(word, how_many);
+    long woken = futex_wake(word, how_many);
     q->wakes++;
+    if (how_many == INT_MAX || woken == 0)
+        q->covered = announcements(seen);
 }
 
 /* Call right after a store that may end somebody's wait (a message, room
  * in the ring, a reader joining or leaving): wake the sleepers of @p word
- * if @p asleep says there are any. The fast path is this fence and one
- * load of a line nobody writes while nobody sleeps: no system call.
+ * if @p asleep says there are any that no wake of ours has covered yet.
+ * The fast path is this fence and one load of a line nobody writes while
+ * nobody sleeps: no system call.
  *
  * Why nobody sleeps through our store: a sleeper counts itself in asleep,
  * then a fence, then looks for what it waits for (wait_more(), then its
@@ -331,14 +352,17 @@ COLD static void wake(struct spmc_queue *q, _Atomic uint32_t *word, int how_many
  * our look sees its count and we wake it. Without the fences each side's
  * load may be served before its own store reaches the other (x86 keeps
  * stores in a store buffer), both see the old state, and the sleeper sleeps
- * through the message (see day7/README.md, "Break it"). */
+ * through the message (see day7/README.md, "Break it"). And why skipping a
+ * covered announcement is safe: its sleeper read the futex word before it
+ * announced, so before our earlier change (see wake()). */
 static inline void wake_if_asleep(struct spmc_queue *q, _Atomic uint32_t *word,
-                                  _Atomic uint32_t *asleep, int how_many)
+                                  _Atomic uint64_t *asleep, int how_many)
 {
     /* Pairs with the seq_cst fence in wait_more(). */
     atomic_thread_fence(memory_order_seq_cst);
-    if (unlikely(atomic_load_explicit(asleep, memory_order_relaxed) != 0))
-        wake(q, word, how_many);
+    uint64_t a = atomic_load_explicit(asleep, memory_order_relaxed);
+    if (unlikely(sleepers(a) != 0) && announcements(a) != q->covered)
+        wake(q, word, how_many, a);
 }
 
 /* The writer has published a message, or more: a work-sharing queue needs
@@ -349,10 +373,34 @@ static inline void wake_readers(struct spmc_queue *q)
                    q->fanout == SPMC_SHARE ? 1 : INT_MAX);
 }
 
-/* A reader has given room back, joined or left. */
+/* A reader has given room back, joined or left: the same, but for the
+ * writer. A work-sharing reader gives room back at every claim, and the
+ * fence there would wait for its stores to the slots' hand-back words,
+ * lines the writer is reading: it cost about a quarter of day 6's speed.
+ * So when it can, the writer pays instead: a writer about to sleep makes
+ * every process registered for it pass a full memory barrier
+ * (membarrier(2), MEMBARRIER_CMD_GLOBAL_EXPEDITED, in wait_more()), between
+ * its count and its look. A reader in a registered process (q->light) then
+ * needs only to keep the compiler from moving its load of writer_asleep
+ * before its stores: if that load ran before the writer's barrier reached
+ * its CPU, so did the stores, and the barrier made them visible before the
+ * writer looks; if after, it sees the writer's count. */
 static inline void wake_writer(struct spmc_queue *q)
 {
-    wake_if_asleep(q, &q->hdr->writer_wake, &q->hdr->writer_asleep, 1);
+    if (likely(q->light)) {
+        atomic_signal_fence(memory_order_seq_cst); /* the compiler's part only */
+        uint64_t a = atomic_load_explicit(&q->hdr->writer_asleep, memory_order_relaxed);
+        if (unlikely(sleepers(a) != 0) && announcements(a) != q->covered)
+            wake(q, &q->hdr->writer_wake, INT_MAX, a);
+        return;
+    }
+    wake_if_asleep(q, &q->hdr->writer_wake, &q->hdr->writer_asleep, INT_MAX);
+}
+
+/* The heavy half of the writer's side (see wake_writer()): 0, or -errno. */
+static int barrier_everywhere(void)
+{
+    return syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0 ? 0 : -errno;
 }
 
 /* Spin a little, then yield a few times, then sleep in the kernel on a
@@ -366,7 +414,7 @@ struct waiter {
     uint64_t deadline;        /* 0 until the spinning is over */
     uint64_t slice_ns;        /* longest sleep before a liveness check */
     _Atomic uint32_t *word;   /* the futex word we sleep on */
-    _Atomic uint32_t *asleep; /* where we say that we do */
+    _Atomic uint64_t *asleep; /* where we say that we do */
     _Atomic uint64_t *mine;   /* reader: its entry's asleep flag */
     uint32_t seen;            /* the word's value before we said so */
     int announced;            /* 1 while we are counted in *asleep */
@@ -404,12 +452,12 @@ static void wait_start(struct waiter *w, const struct spmc_queue *q, int64_t tim
 /* Take one sleeper off the count @p asleep, never below zero (a peer that
  * scribbled over it must not make it wrap round to four billion sleepers:
  * a futex call for every push after). */
-static void uncount_sleeper(_Atomic uint32_t *asleep)
+static void uncount_sleeper(_Atomic uint64_t *asleep)
 {
-    uint32_t n = atomic_load_explicit(asleep, memory_order_relaxed);
-    while (n != 0 && !atomic_compare_exchange_weak_explicit(asleep, &n, n - 1,
-                                                            memory_order_relaxed,
-                                                            memory_order_relaxed))
+    uint64_t a = atomic_load_explicit(asleep, memory_order_relaxed);
+    while (sleepers(a) != 0 && !atomic_compare_exchange_weak_explicit(asleep, &a, a - 1,
+                                                                      memory_order_relaxed,
+                                                                      memory_order_relaxed))
         ;
 }
 
@@ -461,10 +509,13 @@ static int wait_more(struct spmc_queue *q, struct waiter *w)
         w->seen = atomic_load_explicit(w->word, memory_order_acquire);
         if (w->mine != NULL)
             atomic_store_explicit(w->mine, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(w->asleep, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(w->asleep, ANNOUNCE, memory_order_relaxed);
         /* Our count before the caller's next look. Pairs with the seq_cst
-         * fence in wake_if_asleep(). */
+         * fence in wake_if_asleep(); for the writer, the barrier pairs with
+         * the compiler fence of the readers in wake_writer(). */
         atomic_thread_fence(memory_order_seq_cst);
+        if (q->role == SPMC_WRITER && q->light)
+            (void)barrier_everywhere(); /* it worked at creation; it does not fail later */
         w->announced = 1;
         return 0; /* the caller looks once more before we sleep */
     }
@@ -800,6 +851,24 @@ static void after_fork_in_child(void)
     pthread_mutex_unlock(&fds_lock);
 }
 
+/* Is this process registered to receive the writer's barriers (see
+ * wake_writer())? Registers it the first time, and again in a child made
+ * by fork() (a new process). 1 or 0; 0 where the kernel (before Linux
+ * 4.16), a seccomp filter or Valgrind says no: then the readers fence. */
+static _Atomic unsigned long barrier_epoch; /* process_epoch + 1 when barrier_ok was set */
+static _Atomic int barrier_ok;
+
+static int registered_for_barriers(void)
+{
+    const unsigned long e = process_epoch + 1;
+    if (atomic_load_explicit(&barrier_epoch, memory_order_acquire) == e)
+        return atomic_load_explicit(&barrier_ok, memory_order_relaxed);
+    int ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED, 0, 0) == 0;
+    atomic_store_explicit(&barrier_ok, ok, memory_order_relaxed);
+    atomic_store_explicit(&barrier_epoch, e, memory_order_release);
+    return ok;
+}
+
 static void install_fork_handlers(void)
 {
     (void)pthread_atfork(before_fork, after_fork_in_parent, after_fork_in_child);
@@ -986,7 +1055,10 @@ static void init_segment(struct spmc_queue *q)
     h->fanout = (uint32_t)q->fanout;
     h->max_readers = q->max_readers;
     h->claim_max = q->claim_max;
-    h->reserved2 = 0;
+    /* The writer's barrier reaches registered processes only; it needs no
+     * registration itself, only a kernel that has the command. */
+    h->writer_barrier = barrier_everywhere() == 0;
+    q->light = (int)h->writer_barrier;
     /* All relaxed: published by ready. */
     atomic_store_explicit(&h->closed, 0, memory_order_relaxed);
     atomic_store_explicit(&h->writer_pid, (uint32_t)getpid(), memory_order_relaxed);
@@ -1065,6 +1137,7 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
     q->fd = fd;
     q->epoch = process_epoch;
     q->limit = q->capacity;
+    q->covered = UINT64_MAX; /* (no announcement yet) */
     memcpy(q->name, name, strlen(name) + 1);
     /* Last: pairs with the acquire load of ready in read_header(). */
     atomic_store_explicit(&q->hdr->ready, SPMC_READY, memory_order_release);
@@ -1376,6 +1449,8 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
         return rc;
     }
     q->role = SPMC_READER;
+    q->covered = UINT64_MAX;
+    q->light = q->hdr->writer_barrier == 1 && registered_for_barriers();
     memcpy(q->name, name, strlen(name) + 1);
     return 0;
 }
@@ -1580,13 +1655,15 @@ int spmc_queue_push(struct spmc_queue *q, const void *msg, int64_t timeout_ns)
 /* Popping                                                                 */
 /* ===================================================================== */
 
-/* Broadcast: tell the writer how far this reader has read. */
-static inline void publish_cursor(struct spmc_queue *q)
+/* Broadcast: tell the writer how far this reader has read; wake it if it
+ * sleeps (waiting for room) when @p wake says it may be waiting for us. */
+static inline void publish_cursor(struct spmc_queue *q, int wake)
 {
     /* Pairs with the seq_cst load of cursor in min_cursor(). */
     atomic_store_explicit(&q->entry->cursor, q->index, memory_order_release);
     q->published = q->index;
-    wake_writer(q); /* it may be asleep waiting for us to move on */
+    if (wake)
+        wake_writer(q);
 }
 
 /* Share: take message j, which dead entry e left undelivered, as ours: say
@@ -1687,8 +1764,12 @@ static int broadcast_empty(struct spmc_queue *q, uint64_t i, void *out)
     q->seen_head = head;
     if (head != i)
         return 0;
-    if (q->published != i) /* about to wait: let the writer see us */
-        publish_cursor(q);
+    /* About to wait: let the writer see us. No need to wake it: we have
+     * read everything, so it is not waiting for room on our account (it
+     * would have to be a whole ring ahead of our last publication at a
+     * quarter-ring boundary, which woke it if it was asleep). */
+    if (q->published != i)
+        publish_cursor(q, 0);
     return no_message(q, i, out);
 }
 
@@ -1716,7 +1797,7 @@ static int pop_broadcast(struct spmc_queue *q, void *out)
         return -EPROTO;
     q->index = i + 1;
     if ((q->index & q->publish_mask) == 0)
-        publish_cursor(q);
+        publish_cursor(q, 1); /* it may be asleep waiting for us to move on */
     return 0;
 }
 
@@ -1947,7 +2028,7 @@ int spmc_queue_destroy(struct spmc_queue *q)
         /* Every sleeping reader wakes, sees closed, and ends (-EPIPE) once
          * drained. Unconditionally: a reader that read the word before our
          * change does not sleep, one that read it after sees closed. */
-        wake(q, &q->hdr->readers_wake, INT_MAX);
+        wake(q, &q->hdr->readers_wake, INT_MAX, 0);
         (void)unlink_if_same(q->name, q->fd);
         SPMC_CRASH_POINT("destroy:unlinked");
     } else {

@@ -144,11 +144,11 @@ struct spmc_shm_reader {
  * | offset | size | field                                       | written by |
  * |-------:|-----:|---------------------------------------------|------------|
  * |      0 |   48 | magic, version, header_size, cacheline, elem_size, capacity, slot_size, fanout, max_readers, claim_max | creator, once |
- * |     48 |   16 | ready, closed, writer_pid, reserved2         | writer     |
+ * |     48 |   16 | ready, closed, writer_pid, writer_barrier    | writer     |
  * |     64 |   16 | head, gate (own cache line)                 | writer     |
  * |    128 |    8 | read_index (own cache line)                 | readers (share) |
  * |    192 |   16 | reaped, redelivered (own cache line)        | whoever reaps |
- * |    256 |   16 | readers_wake, readers_asleep, writer_wake, writer_asleep (own cache line) | both |
+ * |    256 |   24 | readers_wake, writer_wake, readers_asleep, writer_asleep (own cache line) | both |
  * |    320 | 64 x max_readers | reader table                     | readers    |
  * |    ...  | capacity x slot_size, rounded up to a line | slots: the payload | writer |
  * |    ...  | capacity x 8 | hand-back words, one per slot | readers (share) |
@@ -166,9 +166,9 @@ struct spmc_shm_reader {
  * `readers_wake`, after counting itself in `readers_asleep`; the writer,
  * after every push, looks at that count and only if it is not zero
  * changes the word and wakes them (FUTEX_WAKE). The writer waiting for room
- * or for readers sleeps on `writer_wake` the same way, with
- * `writer_asleep` as its flag; readers wake it when they give room back,
- * join or leave. The words are 32 bits, as the futex call wants.
+ * or for readers sleeps on `writer_wake` the same way, counted in
+ * `writer_asleep`; readers wake it when they give room back, join or
+ * leave. The futex words are 32 bits, as the system call wants.
  * Locks (open file description locks on the segment's file, one byte
  * each): byte 0 is held by the writer, byte 1 + e by the reader of entry e.
  */
@@ -186,16 +186,16 @@ struct spmc_shm_header {
     _Atomic uint32_t ready;  /**< SPMC_READY once the header is complete */
     _Atomic uint32_t closed; /**< 1 once the writer has finished */
     _Atomic uint32_t writer_pid; /**< the writer's pid in its own PID namespace (information only) */
-    uint32_t reserved2;      /**< zero */
+    uint32_t writer_barrier; /**< 1 when the writer, before it sleeps, makes every registered process pass a memory barrier (membarrier(2)): readers so registered may skip their fence after giving room back (see wake_writer()) */
     alignas(SPMC_CACHELINE) _Atomic uint64_t head; /**< next index the writer fills (where a late reader starts) */
     _Atomic uint64_t gate;   /**< broadcast: the highest low point (lowest reader cursor) the writer has relied on; only moves forward (see spmc_queue_attach) */
     alignas(SPMC_CACHELINE) _Atomic uint64_t read_index; /**< share: the next index to claim (mod 2^52, bits 0-51) and 1 + the entry that claimed last (bits 52-63) */
     alignas(SPMC_CACHELINE) _Atomic uint64_t reaped; /**< entries taken back from dead readers, in all */
     _Atomic uint64_t redelivered; /**< share: messages delivered again because their first reader died */
     alignas(SPMC_CACHELINE) _Atomic uint32_t readers_wake; /**< futex word readers sleep on: changed by whoever wakes them */
-    _Atomic uint32_t readers_asleep; /**< readers asleep on readers_wake, or about to be */
     _Atomic uint32_t writer_wake;    /**< futex word the writer sleeps on: changed by whoever wakes it */
-    _Atomic uint32_t writer_asleep;  /**< 1 while the writer is asleep on writer_wake, or about to be */
+    _Atomic uint64_t readers_asleep; /**< bits 0-31: readers asleep on readers_wake, or about to be; bits 32-63: how many times one has said so (mod 2^32) */
+    _Atomic uint64_t writer_asleep;  /**< the same for the writer and writer_wake */
 };
 
 /* ===================================================================== */
@@ -251,6 +251,8 @@ struct spmc_queue {
     uint64_t idle_polls;             /**< empty or full polls since the last liveness check */
     uint64_t last_check_ns;          /**< when the peers' liveness was last checked */
     int check_now;                   /**< 1 after a sleep: look at the peers' liveness at the next chance */
+    int light;                       /**< reader: skip the fence in wake_writer() (see writer_barrier); writer: its own writer_barrier */
+    uint64_t covered;                /**< announcements (high half of the peers' asleep word) that this handle's last wake covered: no need to wake them again */
     uint64_t sleeps;                 /**< futex waits this handle has made */
     uint64_t wakes;                  /**< futex wakes this handle has made */
     unsigned long epoch;             /**< the process's fork count when the handle was opened (a forked child's copy is stale) */

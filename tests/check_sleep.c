@@ -60,15 +60,21 @@ static const char *mode_name(enum spmc_fanout f)
     return f == SPMC_SHARE ? "share" : "broadcast";
 }
 
+/* How many readers say they are asleep (the low half of the word). */
+static unsigned asleep_now(const struct spmc_queue *q)
+{
+    return (uint32_t)atomic_load(&q->hdr->readers_asleep);
+}
+
 /* Wait until @p n readers say they are asleep (the header's count), or
  * fail after a minute. */
 static void wait_asleep_at(struct spmc_queue *q, unsigned n, const char *file, int line)
 {
     uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
-    while (atomic_load(&q->hdr->readers_asleep) != n) {
+    while (asleep_now(q) != n) {
         tu_assert_at(file, line, tu_now_ns() < deadline,
                      "%u readers asleep, waited for %u (a reader that slept through a message "
-                     "times out and leaves)", atomic_load(&q->hdr->readers_asleep), n);
+                     "times out and leaves)", asleep_now(q), n);
         tu_sleep_ms(1);
     }
 }
@@ -422,7 +428,7 @@ START_TEST(test_sigkill_of_the_writer_ends_the_sleep)
     /* Watch the sleepers through a handle of our own that pops nothing. */
     ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 0), 0);
     uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
-    while (atomic_load(&qr.hdr->head) != 3 || atomic_load(&qr.hdr->readers_asleep) != 2)
+    while (atomic_load(&qr.hdr->head) != 3 || asleep_now(&qr) != 2)
         ck_assert_msg(tu_now_ns() < deadline, "the readers never fell asleep after 3 messages");
     ck_assert_int_eq(kill(w, SIGKILL), 0);
     int status = tu_wait(w, IO_TIMEOUT_MS);
@@ -459,11 +465,11 @@ START_TEST(test_reader_killed_asleep_is_uncounted)
     ck_assert_int_eq(kill(p, SIGKILL), 0);
     int status = tu_wait(p, IO_TIMEOUT_MS);
     ck_assert(WIFSIGNALED(status));
-    ck_assert_uint_eq(atomic_load(&qw.hdr->readers_asleep), 1); /* the dead one's */
+    ck_assert_uint_eq(asleep_now(&qw), 1); /* the dead one's */
     /* Waiting for a reader looks at the table, finds the dead one, reaps it. */
     spmc_test_sleep_ns = 20 * MS;
     ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, 300 * MS), -ETIMEDOUT);
-    ck_assert_uint_eq(atomic_load(&qw.hdr->readers_asleep), 0);
+    ck_assert_uint_eq(asleep_now(&qw), 0);
     struct spmc_stats before, after;
     ck_assert_int_eq(spmc_queue_stats(&qw, &before), 0);
     unsigned char m[ELEM];
@@ -479,8 +485,9 @@ END_TEST
 
 /* Hostile words: a peer may write anything into the futex words and the
  * counts. A count of four billion sleepers costs the writer a futex call
- * per push, and a count of zero under a sleeping reader costs that reader
- * a slice; neither loses a message or outlasts a timeout. */
+ * (then it has woken them all, as far as it knows), and a count of zero
+ * under a sleeping reader costs that reader a slice; neither loses a
+ * message or outlasts a timeout. */
 START_TEST(test_scribbled_futex_words_cost_a_slice_at_most)
 {
     spmc_test_sleep_ns = 0; /* the queue's own slices */
@@ -495,7 +502,7 @@ START_TEST(test_scribbled_futex_words_cost_a_slice_at_most)
     atomic_store(&h->writer_wake, 0xdeadbeefu);
     unsigned char m[ELEM];
     ck_assert_int_eq(spmc_queue_pop(&qr, m, 50 * MS), -ETIMEDOUT); /* nothing: times out */
-    for (uint64_t i = 0; i < 8; i++) { /* a futex call each, for nobody */
+    for (uint64_t i = 0; i < 8; i++) { /* a futex call for nobody, at the first */
         msg_fill(m, ELEM, i);
         ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0);
     }
