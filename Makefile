@@ -240,16 +240,26 @@ litmus: $(BUILD)/day5/litmus
 # `make day4 bench` without ARGS: day 3, day 4 and the two knob builds,
 # interleaved (common/bench_knobs.sh); with ARGS, day 4's benchmark alone.
 KNOBS_BENCH := $(if $(NAMED_DAYS),$(if $(ARGS),,$(filter day4,$(SEL_BENCH))))
+# `make day7 bench` without ARGS: day 6 and day 7 at full speed with their
+# futex calls, then the "waiting" table (common/bench_wait.sh); `make bench`
+# ends with the waiting table of the days that have a waitbench.
+WAIT_BENCH  := $(if $(NAMED_DAYS),$(if $(ARGS),,$(filter $(WAIT_DAYS),$(SEL_BENCH))))
+WAIT_TABLE  := $(if $(NAMED_DAYS),,$(WAIT_DAYS))
 
 bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TOOLS)) \
-       $(if $(KNOBS_BENCH),$(BUILD)/day3/benchmark $(DAY4_KNOB_BINS) $(BUILD)/common/c2c)
+       $(if $(KNOBS_BENCH),$(BUILD)/day3/benchmark $(DAY4_KNOB_BINS) $(BUILD)/common/c2c) \
+       $(if $(WAIT_BENCH)$(WAIT_TABLE),$(BUILD)/common/c2c $(foreach d,$(WAIT_DAYS),$(BUILD)/$(d)/waitbench $(BUILD)/$(d)/benchmark))
 	$(no_days)
 	@if [ -z "$(SEL_BENCH)" ]; then echo "bench: no day has a benchmark yet (day 3 brings the first)"; exit 0; fi
 	@if [ -n "$(NAMED_DAYS)" ]; then for d in $(SEL_BENCH); do \
 	   if [ $$d = "$(KNOBS_BENCH)" ]; then \
 	     BUILD=$(BUILD) CC="$(CC)" CFLAGS_SHOWN="$(OPT)" ./common/bench_knobs.sh || exit 1; continue; fi; \
+	   case " $(filter-out $(firstword $(WAIT_DAYS)),$(WAIT_BENCH)) " in *" $$d "*) \
+	     prev=$$(echo $(WAIT_DAYS) | tr ' ' '\n' | grep -B1 -x $$d | head -n 1); \
+	     BUILD=$(BUILD) ./common/bench_wait.sh --full-speed $$prev $$d || exit 1; continue;; esac; \
 	   echo "== $$d benchmark"; $(BUILD)/$$d/benchmark $(ARGS) || exit 1; done; \
-	 else BUILD=$(BUILD) CC="$(CC)" CFLAGS_SHOWN="$(OPT)" ./common/bench.sh $(SEL_BENCH); fi
+	 else BUILD=$(BUILD) CC="$(CC)" CFLAGS_SHOWN="$(OPT)" ./common/bench.sh $(SEL_BENCH) && \
+	   { [ -z "$(WAIT_TABLE)" ] || { echo; BUILD=$(BUILD) ./common/bench_wait.sh $(WAIT_TABLE); }; }; fi
 
 # The chart: from the last make bench (run first if there is none); then the
 # segment pictures.
@@ -274,7 +284,7 @@ FUZZ_DAYS    = $(filter-out day1,$(DAYS))
 FUZZ_SECONDS ?= 12
 FUZZ_CC      ?= clang
 FUZZ_FLAGS   = -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
-               -DSPMC_ATTACH_WAIT_NS=0
+               -DSPMC_ATTACH_WAIT_NS=0 -DSPMC_CRASH_POINTS
 
 fuzz: deps-fuzz $(foreach d,$(FUZZ_DAYS),$(BUILD)/fuzz/fuzz_$(d))
 	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) ./common/fuzz.sh $(FUZZ_DAYS)

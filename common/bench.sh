@@ -155,6 +155,7 @@ echo "Messages:  $SIZE bytes, capacity $CAPACITY, $MESSAGES per run" \
 # Throughput rounds.
 # ---------------------------------------------------------------------------
 declare -A MSGS MIB CONS # [row,round] and, per consumer, [row,consumer,round]
+declare -A FUTW FUTR     # [row,round]: day 7 on, the futex calls of the writer, of the readers
 NCONS=()                 # [row]: consumers that reported their own rate
 C2C_BEFORE=() C2C_AFTER=() STABLE=()
 for ((r = 1; r <= ROUNDS; r++)); do
@@ -183,6 +184,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
             CONS[$i,$k,$r]=$rate
             if [ "$k" -ge "${NCONS[i]:-0}" ]; then NCONS[i]=$((k + 1)); fi
         done < <(grep '^# *consumer,[0-9][0-9]*,' "$out")
+        # Day 7 on: "# futex,WRITER_CALLS,READERS_CALLS".
+        line=$(grep '^# futex,' "$out" | tail -n 1)
+        if [ -n "$line" ]; then IFS=, read -r _ FUTW[$i,$r] FUTR[$i,$r] <<<"$line"; fi
     done
     after=$(c2c)
     C2C_BEFORE[r]=$before C2C_AFTER[r]=$after
@@ -282,6 +286,12 @@ for i in "${!NCONS[@]}"; do
 done
 [ ${#NCONS[@]} -eq 0 ] ||
     echo "  (each consumer's own median over the rounds: in work-sharing they need not add up to the row)"
+for i in "${!ROW_NAME[@]}"; do
+    [ -n "$(series FUTW "$i" "${used[@]}")" ] || continue
+    echo "  ${ROW_NAME[i]}: futex calls in a run of $MESSAGES messages, producer $(num \
+        "$(series FUTW "$i" "${used[@]}" | median)" 1 %.0f), consumers $(num \
+        "$(series FUTR "$i" "${used[@]}" | median)" 1 %.0f) (medians)"
+done
 
 if [ ${#days[@]} -gt 0 ]; then
     c2c_med=$(printf '%s\n' "${lat_c2c[@]}" | median)

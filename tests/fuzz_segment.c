@@ -2,7 +2,9 @@
  * shared-memory segment, then attach, pop and detach with one day's queue
  * (built once per day from 2 on, with -IdayN, under ASan and UBSan). The
  * queue must refuse or survive every input: no crash, no out-of-bounds
- * access, no hang (libFuzzer's -timeout catches one).
+ * access, no hang (libFuzzer's -timeout catches one). From day 7 on, a
+ * pop() that waits as well: the futex words and sleeper counts are in the
+ * segment too.
  *
  * make fuzz runs it; tests/fuzz-corpus/dayN/ holds the seeds: real
  * segments of each day, which the fuzzer mutates. */
@@ -37,11 +39,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         unsigned char *out = malloc(q.elem_size);
         if (out == NULL)
             abort();
+        int rc = 0;
         for (int i = 0; i < 8; i++) {
-            int rc = spmc_queue_try_pop(&q, out);
+            rc = spmc_queue_try_pop(&q, out);
             if (rc != 0 && rc != -EAGAIN)
                 break;
         }
+#ifdef SPMC_STATS_SLEEPS
+        /* Day 7 on: wait, so that the sleep runs on hostile futex words
+         * and counts; it must end by its deadline (1 ms), whatever they say.
+         * Straight to sleep, without the spinning (many try_pop()s, slow
+         * under the sanitizers): see spmc_test_sleep_ns. */
+#ifdef SPMC_CRASH_POINTS
+        spmc_test_sleep_ns = 1000000;
+#endif
+        if (rc == 0 || rc == -EAGAIN)
+            (void)spmc_queue_pop(&q, out, 1000000);
+#endif
         free(out);
         (void)spmc_queue_destroy(&q);
     }
