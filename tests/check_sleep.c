@@ -293,10 +293,67 @@ START_TEST(test_share_sleep_wake_cycles)
 }
 END_TEST
 
+/* Lock step: the reader says "got message i" in shared memory and at once
+ * calls pop() again, finds nothing, and goes to sleep; the writer, spinning
+ * on that word, pushes message i + 1 the moment it sees it. So every push
+ * lands while the reader is counting itself and looking again: the window
+ * a lost wake-up needs, a hundred thousand times. This is the test that
+ * finds the stall when the writer's fence in wake_if_asleep() is taken
+ * out (see day7/README.md, "Break it"). */
+static void lock_step(enum spmc_fanout f)
+{
+    const uint64_t n_msg = stress_messages(200000) / 2;
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, f, 8), 0);
+    _Atomic uint64_t *got = (_Atomic uint64_t *)shared_bytes(sizeof *got);
+    atomic_store(got, 0);
+    pid_t p = tu_fork();
+    if (p == 0) {
+        struct spmc_queue q;
+        if (spmc_queue_attach(&q, name, ELEM, 0) != 0)
+            _exit(10);
+        unsigned char m[ELEM];
+        int rc;
+        uint64_t next = 0;
+        while ((rc = spmc_queue_pop(&q, m, STUCK_NS)) == 0) {
+            if (!msg_intact(m, ELEM) || msg_seq(m) != next)
+                _exit(11);
+            atomic_store(got, ++next);
+        }
+        (void)spmc_queue_destroy(&q);
+        _exit(rc == -EPIPE && next == n_msg ? 0 : 12);
+    }
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, STUCK_NS), 0);
+    unsigned char m[ELEM];
+    for (uint64_t i = 0; i < n_msg; i++) {
+        msg_fill(m, ELEM, i);
+        ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0);
+        uint64_t deadline = tu_now_ns() + (uint64_t)STUCK_NS;
+        while (atomic_load(got) != i + 1)
+            ck_assert_msg(tu_now_ns() < deadline,
+                          "%s: message %llu of %llu never arrived: the reader slept through "
+                          "it (a lost wake-up)", mode_name(f), (unsigned long long)i,
+                          (unsigned long long)n_msg);
+    }
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    ck_assert(tu_exited_ok(tu_wait(p, IO_TIMEOUT_MS)));
+    munmap((void *)got, sizeof *got);
+}
+
+START_TEST(test_broadcast_lock_step)
+{
+    lock_step(SPMC_BROADCAST);
+}
+END_TEST
+
+START_TEST(test_share_lock_step)
+{
+    lock_step(SPMC_SHARE);
+}
+END_TEST
+
 /* A ping-pong through two queues, both sides sleeping between messages:
- * every message is pushed while its reader is falling asleep or asleep,
- * the race a lost wake-up needs. This is the test that finds the stall
- * when a fence of wake_if_asleep() or wait_more() is taken out. */
+ * every message is pushed while its reader is falling asleep or asleep. */
 static void ping_pong(enum spmc_fanout f)
 {
     const uint64_t rounds = stress_messages(200000) / 10;
@@ -607,6 +664,8 @@ static Suite *sleep_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_broadcast_sleep_wake_cycles);
     tcase_add_test(tc, test_share_sleep_wake_cycles);
+    tcase_add_test(tc, test_broadcast_lock_step);
+    tcase_add_test(tc, test_share_lock_step);
     tcase_add_test(tc, test_broadcast_full_speed_stream);
     tcase_add_test(tc, test_share_full_speed_stream);
     tcase_add_test(tc, test_broadcast_ping_pong_asleep);
