@@ -25,7 +25,7 @@
 set -u
 
 BUILD=${BUILD:-build}
-# median, c2c and stable, shared with the other benchmark script.
+# median, c2c, stable, num and ratio, shared with the other benchmark scripts.
 . "$(dirname "$0")/bench_lib.sh"
 CC=${CC:-cc}
 CFLAGS_SHOWN=${CFLAGS_SHOWN:--O2 -g}
@@ -86,18 +86,6 @@ series() {
 }
 
 
-# num X DIVISOR FORMAT: X / DIVISOR printed with FORMAT, or "-" if X is nan.
-num() {
-    awk -v x="$1" -v d="$2" -v f="$3" 'BEGIN {
-        if (x == "nan") print "-"; else printf f "\n", x / d }'
-}
-
-# ratio A B: A / B as "1.42x" (3 decimals below 0.1), or "-" if unknown.
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN {
-        if (a == "nan" || b == "nan" || b + 0 == 0) print "-"
-        else printf (a / b < 0.1 ? "%.3fx\n" : "%.2fx\n"), a / b }'
-}
 
 
 # ---------------------------------------------------------------------------

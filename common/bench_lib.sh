@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# bench_lib.sh - shell functions shared by bench.sh and bench_knobs.sh
+# bench_lib.sh - shell functions shared by bench.sh, bench_knobs.sh and
+# bench_wait.sh
 # (sourced, not run). Needs BUILD set: c2c runs $BUILD/common/c2c.
 
 # median: the median of the numbers on stdin, one a line ("nan" if none).
@@ -23,4 +24,17 @@ c2c() {
 stable() {
     if [ "$1" = nan ] || [ "$2" = nan ]; then return 0; fi # one CPU: no drift
     awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= 1.3 * b && b <= 1.3 * a) }'
+}
+
+# num X DIVISOR FORMAT: X / DIVISOR printed with FORMAT, or "-" if X is nan.
+num() {
+    awk -v x="$1" -v d="$2" -v f="$3" 'BEGIN {
+        if (x == "nan") print "-"; else printf f "\n", x / d }'
+}
+
+# ratio A B: A / B as "1.42x" (3 decimals below 0.1), or "-" if unknown.
+ratio() {
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a == "nan" || b == "nan" || b + 0 == 0) print "-"
+        else printf (a / b < 0.1 ? "%.3fx\n" : "%.2fx\n"), a / b }'
 }

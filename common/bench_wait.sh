@@ -25,7 +25,7 @@
 set -u
 
 BUILD=${BUILD:-build}
-# median and c2c, shared with the other benchmark scripts.
+# median, c2c, num and ratio, shared with the other benchmark scripts.
 . "$(dirname "$0")/bench_lib.sh"
 full_speed=0
 if [ "${1:-}" = --full-speed ]; then
@@ -76,16 +76,6 @@ csv() {
     grep "^$1," "$out" | tail -n 1
 }
 
-# num X DIVISOR FORMAT / ratio A B: as in bench.sh.
-num() {
-    awk -v x="$1" -v d="$2" -v f="$3" 'BEGIN {
-        if (x == "nan") print "-"; else printf f "\n", x / d }'
-}
-ratio() {
-    awk -v a="$1" -v b="$2" 'BEGIN {
-        if (a == "nan" || b == "nan" || b + 0 == 0) print "-"
-        else printf (a / b < 0.1 ? "%.3fx\n" : "%.2fx\n"), a / b }'
-}
 
 # The rows: a label, a program and its --via.
 ROW=() BIN=() VIA=()

@@ -143,6 +143,77 @@ static unsigned char *shared_bytes(size_t n)
 /* Sleeping and waking, many times                                         */
 /* ===================================================================== */
 
+/* A run of the writer (this process) and two reader processes, each reader
+ * marking the messages it pops in its own row of `seen`. */
+enum { READERS = 2 };
+struct run {
+    enum spmc_fanout f;
+    uint64_t n_msg;
+    unsigned char *seen; /* READERS rows of n_msg bytes, shared with the readers */
+    int fds[READERS][2];
+    pid_t pid[READERS];
+};
+
+/* Create the queue (4 slots) and start the readers; returns once they are
+ * attached. */
+static void run_start(struct run *r, enum spmc_fanout f, uint64_t n_msg)
+{
+    const char *name = tu_name();
+    r->f = f;
+    r->n_msg = n_msg;
+    ck_assert_int_eq(create_mode(&qw, name, f, 4), 0);
+    r->seen = shared_bytes(READERS * n_msg);
+    for (unsigned k = 0; k < READERS; k++) {
+        tu_pipe(r->fds[k]);
+        r->pid[k] = tu_fork();
+        if (r->pid[k] == 0)
+            reader_child(name, r->fds[k][1], r->seen + k * n_msg, n_msg, f == SPMC_BROADCAST,
+                         STUCK_NS);
+        tu_close(&r->fds[k][1]);
+    }
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, READERS, STUCK_NS), 0);
+}
+
+static void run_push(const struct run *r, uint64_t s)
+{
+    unsigned char m[ELEM];
+    msg_fill(m, ELEM, s);
+    int rc = spmc_queue_push(&qw, m, STUCK_NS);
+    ck_assert_msg(rc == 0, "%s: push of message %llu returned %d (a lost wake-up)",
+                  mode_name(r->f), (unsigned long long)s, rc);
+}
+
+/* Close the queue (which wakes the readers for the end) and account for
+ * every message: each reader ended with end of stream, nothing damaged,
+ * every message popped once (work-sharing) or once by each reader
+ * (broadcast). Returns the readers' sleeps; *st gets the writer's stats. */
+static uint64_t run_finish(struct run *r, struct spmc_stats *st)
+{
+    const enum spmc_fanout f = r->f;
+    ck_assert_int_eq(spmc_queue_stats(&qw, st), 0);
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    uint64_t total = 0, sleeps = 0;
+    for (unsigned k = 0; k < READERS; k++) {
+        struct report rep = read_report(r->fds[k][0], r->pid[k]);
+        ck_assert_msg(rep.rc == -EPIPE, "%s: reader %u ended with %d after %llu messages "
+                      "(-ETIMEDOUT: it slept through a message)", mode_name(f), k, rep.rc,
+                      (unsigned long long)rep.received);
+        ck_assert_uint_eq(rep.errors, 0);
+        total += rep.received;
+        sleeps += rep.sleeps;
+    }
+    for (uint64_t i = 0; i < r->n_msg; i++) {
+        unsigned got = 0;
+        for (unsigned k = 0; k < READERS; k++)
+            got += r->seen[k * r->n_msg + i];
+        ck_assert_msg(got == (f == SPMC_SHARE ? 1u : READERS), "%s: message %llu received %u times",
+                      mode_name(f), (unsigned long long)i, got);
+    }
+    ck_assert_uint_eq(total, f == SPMC_SHARE ? r->n_msg : READERS * r->n_msg);
+    munmap(r->seen, READERS * r->n_msg);
+    return sleeps;
+}
+
 /* (a) Two reader processes and the writer, a ring of 4 slots. Each cycle
  * the writer waits until both readers are asleep, then pushes a burst of
  * 1 to 12 messages: the readers wake, take them, and fall asleep again
@@ -151,67 +222,28 @@ static unsigned char *shared_bytes(size_t n)
  * a lost wake-up is a timeout. */
 static void sleep_wake_cycles(enum spmc_fanout f)
 {
-    const unsigned cycles = (unsigned)stress_messages(400) < 400 ? 100 : 400, readers = 2;
-    const char *name = tu_name();
-    ck_assert_int_eq(create_mode(&qw, name, f, 4), 0);
+    const unsigned cycles = (unsigned)stress_messages(400) < 400 ? 100 : 400;
     uint64_t n_msg = 0, burst[400];
     for (unsigned c = 0; c < cycles; c++) {
         burst[c] = 1 + (c * 7u) % 12u; /* 1..12, every length many times */
         n_msg += burst[c];
     }
-    unsigned char *seen = shared_bytes(readers * n_msg);
-    int fds[2][2];
-    pid_t pid[2];
-    for (unsigned k = 0; k < readers; k++) {
-        tu_pipe(fds[k]);
-        pid[k] = tu_fork();
-        if (pid[k] == 0)
-            reader_child(name, fds[k][1], seen + k * n_msg, n_msg, f == SPMC_BROADCAST, STUCK_NS);
-        tu_close(&fds[k][1]);
-    }
-    ck_assert_int_eq(spmc_queue_wait_readers(&qw, readers, STUCK_NS), 0);
-    unsigned char m[ELEM];
+    struct run r;
+    run_start(&r, f, n_msg);
     uint64_t s = 0;
     for (unsigned c = 0; c < cycles; c++) {
-        wait_asleep(&qw, readers);
-        for (uint64_t b = 0; b < burst[c]; b++, s++) {
-            msg_fill(m, ELEM, s);
-            int rc = spmc_queue_push(&qw, m, STUCK_NS);
-            ck_assert_msg(rc == 0, "%s: push of message %llu returned %d (a lost wake-up?)",
-                          mode_name(f), (unsigned long long)s, rc);
-        }
+        wait_asleep(&qw, READERS);
+        for (uint64_t b = 0; b < burst[c]; b++)
+            run_push(&r, s++);
     }
     struct spmc_stats st;
-    ck_assert_int_eq(spmc_queue_stats(&qw, &st), 0);
-    ck_assert_uint_gt(st.wakes, cycles / 2); /* (see below) */
-    const uint64_t writer_sleeps = st.sleeps;
-    ck_assert_int_eq(spmc_queue_destroy(&qw), 0); /* wakes them for the end */
-    uint64_t total = 0, sleeps = 0;
-    for (unsigned k = 0; k < readers; k++) {
-        struct report rep = read_report(fds[k][0], pid[k]);
-        ck_assert_msg(rep.rc == -EPIPE, "%s: reader %u ended with %d after %llu messages "
-                      "(-ETIMEDOUT: it slept through a message)", mode_name(f), k, rep.rc,
-                      (unsigned long long)rep.received);
-        ck_assert_uint_eq(rep.errors, 0);
-        total += rep.received;
-        sleeps += rep.sleeps;
-        if (f == SPMC_BROADCAST)
-            ck_assert_uint_eq(rep.received, n_msg);
-    }
-    for (uint64_t i = 0; i < n_msg; i++) { /* every message: once, or once each */
-        unsigned got = 0;
-        for (unsigned k = 0; k < readers; k++)
-            got += seen[k * n_msg + i];
-        ck_assert_msg(got == (f == SPMC_SHARE ? 1u : readers), "%s: message %llu received %u times",
-                      mode_name(f), (unsigned long long)i, got);
-    }
-    ck_assert_uint_eq(total, f == SPMC_SHARE ? n_msg : readers * n_msg);
+    const uint64_t sleeps = run_finish(&r, &st);
     /* Both said they were asleep at every cycle's start; one that said so
      * may still find the burst's first message before it sleeps, so the
-     * count is not exact, but the run must have slept. */
+     * counts are not exact, but the run must have slept and woken. */
     ck_assert_uint_gt(sleeps, cycles / 2);
-    ck_assert_uint_gt(writer_sleeps, 0); /* the full ring put it to sleep */
-    munmap(seen, readers * n_msg);
+    ck_assert_uint_gt(st.wakes, cycles / 2);
+    ck_assert_uint_gt(st.sleeps, 0); /* the full ring put the writer to sleep */
 }
 
 /* A stream at full speed through a ring of 4 slots, two readers: they
@@ -221,52 +253,13 @@ static void sleep_wake_cycles(enum spmc_fanout f)
  * or push times out. */
 static void full_speed_stream(enum spmc_fanout f)
 {
-    const uint64_t n_msg = stress_messages(200000);
-    const unsigned readers = 2;
-    const char *name = tu_name();
-    ck_assert_int_eq(create_mode(&qw, name, f, 4), 0);
-    unsigned char *seen = shared_bytes(readers * n_msg);
-    int fds[2][2];
-    pid_t pid[2];
-    for (unsigned k = 0; k < readers; k++) {
-        tu_pipe(fds[k]);
-        pid[k] = tu_fork();
-        if (pid[k] == 0)
-            reader_child(name, fds[k][1], seen + k * n_msg, n_msg, f == SPMC_BROADCAST, STUCK_NS);
-        tu_close(&fds[k][1]);
-    }
-    ck_assert_int_eq(spmc_queue_wait_readers(&qw, readers, STUCK_NS), 0);
-    unsigned char m[ELEM];
-    for (uint64_t s = 0; s < n_msg; s++) {
-        msg_fill(m, ELEM, s);
-        int rc = spmc_queue_push(&qw, m, STUCK_NS);
-        ck_assert_msg(rc == 0, "%s: push of message %llu returned %d (a lost wake-up)",
-                      mode_name(f), (unsigned long long)s, rc);
-    }
+    struct run r;
+    run_start(&r, f, stress_messages(200000));
+    for (uint64_t s = 0; s < r.n_msg; s++)
+        run_push(&r, s);
     struct spmc_stats st;
-    ck_assert_int_eq(spmc_queue_stats(&qw, &st), 0);
-    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
-    uint64_t total = 0, sleeps = 0;
-    for (unsigned k = 0; k < readers; k++) {
-        struct report rep = read_report(fds[k][0], pid[k]);
-        ck_assert_msg(rep.rc == -EPIPE, "%s: reader %u ended with %d after %llu messages "
-                      "(-ETIMEDOUT: it slept through a message)", mode_name(f), k, rep.rc,
-                      (unsigned long long)rep.received);
-        ck_assert_uint_eq(rep.errors, 0);
-        total += rep.received;
-        sleeps += rep.sleeps;
-    }
-    for (uint64_t i = 0; i < n_msg; i++) {
-        unsigned got = 0;
-        for (unsigned k = 0; k < readers; k++)
-            got += seen[k * n_msg + i];
-        ck_assert_msg(got == (f == SPMC_SHARE ? 1u : readers), "%s: message %llu received %u times",
-                      mode_name(f), (unsigned long long)i, got);
-    }
-    ck_assert_uint_eq(total, f == SPMC_SHARE ? n_msg : readers * n_msg);
-    ck_assert_uint_gt(sleeps, 0);
+    ck_assert_uint_gt(run_finish(&r, &st), 0);
     ck_assert_uint_gt(st.sleeps, 0);
-    munmap(seen, readers * n_msg);
 }
 
 START_TEST(test_broadcast_full_speed_stream)
