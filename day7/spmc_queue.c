@@ -326,17 +326,22 @@ static inline uint32_t announcements(uint64_t a)
  * already asleep. @p seen is the asleep word we looked at before; once
  * every sleeper it announced is dealt with (we woke them all, or the
  * kernel had none of them asleep: they read the word before our change and
- * will not sleep on it), we remember its announcements in q->covered. */
-COLD static void wake(struct spmc_queue *q, _Atomic uint32_t *word, int how_many, uint64_t seen)
+ * will not sleep on it), we remember its announcements in *covered (one
+ * per asleep word: q->covered[ASLEEP_READERS] or [ASLEEP_WRITER]). */
+COLD static void wake(struct spmc_queue *q, _Atomic uint32_t *word, int how_many, uint64_t seen,
+                      uint64_t *covered)
 {
     /* Release: a sleeper that reads the new value (acquire, in wait_more())
      * also sees what we stored before waking it. */
     atomic_fetch_add_explicit(word, 1, memory_order_release);
     long woken = futex_wake(word, how_many);
     q->wakes++;
-    if (how_many == INT_MAX || woken == 0)
-        q->covered = announcements(seen);
+    if (covered != NULL && (how_many == INT_MAX || woken == 0))
+        *covered = announcements(seen);
 }
+
+/* Which asleep word a q->covered entry is for. */
+enum { ASLEEP_READERS = 0, ASLEEP_WRITER = 1 };
 
 /* Call right after a store that may end somebody's wait (a message, room
  * in the ring, a reader joining or leaving): wake the sleepers of @p word
@@ -356,13 +361,13 @@ COLD static void wake(struct spmc_queue *q, _Atomic uint32_t *word, int how_many
  * covered announcement is safe: its sleeper read the futex word before it
  * announced, so before our earlier change (see wake()). */
 static inline void wake_if_asleep(struct spmc_queue *q, _Atomic uint32_t *word,
-                                  _Atomic uint64_t *asleep, int how_many)
+                                  _Atomic uint64_t *asleep, int how_many, uint64_t *covered)
 {
     /* Pairs with the seq_cst fence in wait_more(). */
     atomic_thread_fence(memory_order_seq_cst);
     uint64_t a = atomic_load_explicit(asleep, memory_order_relaxed);
-    if (unlikely(sleepers(a) != 0) && announcements(a) != q->covered)
-        wake(q, word, how_many, a);
+    if (unlikely(sleepers(a) != 0) && announcements(a) != *covered)
+        wake(q, word, how_many, a, covered);
 }
 
 /* The writer has published a message, or more: a work-sharing queue needs
@@ -370,7 +375,7 @@ static inline void wake_if_asleep(struct spmc_queue *q, _Atomic uint32_t *word,
 static inline void wake_readers(struct spmc_queue *q)
 {
     wake_if_asleep(q, &q->hdr->readers_wake, &q->hdr->readers_asleep,
-                   q->fanout == SPMC_SHARE ? 1 : INT_MAX);
+                   q->fanout == SPMC_SHARE ? 1 : INT_MAX, &q->covered[ASLEEP_READERS]);
 }
 
 /* A reader has given room back, joined or left: the same, but for the
@@ -387,14 +392,17 @@ static inline void wake_readers(struct spmc_queue *q)
  * writer looks; if after, it sees the writer's count. */
 static inline void wake_writer(struct spmc_queue *q)
 {
+    if (q->role == SPMC_WRITER)
+        return; /* (the writer settling a dead reader's slots: it is awake) */
     if (likely(q->light)) {
         atomic_signal_fence(memory_order_seq_cst); /* the compiler's part only */
         uint64_t a = atomic_load_explicit(&q->hdr->writer_asleep, memory_order_relaxed);
-        if (unlikely(sleepers(a) != 0) && announcements(a) != q->covered)
-            wake(q, &q->hdr->writer_wake, INT_MAX, a);
+        if (unlikely(sleepers(a) != 0) && announcements(a) != q->covered[ASLEEP_WRITER])
+            wake(q, &q->hdr->writer_wake, INT_MAX, a, &q->covered[ASLEEP_WRITER]);
         return;
     }
-    wake_if_asleep(q, &q->hdr->writer_wake, &q->hdr->writer_asleep, INT_MAX);
+    wake_if_asleep(q, &q->hdr->writer_wake, &q->hdr->writer_asleep, INT_MAX,
+                   &q->covered[ASLEEP_WRITER]);
 }
 
 /* The heavy half of the writer's side (see wake_writer()): 0, or -errno. */
@@ -514,10 +522,17 @@ static int wait_more(struct spmc_queue *q, struct waiter *w)
          * fence in wake_if_asleep(); for the writer, the barrier pairs with
          * the compiler fence of the readers in wake_writer(). */
         atomic_thread_fence(memory_order_seq_cst);
+        /* It worked at creation. Should it fail now (a seccomp filter
+         * installed since), readers on the light path may leave us asleep
+         * for a slice at a time: slower, never stuck. */
         if (q->role == SPMC_WRITER && q->light)
-            (void)barrier_everywhere(); /* it worked at creation; it does not fail later */
+            (void)barrier_everywhere();
         w->announced = 1;
-        return 0; /* the caller looks once more before we sleep */
+        /* The caller looks once more before we sleep, at its peers too: a
+         * dead one (a writer gone, a reader's messages left behind) wakes
+         * nobody. */
+        q->check_now = 1;
+        return 0;
     }
     SPMC_CRASH_POINT(q->role == SPMC_READER ? "pop:asleep" : "push:asleep");
     futex_wait(w->word, w->seen, nap);
@@ -623,13 +638,15 @@ static unsigned free_dead_entry(struct spmc_queue *q, unsigned e)
     uint64_t w = atomic_load_explicit(word, memory_order_relaxed);
     if (entry_state(w) == SPMC_ENTRY_FREE)
         return 0;
+    /* First, while the entry still says it is held: should we die between
+     * the two, the next reaper still finds the flag. */
+    uncount_dead_sleeper(q, e);
     /* Pairs with the seq_cst loads of the word in min_cursor() and the
      * acquire load in take_entry(). */
     if (!atomic_compare_exchange_strong_explicit(word, &w, with_state(w, SPMC_ENTRY_FREE),
                                                  memory_order_seq_cst, memory_order_relaxed))
         return 0;
     atomic_fetch_add_explicit(&q->hdr->reaped, 1, memory_order_relaxed); /* a statistic */
-    uncount_dead_sleeper(q, e);
     return 1;
 }
 
@@ -1101,6 +1118,7 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
         return -EINVAL;
     memset(q, 0, sizeof *q);
     q->fd = -1;
+    q->covered[ASLEEP_READERS] = q->covered[ASLEEP_WRITER] = UINT64_MAX; /* (no announcement yet) */
     const struct spmc_options o = opts != NULL ? *opts
                                                : (struct spmc_options){
                                                      .fanout = SPMC_BROADCAST,
@@ -1137,7 +1155,6 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t elem_s
     q->fd = fd;
     q->epoch = process_epoch;
     q->limit = q->capacity;
-    q->covered = UINT64_MAX; /* (no announcement yet) */
     memcpy(q->name, name, strlen(name) + 1);
     /* Last: pairs with the acquire load of ready in read_header(). */
     atomic_store_explicit(&q->hdr->ready, SPMC_READY, memory_order_release);
@@ -1416,6 +1433,7 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
         return -EINVAL;
     memset(q, 0, sizeof *q);
     q->fd = -1;
+    q->covered[ASLEEP_READERS] = q->covered[ASLEEP_WRITER] = UINT64_MAX; /* (no announcement yet) */
     int rc = check_name(name);
     if (rc != 0)
         return rc;
@@ -1449,7 +1467,6 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
         return rc;
     }
     q->role = SPMC_READER;
-    q->covered = UINT64_MAX;
     q->light = q->hdr->writer_barrier == 1 && registered_for_barriers();
     memcpy(q->name, name, strlen(name) + 1);
     return 0;
@@ -1655,15 +1672,13 @@ int spmc_queue_push(struct spmc_queue *q, const void *msg, int64_t timeout_ns)
 /* Popping                                                                 */
 /* ===================================================================== */
 
-/* Broadcast: tell the writer how far this reader has read; wake it if it
- * sleeps (waiting for room) when @p wake says it may be waiting for us. */
-static inline void publish_cursor(struct spmc_queue *q, int wake)
+/* Broadcast: tell the writer how far this reader has read. */
+static inline void publish_cursor(struct spmc_queue *q)
 {
     /* Pairs with the seq_cst load of cursor in min_cursor(). */
     atomic_store_explicit(&q->entry->cursor, q->index, memory_order_release);
     q->published = q->index;
-    if (wake)
-        wake_writer(q);
+    wake_writer(q); /* it may be asleep waiting for us to move on */
 }
 
 /* Share: take message j, which dead entry e left undelivered, as ours: say
@@ -1721,6 +1736,8 @@ COLD static int rescue_orphan(struct spmc_queue *q, uint64_t *index)
         }
         if (!orphan_of(q, e, &i)) /* (ours now, or none) */
             (void)free_dead_entry(q, e);
+        else if (found)
+            q->check_now = 1; /* more left: look again at the next pop, not in 10 ms */
         SPMC_CRASH_POINT("reap:freed");
         unlock_byte(q->fd, reader_lock(e));
     }
@@ -1764,12 +1781,8 @@ static int broadcast_empty(struct spmc_queue *q, uint64_t i, void *out)
     q->seen_head = head;
     if (head != i)
         return 0;
-    /* About to wait: let the writer see us. No need to wake it: we have
-     * read everything, so it is not waiting for room on our account (it
-     * would have to be a whole ring ahead of our last publication at a
-     * quarter-ring boundary, which woke it if it was asleep). */
-    if (q->published != i)
-        publish_cursor(q, 0);
+    if (q->published != i) /* about to wait: let the writer see us */
+        publish_cursor(q);
     return no_message(q, i, out);
 }
 
@@ -1797,7 +1810,7 @@ static int pop_broadcast(struct spmc_queue *q, void *out)
         return -EPROTO;
     q->index = i + 1;
     if ((q->index & q->publish_mask) == 0)
-        publish_cursor(q, 1); /* it may be asleep waiting for us to move on */
+        publish_cursor(q);
     return 0;
 }
 
@@ -2028,7 +2041,7 @@ int spmc_queue_destroy(struct spmc_queue *q)
         /* Every sleeping reader wakes, sees closed, and ends (-EPIPE) once
          * drained. Unconditionally: a reader that read the word before our
          * change does not sleep, one that read it after sees closed. */
-        wake(q, &q->hdr->readers_wake, INT_MAX, 0);
+        wake(q, &q->hdr->readers_wake, INT_MAX, 0, NULL);
         (void)unlink_if_same(q->name, q->fd);
         SPMC_CRASH_POINT("destroy:unlinked");
     } else {

@@ -252,7 +252,7 @@ struct spmc_queue {
     uint64_t last_check_ns;          /**< when the peers' liveness was last checked */
     int check_now;                   /**< 1 after a sleep: look at the peers' liveness at the next chance */
     int light;                       /**< reader: skip the fence in wake_writer() (see writer_barrier); writer: its own writer_barrier */
-    uint64_t covered;                /**< announcements (high half of the peers' asleep word) that this handle's last wake covered: no need to wake them again */
+    uint64_t covered[2];             /**< announcements (high half of readers_asleep, of writer_asleep) that this handle's last wake of them covered: no need to wake them again */
     uint64_t sleeps;                 /**< futex waits this handle has made */
     uint64_t wakes;                  /**< futex wakes this handle has made */
     unsigned long epoch;             /**< the process's fork count when the handle was opened (a forked child's copy is stale) */

@@ -497,6 +497,66 @@ START_TEST(test_sigkill_of_the_writer_ends_the_sleep)
 }
 END_TEST
 
+/* A work-sharing reader that leaves in the middle of a claim leaves its
+ * messages to the others; a reader asleep meanwhile must deliver every one
+ * of them, without sleeping in between (its sleeps last an hour here). */
+START_TEST(test_share_sleeper_delivers_what_a_leaver_left)
+{
+    const char *name = tu_name();
+    struct spmc_options o = {.fanout = SPMC_SHARE, .max_readers = 4, .claim_max = 16};
+    ck_assert_int_eq(spmc_queue_create_opts(&qw, name, ELEM, 64, &o), 0);
+    int ctl[2], back[2];
+    tu_pipe(ctl);
+    tu_pipe(back);
+    pid_t h = tu_fork();
+    if (h == 0) { /* claims all 16, delivers one, leaves when told */
+        struct spmc_queue q;
+        unsigned char m[ELEM];
+        char c;
+        if (spmc_queue_attach(&q, name, ELEM, 0) != 0 || write(back[1], "a", 1) != 1 ||
+            spmc_queue_pop(&q, m, STUCK_NS) != 0 || msg_seq(m) != 0 ||
+            write(back[1], "p", 1) != 1 || read(ctl[0], &c, 1) != 1)
+            _exit(20);
+        (void)spmc_queue_destroy(&q);
+        _exit(0);
+    }
+    char c;
+    ck_assert_uint_eq(tu_read_full(back[0], &c, 1, IO_TIMEOUT_MS), 1);
+    unsigned char m[ELEM];
+    for (uint64_t i = 0; i < 16; i++) {
+        msg_fill(m, ELEM, i);
+        ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0);
+    }
+    ck_assert_uint_eq(tu_read_full(back[0], &c, 1, IO_TIMEOUT_MS), 1); /* it has them */
+    unsigned char *seen = shared_bytes(16);
+    int fds[2];
+    tu_pipe(fds);
+    pid_t r = tu_fork();
+    if (r == 0)
+        reader_child(name, fds[1], seen, 16, 0, STUCK_NS);
+    tu_close(&fds[1]);
+    wait_asleep(&qw, 1);
+    ck_assert_int_eq(write(ctl[1], "g", 1), 1); /* leave now, 15 undelivered */
+    ck_assert(tu_exited_ok(tu_wait(h, IO_TIMEOUT_MS)));
+    uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
+    unsigned got = 0;
+    while (got < 15 && tu_now_ns() < deadline) {
+        got = 0;
+        for (unsigned i = 1; i < 16; i++)
+            got += __atomic_load_n(&seen[i], __ATOMIC_RELAXED);
+    }
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    struct report rep = read_report(fds[0], r);
+    ck_assert_msg(rep.rc == -EPIPE, "the sleeper ended with %d after %llu of the 15 messages left "
+                  "(-ETIMEDOUT: it slept with messages to deliver)", rep.rc,
+                  (unsigned long long)rep.received);
+    ck_assert_uint_eq(rep.received, 15);
+    for (unsigned i = 1; i < 16; i++)
+        ck_assert_uint_eq(seen[i], 1);
+    munmap(seen, 16);
+}
+END_TEST
+
 /* A reader killed in its sleep is taken off the count of sleepers when
  * its entry is reaped; otherwise the writer would make a futex call at
  * every push from then on, waking nobody. */
@@ -671,6 +731,7 @@ static Suite *sleep_suite(void)
     tcase_add_loop_test(tc, test_destroy_wakes_sleeping_readers, 0, 2);
     tcase_add_loop_test(tc, test_sigkill_of_the_writer_ends_the_sleep, 0, 2);
     tcase_add_loop_test(tc, test_reader_killed_asleep_is_uncounted, 0, 2);
+    tcase_add_test(tc, test_share_sleeper_delivers_what_a_leaver_left);
     tcase_add_loop_test(tc, test_scribbled_futex_words_cost_a_slice_at_most, 0, 2);
     suite_add_tcase(s, tc);
 
