@@ -435,11 +435,6 @@ struct waiter {
  * the peer we wait for shares our CPU; then sleep. */
 enum { PLAIN_ROUNDS = 256, SPIN_ROUNDS = 512, YIELD_ROUNDS = 512 + 16 };
 
-/* q->check_now: look at the peers' liveness at the next chance (after a
- * sleep, or when a dead reader's messages are left), or at the next chance
- * unless we did in the last CHECK_EVERY_NS (before a sleep). */
-enum { CHECK_NOW = 1, CHECK_SOON = 2 };
-
 /* A reader waits on readers_wake, the writer on writer_wake; for at most
  * @p slice_ns at a time. */
 static void wait_start(struct waiter *w, const struct spmc_queue *q, int64_t timeout_ns,
@@ -533,18 +528,13 @@ static int wait_more(struct spmc_queue *q, struct waiter *w)
         if (q->role == SPMC_WRITER && q->light)
             (void)barrier_everywhere();
         w->announced = 1;
-        /* The caller looks once more before we sleep, at its peers too
-         * unless it did in the last CHECK_EVERY_NS: a dead one (a writer
-         * gone, a reader's messages left behind) wakes nobody. */
-        if (q->check_now == 0)
-            q->check_now = CHECK_SOON;
-        return 0;
+        return 0; /* the caller looks once more before we sleep */
     }
     SPMC_CRASH_POINT(q->role == SPMC_READER ? "pop:asleep" : "push:asleep");
     futex_wait(w->word, w->seen, nap);
     q->sleeps++;
     wait_end(w);
-    q->check_now = CHECK_NOW; /* a dead peer cannot have woken us: look at it */
+    q->check_now = 1; /* a dead peer cannot have woken us: look at it */
     return 0;
 }
 
@@ -605,13 +595,9 @@ enum { CHECK_EVERY_POLLS = 256, CHECK_EVERY_NS = 10000000 };
  * and at most every CHECK_EVERY_NS. Keeps system calls off the hot path. */
 static int time_to_check(struct spmc_queue *q)
 {
-    if (q->check_now != 0) { /* after a sleep, or before one */
-        const int soon = q->check_now == CHECK_SOON;
+    if (q->check_now) { /* after a sleep */
         q->check_now = 0;
-        uint64_t now = mono_ns();
-        if (soon && now - q->last_check_ns < CHECK_EVERY_NS)
-            return 0;
-        q->last_check_ns = now;
+        q->last_check_ns = mono_ns();
         return 1;
     }
     if (++q->idle_polls % CHECK_EVERY_POLLS != 0)
@@ -1746,8 +1732,7 @@ COLD static int rescue_orphan(struct spmc_queue *q, uint64_t *index)
         }
         if (!orphan_of(q, e, &i)) /* (ours now, or none) */
             (void)free_dead_entry(q, e);
-        else if (found)
-            q->check_now = CHECK_NOW; /* more left: look again at the next pop, not in 10 ms */
+
         SPMC_CRASH_POINT("reap:freed");
         unlock_byte(q->fd, reader_lock(e));
     }
