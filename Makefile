@@ -203,8 +203,9 @@ endef
 test: deps-check $(TEST_BINS) $(foreach d,$(SEL),$(call day_progs,$(d)))
 	$(no_days)
 	@if [ -z "$(strip $(TEST_BINS))" ]; then echo "test: no day with tests selected"; exit 0; fi; \
-	 status=0; for t in $(TEST_BINS); do \
-	   echo "== $$t"; $$t || status=1; done; \
+	 status=0; failed=""; for t in $(TEST_BINS); do \
+	   echo "== $$t"; $$t || { status=1; failed="$$failed $$t"; }; done; \
+	 if [ $$status -ne 0 ]; then echo "test: FAILED:$$failed"; fi; \
 	 exit $$status
 
 # Every program, tool and test binary of the selected days, built, not run

@@ -10,14 +10,17 @@ export VALGRIND="timeout 900 valgrind -q --error-exitcode=99 --leak-check=full \
 --errors-for-leak-kinds=definite,indirect,possible \
 --show-leak-kinds=definite,indirect,possible --trace-children=no"
 status=0
+failed=""
 for t in ${TESTS:-}; do
   echo "== memcheck $t"
   # In one process (CK_FORK=no) so that Valgrind sees every test; fewer
   # stress messages, as Valgrind runs code some 20-50 times slower.
-  SPMC_STRESS_MESSAGES=20000 CK_FORK=no CK_VERBOSITY=normal $VALGRIND "$t" || status=1
+  SPMC_STRESS_MESSAGES=20000 CK_FORK=no CK_VERBOSITY=normal $VALGRIND "$t" || { rc=$?; echo "memcheck: $t failed (exit status $rc)"; failed="$failed $t"; status=1; }
 done
 for d in "$@"; do
   echo "== memcheck $d demo"
-  BUILD=${BUILD:-build} ./common/demo.sh "$d" >/dev/null || { echo "memcheck: $d demo failed"; status=1; }
+  BUILD=${BUILD:-build} ./common/demo.sh "$d" >/dev/null || { echo "memcheck: $d demo failed"; failed="$failed $d-demo"; status=1; }
 done
+# Said again at the end, where a log cut to its tail still shows it.
+[ -z "$failed" ] || echo "memcheck: FAILED:$failed"
 exit $status

@@ -335,7 +335,9 @@ SPMC_MUST_CHECK int spmc_queue_create_opts(struct spmc_queue *q, const char *nam
  *                       size, fan-out, table size, a capacity that is not a
  *                       power of two, sizes that differ from the expected
  *                       ones, or a segment smaller than its header says
- * @retval -EUSERS       every reader-table entry is held by a live reader
+ * @retval -EUSERS       every reader-table entry is held by a live reader, or
+ *                       by a process reaping a dead reader's entry at this
+ *                       moment (then trying again later succeeds)
  * @retval -EPIPE        the writer has already closed the queue
  * @retval -EACCES       permission denied by the system
  * @retval -EMFILE       other negative errno values of shm_open(), fstat()
