@@ -296,10 +296,4 @@ if [ ${#days[@]} -gt 0 ]; then
     done
 fi
 
-if [ "$failed" = 1 ]; then
-    echo
-    echo "FAILED runs (their output follows):"
-    cat "$tmp/failures"
-    exit 1
-fi
-exit 0
+finish_runs "$failed" "$tmp/failures"

@@ -130,16 +130,8 @@ for m in "${MODES[@]}"; do
         med=$(for r in "${used[@]}"; do echo "${MSGS[$m,$v,$r]:-nan}"; done | median)
         [ "$v" = 0 ] && ref=$med
         printf '%-28s %-8s %-24s %s\n' "${NAMES[v]}" "$m" \
-            "$(awk -v x="$med" 'BEGIN { print (x == "nan" ? "-" : sprintf("%.2f", x / 1e6)) }')" \
-            "$(awk -v a="$med" -v b="$ref" 'BEGIN {
-                print (a == "nan" || b == "nan" || b + 0 == 0 ? "-" : sprintf("%.2fx", a / b)) }')"
+            "$(num "$med" 1e6 %.2f)" "$(ratio "$med" "$ref")"
     done
 done
 
-if [ "$failed" = 1 ]; then
-    echo
-    echo "FAILED runs (their output follows):"
-    cat "$tmp/failures"
-    exit 1
-fi
-exit 0
+finish_runs "$failed" "$tmp/failures"

@@ -38,3 +38,15 @@ ratio() {
         if (a == "nan" || b == "nan" || b + 0 == 0) print "-"
         else printf (a / b < 0.1 ? "%.3fx\n" : "%.2fx\n"), a / b }'
 }
+
+# finish_runs FAILED FILE: the scripts' last word. FAILED 1: say so, show
+# the failed runs' output (collected in FILE) and exit 1; else exit 0.
+finish_runs() {
+    if [ "$1" = 1 ]; then
+        echo
+        echo "FAILED runs (their output follows):"
+        cat "$2"
+        exit 1
+    fi
+    exit 0
+}

@@ -189,10 +189,4 @@ for i in "${!ROW[@]}"; do
         "$(ratio "$p50" "$pipe_p50")"
 done
 
-if [ "$failed" = 1 ]; then
-    echo
-    echo "FAILED runs (their output follows):"
-    cat "$tmp/failures"
-    exit 1
-fi
-exit 0
+finish_runs "$failed" "$tmp/failures"
