@@ -727,17 +727,15 @@ static inline void publish_cursor(struct spmc_queue *q)
 }
 
 /* No message at our index: -EPIPE if the writer has closed and everything
- * it pushed is taken, else -EAGAIN. */
-static int nothing_yet(struct spmc_queue *q, uint64_t index)
+ * it pushed is taken, else -EAGAIN. A waiting reader calls this at every
+ * look, so it holds only what both modes need (pop_share() adds its own
+ * check after it): with work-sharing's check in here too, the compiler
+ * stopped inlining it, and broadcast's round trip measured a fifth longer
+ * (see day5/README.md, errata). */
+static inline int nothing_yet(struct spmc_queue *q, uint64_t index)
 {
     /* Pairs with the seq_cst store of closed in spmc_queue_destroy(). */
     if (!atomic_load_explicit(&q->hdr->closed, memory_order_seq_cst))
-        return -EAGAIN;
-    /* Share: messages a reader left behind are not the end of the stream.
-     * Seq_cst, as the increment in spmc_queue_destroy(): a reader that
-     * left before the writer closed is counted here. */
-    if (q->fanout == SPMC_SHARE &&
-        atomic_load_explicit(&q->hdr->leaving, memory_order_seq_cst) != 0)
         return -EAGAIN;
     /* The writer's last head store is ordered before closed. */
     uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_relaxed);
@@ -896,8 +894,16 @@ static int pop_share(struct spmc_queue *q, void *out)
             return 0;
         }
         int rc = claim_batch(q);
+        if (rc == -EAGAIN)
+            rc = nothing_yet(q, q->index);
+        /* Messages a reader left behind are not the end of the stream.
+         * Seq_cst, as the increment in spmc_queue_destroy(), and after the
+         * load of closed in nothing_yet(): a reader that left before the
+         * writer closed is counted here. */
+        if (rc == -EPIPE && atomic_load_explicit(&q->hdr->leaving, memory_order_seq_cst) != 0)
+            rc = -EAGAIN;
         if (rc != 0)
-            return rc == -EAGAIN ? nothing_yet(q, q->index) : rc;
+            return rc;
     }
     uint64_t i = q->index++;
     memcpy(out, slot_data(q, i), q->elem_size);
