@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <stdalign.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 
 #define ELEM 64u
@@ -328,6 +329,27 @@ START_TEST(test_foreign_segment_is_left_alone)
 }
 END_TEST
 
+START_TEST(test_fifo_in_dev_shm_is_not_a_queue)
+{
+    /* Anyone may make a FIFO in /dev/shm under a queue's name. Opening a
+     * FIFO read-only blocks until a writer comes: spmc_queue_owner() (and
+     * the spmc tool) must not wait for one. Each call below returning at
+     * all is half the test (a hang is this test's timeout). */
+    const char *name = tu_name();
+    char path[128];
+    snprintf(path, sizeof path, "/dev/shm%s", name);
+    ck_assert_int_eq(mkfifo(path, 0600), 0);
+    int pid = -1;
+    ck_assert_int_eq(spmc_queue_owner(name, &pid), -EPROTO);
+    ck_assert_int_eq(pid, -1);
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, 8, 0), -EEXIST);
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 0), -EPROTO);
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert(S_ISFIFO(st.st_mode)); /* left alone: not ours to remove */
+}
+END_TEST
+
 START_TEST(test_segment_without_magic_is_never_removed)
 {
     /* A creator that died between shm_open() and writing our magic left
@@ -516,6 +538,7 @@ static Suite *day6_suite(void)
     tcase_add_test(tc, test_create_over_a_live_queue_is_refused);
     tcase_add_test(tc, test_foreign_segment_is_left_alone);
     tcase_add_test(tc, test_segment_without_magic_is_never_removed);
+    tcase_add_test(tc, test_fifo_in_dev_shm_is_not_a_queue);
     tcase_add_test(tc, test_other_version_is_left_alone);
     tcase_add_test(tc, test_live_creator_still_writing_is_waited_for);
     tcase_add_test(tc, test_destroy_leaves_a_newer_queue_alone);

@@ -761,7 +761,7 @@ static int is_our_queue(int fd, int *writer_pid)
  * made since by someone else). 0 once removed. */
 static int unlink_if_same(const char *name, int fd)
 {
-    int again = shm_open(name, O_RDONLY, 0);
+    int again = shm_open(name, O_RDONLY | O_NONBLOCK, 0); /* a FIFO must not block us */
     if (again < 0)
         return errno == ENOENT ? 0 : -errno;
     struct stat mine, now;
@@ -1827,7 +1827,7 @@ int spmc_queue_owner(const char *name, int *pid)
     int rc = check_name(name);
     if (rc != 0)
         return rc;
-    int fd = shm_open(name, O_RDONLY, 0);
+    int fd = shm_open(name, O_RDONLY | O_NONBLOCK, 0); /* a FIFO must not block us */
     if (fd < 0)
         return -errno;
     int writer_pid;

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# tool.sh - tests of the spmc tool (tools/spmc.c) against live, dead,
+# foreign and hostile segments. Run by `make tool-test` (part of
+# `make test`); SPMC names the tool (default $BUILD/lib/spmc, BUILD=build).
+#
+# Every check prints "ok" or "FAIL" with what it compared; the script exits
+# 1 if any failed. Queues are named /spmc-tool-PID-*, and removed at the end
+# however the script ends.
+set -u
+SPMC=${SPMC:-${BUILD:-build}/lib/spmc}
+[ -x "$SPMC" ] || { echo "tool.sh: no tool at $SPMC (make lib builds it)" >&2; exit 2; }
+P=/spmc-tool-$$
+tmp=$(mktemp -d)
+pids=()
+failed=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -f /dev/shm/"${P#/}"-* 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+check() { # check DESCRIPTION COMMAND...: ok if COMMAND succeeds
+  local what=$1; shift
+  if "$@"; then echo "  ok    $what"; else echo "  FAIL  $what"; failed+=("$what"); fi
+}
+has() { grep -q -- "$2" <<<"$1"; }
+# Wait up to 10 s for COMMAND to succeed (a process to attach, say).
+until_ok() {
+  local i
+  for i in $(seq 200); do "$@" && return 0; sleep 0.05; done
+  return 1
+}
+# The list line of queue NAME.
+row() { "$SPMC" list | awk -v n="$1" '$1 == n'; }
+# A writer that stays alive: send reading a FIFO that a sleep holds open
+# (its pid in $writer; the sleep's is killed at the end too).
+live_writer() { # live_writer NAME [send options]
+  local name=$1 fifo=$tmp/in-${1##*-}; shift
+  mkfifo "$fifo"
+  "$SPMC" send "$name" "$@" < "$fifo" &
+  writer=$!
+  pids+=($writer)
+  sleep 600 > "$fifo" 2>/dev/null &
+  pids+=($!)
+  until_ok test -e /dev/shm/"${name#/}"
+}
+reader() { # reader NAME OUTFILE: spmc recv in the background
+  "$SPMC" recv "$1" > "$2" 2>"$2.err" &
+  pids+=($!)
+}
+
+echo "== list and stat: live queues, both modes"
+live_writer "$P-b" --capacity 64 --size 128
+reader "$P-b" "$tmp/b1"; reader "$P-b" "$tmp/b2"
+live_writer "$P-s" --fanout share --capacity 32
+reader "$P-s" "$tmp/s1"
+check "two readers seen attached to $P-b" until_ok bash -c "'$SPMC' list | awk -v n='$P-b' '\$1 == n && \$6 == \"2/16\"' | grep -q ."
+check "one reader seen attached to $P-s" until_ok bash -c "'$SPMC' list | awk -v n='$P-s' '\$1 == n && \$6 == \"1/16\"' | grep -q ."
+r=$(row "$P-b")
+check "list: broadcast, 128 bytes, capacity 64, writer alive ($r)" \
+  test "$(awk '{print $2, $3, $4, $5}' <<<"$r")" = "broadcast 128 64 alive"
+r=$(row "$P-s")
+check "list: share, 1024 bytes, capacity 32, writer alive ($r)" \
+  test "$(awk '{print $2, $3, $4, $5}' <<<"$r")" = "share 1024 32 alive"
+s=$("$SPMC" stat "$P-b"); rc=$?
+check "stat of a live queue exits 0" test $rc -eq 0
+check "stat: fan-out broadcast" has "$s" "^fan-out   broadcast"
+check "stat: writer alive with its pid" has "$s" "^writer    alive, pid [0-9]"
+check "stat: 2 readers alive" has "$s" "^readers   2 alive, 2 entries held, 16 in the table"
+check "stat: two active, alive entries" test "$(grep -c '^  entry .* active   alive .* pid [0-9]' <<<"$s")" -eq 2
+s=$("$SPMC" stat "$P-s")
+check "stat: share shows its claims" has "$s" "^claims    up to 16 messages"
+check "stat: share, 1 reader alive" has "$s" "^readers   1 alive"
+w=$(timeout 2.5 "$SPMC" stat "$P-b" --watch)
+check "stat --watch prints again every second (2 or 3 frames in 2.5 s)" \
+  test "$(grep -c '^(every second' <<<"$w")" -ge 2
+
+echo "== rm refuses a live queue"
+out=$("$SPMC" rm "$P-b" 2>&1); rc=$?
+check "rm of a live queue exits 1" test $rc -eq 1
+check "rm says it is in use" has "$out" "is in use: a live process holds it"
+check "the live queue is still there" test -e /dev/shm/"${P#/}"-b
+
+echo "== a dead writer"
+live_writer "$P-d"
+{ kill -9 "$writer"; wait "$writer"; } 2>/dev/null
+check "list shows the writer dead" until_ok bash -c "'$SPMC' list | awk -v n='$P-d' '\$1 == n && \$5 == \"dead\"' | grep -q ."
+s=$("$SPMC" stat "$P-d")
+check "stat shows the writer dead" has "$s" "^writer    dead"
+
+if [ "$(id -u)" = 0 ] && unshare --pid --fork --mount-proc true 2>/dev/null; then
+  echo "== a writer in another PID namespace"
+  mkfifo "$tmp/in-ns"
+  unshare --pid --fork --mount-proc "$SPMC" send "$P-ns" < "$tmp/in-ns" &
+  ns=$!
+  pids+=($ns)
+  sleep 600 > "$tmp/in-ns" 2>/dev/null &
+  nsleep=$!
+  pids+=($nsleep)
+  until_ok test -e /dev/shm/"${P#/}"-ns
+  r=$(row "$P-ns")
+  check "list: its writer is alive ($r)" test "$(awk '{print $5}' <<<"$r")" = alive
+  s=$("$SPMC" stat "$P-ns")
+  check "stat: alive, with the pid it has in its own namespace" has "$s" "^writer    alive, pid [12] in its own PID namespace"
+  { kill -9 "$nsleep"; wait "$ns"; } 2>/dev/null # end of its input: it closes
+  check "the queue is gone once that writer has closed" until_ok test ! -e /dev/shm/"${P#/}"-ns
+else
+  echo "== (not root, or no unshare: the PID-namespace case is skipped)"
+fi
+
+echo "== foreign and hostile segments"
+head -c 4096 /dev/urandom | tr -d 'S' > /dev/shm/"${P#/}"-junk
+check "list leaves out a segment that is not ours" test -z "$(row "$P-junk")"
+out=$("$SPMC" stat "$P-junk" 2>&1); rc=$?
+check "stat of a foreign segment: exit 1, says not ours" \
+  bash -c "[ $rc -eq 1 ] && grep -q 'is not a queue of ours' <<<'$out'"
+out=$("$SPMC" rm "$P-junk" 2>&1); rc=$?
+check "rm refuses a segment that is not ours" \
+  bash -c "[ $rc -eq 1 ] && [ -e /dev/shm/${P#/}-junk ]"
+# A copy of the dead queue with its capacity scribbled (offset 16).
+cp /dev/shm/"${P#/}"-d /dev/shm/"${P#/}"-hostile
+printf '\377\377\377\377\377\377\377\177' | dd of=/dev/shm/"${P#/}"-hostile bs=1 seek=16 conv=notrunc status=none
+r=$(row "$P-hostile")
+check "list: a hostile header is reported, not read ($r)" has "$r" "do not fit together"
+out=$("$SPMC" stat "$P-hostile" 2>&1); rc=$?
+check "stat of a hostile header exits 1 with the problem" \
+  bash -c "[ $rc -eq 1 ] && grep -q 'damaged or hostile' <<<'$out'"
+# Only the magic number, then nothing: a creator that died at once.
+printf 'SPMC' > /dev/shm/"${P#/}"-short
+r=$(row "$P-short")
+check "list: a segment shorter than a header ($r)" has "$r" "shorter than a header"
+# Another wire-format version (offset 4): refused by list, stat and recv.
+cp /dev/shm/"${P#/}"-d /dev/shm/"${P#/}"-v6
+printf '\006' | dd of=/dev/shm/"${P#/}"-v6 bs=1 seek=4 conv=notrunc status=none
+r=$(row "$P-v6")
+check "list: another version is named as such ($r)" has "$r" "another wire-format version"
+out=$("$SPMC" recv "$P-v6" 2>&1); rc=$?
+check "recv refuses another version with a clear error" \
+  bash -c "[ $rc -eq 1 ] && grep -q 'not a queue of this version' <<<'$out'"
+# Random bytes after our magic, the whole size of a real queue.
+{ printf 'SPMC'; head -c 70000 /dev/urandom; } > /dev/shm/"${P#/}"-noise
+r=$(row "$P-noise")
+check "list: random bytes after the magic are reported ($r)" test -n "$r"
+for f in hostile short v6 noise; do
+  "$SPMC" stat "$P-$f" > /dev/null 2>&1
+  check "stat of $f ends with exit 1, not a signal" test $? -eq 1
+done
+out=$("$SPMC" rm "$P-d" 2>&1); rc=$?
+check "rm removes the dead queue" bash -c "[ $rc -eq 0 ] && [ ! -e /dev/shm/${P#/}-d ]"
+
+echo "== send | recv, both modes, every line accounted for"
+N=200000
+seq "$N" > "$tmp/lines"
+for mode in broadcast share; do
+  rm -f "$tmp/$mode".*
+  reader "$P-$mode" "$tmp/$mode.1"; r1=$!
+  reader "$P-$mode" "$tmp/$mode.2"; r2=$!
+  reader "$P-$mode" "$tmp/$mode.3"; r3=$!
+  "$SPMC" send "$P-$mode" --fanout "$mode" --capacity 256 --wait-readers 3 < "$tmp/lines"
+  check "send ($mode) exits 0" test $? -eq 0
+  for p in $r1 $r2 $r3; do
+    wait "$p"; check "recv ($mode) exits 0 at the end of the stream" test $? -eq 0
+  done
+  if [ "$mode" = broadcast ]; then
+    for k in 1 2 3; do
+      check "broadcast reader $k: all $N lines, in order" cmp -s "$tmp/lines" "$tmp/$mode.$k"
+    done
+  else
+    total=$(cat "$tmp/$mode".[123] | wc -l)
+    check "share: $N lines in all ($total)" test "$total" -eq "$N"
+    check "share: each line exactly once" \
+      bash -c "sort -n '$tmp/$mode'.[123] | cmp -s - '$tmp/lines'"
+  fi
+  check "the queue is gone after the end of the stream" test ! -e /dev/shm/"${P#/}-$mode"
+done
+
+echo "== send: a line too long for a message"
+printf 'short\n%0200d\nafter\n' 0 > "$tmp/long"
+reader "$P-long" "$tmp/long.out"; rl=$!
+out=$("$SPMC" send "$P-long" --size 64 --wait-readers 1 < "$tmp/long" 2>&1); rc=$?
+wait "$rl"
+check "send stops with exit 1 at the long line" \
+  bash -c "[ $rc -eq 1 ] && grep -q 'line 2 has 200 bytes' <<<'$out'"
+check "the reader got the line before it, and nothing after" \
+  test "$(cat "$tmp/long.out")" = "short"
+
+echo "== usage"
+"$SPMC" frobnicate > /dev/null 2>&1
+check "an unknown command exits 2" test $? -eq 2
+"$SPMC" send "$P-x" --capacity 3 < /dev/null > /dev/null 2>&1
+check "a capacity that is not a power of two: exit 1, nothing created" \
+  bash -c "[ $? -eq 1 ] && [ ! -e /dev/shm/${P#/}-x ]"
+"$SPMC" stat nameless > /dev/null 2>&1
+check "a name without its slash: exit 1" test $? -eq 1
+
+if [ ${#failed[@]} -ne 0 ]; then
+  echo "tool.sh: ${#failed[@]} check(s) FAILED:"
+  printf '  %s\n' "${failed[@]}"
+  exit 1
+fi
+echo "tool.sh: all checks passed"

@@ -1,0 +1,679 @@
+/* spmc.c - the command-line tool of the installed queue: see what queues
+ * exist, who writes and reads them, remove dead ones, and move lines of
+ * text through them.
+ *
+ *   spmc list                      every queue of ours in /dev/shm
+ *   spmc stat NAME [--watch]       one queue in full (each reader)
+ *   spmc rm NAME [--force]         remove a queue nobody alive holds
+ *   spmc send NAME [options]       standard input, one message per line
+ *   spmc recv NAME [options]       messages to standard output, one per line
+ *
+ * `list`, `stat` and `rm` only read the segment: opened read-only, mapped
+ * read-only, checked field by field exactly as an attaching reader checks
+ * it, before anything past the header is read. That is why this file
+ * includes the queue's source instead of linking the library: the checks,
+ * the layout and the lock bytes are the queue's own static functions, not
+ * a copy that could drift. Liveness is the kernel's answer (open file
+ * description locks, F_OFD_GETLK), never a pid.
+ *
+ * Exit status: 0 done; 1 the operation failed (the line says why); 2 bad
+ * usage.
+ */
+#include "spmc_queue.c" /* the queue of the installed day (-I dayN); it defines _GNU_SOURCE */
+
+#include <dirent.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+enum { EXIT_USAGE = 2 };
+
+/* send and recv wait in slices this long, to notice a signal (Ctrl-C): the
+ * queue's own waits resume after one. */
+static const int64_t TICK_NS = 100000000;
+
+static volatile sig_atomic_t stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: spmc list\n"
+            "       spmc stat NAME [--watch]\n"
+            "       spmc rm NAME [--force]\n"
+            "       spmc send NAME [--fanout broadcast|share] [--size BYTES] [--capacity N]\n"
+            "                      [--readers N] [--wait-readers N]\n"
+            "       spmc recv NAME [--wait SECONDS]\n"
+            "Queues of wire-format version %u (NAME is /name, as in /dev/shm/name).\n"
+            "send: one message per line of standard input (at most --size - 4 bytes,\n"
+            "  default 1024), end of input closes the queue; --wait-readers N waits for\n"
+            "  N readers before the first line (broadcast readers see only what is sent\n"
+            "  after they attach).\n"
+            "recv: one line per message on standard output until the writer closes;\n"
+            "  --wait SECONDS (10): how long to wait for the queue to appear.\n",
+            SPMC_VERSION);
+}
+
+static int bad_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "spmc: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n");
+    usage(stderr);
+    return EXIT_USAGE;
+}
+
+/* ===================================================================== */
+/* Reading a segment, read-only                                            */
+/* ===================================================================== */
+
+/* What `list` and `stat` show of one reader entry. */
+struct entry_view {
+    unsigned state; /* enum spmc_entry_state */
+    int alive;      /* its lock is held: a live process holds the entry */
+    int pid;        /* the holder's pid in its own PID namespace (information only) */
+    uint64_t position; /* broadcast: its published cursor */
+};
+
+/* One segment as `list` and `stat` see it. */
+struct view {
+    char name[SPMC_NAME_MAX + 2];
+    const char *problem; /* NULL: a valid queue; else why it is not usable */
+    uint32_t version;
+    struct geometry g;
+    int writer_alive, closed, writer_pid;
+    uint64_t head, read_pos, reaped, redelivered;
+    unsigned readers, readers_alive;
+    int64_t behind; /* slowest live reader (broadcast), unclaimed (share); -1 none */
+    struct entry_view *entries;
+};
+
+/* Look at the segment open (read-only) on @p fd. Fills @p v; returns 0 if
+ * it is ours (its first four bytes are our magic), -1 if it is not. */
+static int look(int fd, struct view *v, int want_entries)
+{
+    struct stat st;
+    uint32_t magic = 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < (off_t)sizeof magic ||
+        pread(fd, &magic, sizeof magic, 0) != (ssize_t)sizeof magic || magic != SPMC_MAGIC)
+        return -1;
+    v->writer_alive = held_elsewhere(fd, WRITER_LOCK);
+    v->behind = -1;
+    if ((size_t)st.st_size < sizeof(struct spmc_shm_header)) {
+        v->problem = "shorter than a header (being created, or left half-made)";
+        return 0;
+    }
+    const struct spmc_shm_header *h = mmap(NULL, sizeof *h, PROT_READ, MAP_SHARED, fd, 0);
+    if (h == MAP_FAILED) {
+        v->problem = "cannot be mapped";
+        return 0;
+    }
+    v->version = h->version;
+    struct header_copy c = {h->magic,     h->version,   h->header_size,
+                            h->cacheline, h->elem_size, h->capacity,
+                            h->slot_size, h->fanout,    h->max_readers,
+                            h->claim_max};
+    /* Pairs with the release store of ready in spmc_queue_create_opts(). */
+    int ready = atomic_load_explicit(&h->ready, memory_order_acquire) == SPMC_READY;
+    munmap((void *)h, sizeof *h);
+    if (!ready) {
+        v->problem = v->writer_alive ? "being created" : "left half-made by a creator that died";
+        return 0;
+    }
+    if (c.version != SPMC_VERSION) {
+        v->problem = "another wire-format version";
+        return 0;
+    }
+    if (check_header(&c, 0, 0, st.st_size, &v->g) != 0) {
+        v->problem = "header fields that do not fit together (damaged or hostile)";
+        return 0;
+    }
+    /* Checked: map the whole segment, read-only. */
+    void *base = mmap(NULL, v->g.map_size, PROT_READ, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        v->problem = "cannot be mapped";
+        return 0;
+    }
+    const struct spmc_shm_header *hh = base;
+    const struct spmc_shm_reader *table = (const struct spmc_shm_reader *)(hh + 1);
+    v->writer_pid = (int)atomic_load_explicit(&hh->writer_pid, memory_order_relaxed);
+    v->closed = atomic_load_explicit(&hh->closed, memory_order_acquire) != 0;
+    v->head = atomic_load_explicit(&hh->head, memory_order_acquire);
+    v->read_pos = full_index(v->head, atomic_load_explicit(&hh->read_index,
+                                                           memory_order_relaxed) & POS);
+    v->reaped = atomic_load_explicit(&hh->reaped, memory_order_relaxed);
+    v->redelivered = atomic_load_explicit(&hh->redelivered, memory_order_relaxed);
+    if (want_entries)
+        v->entries = calloc(v->g.max_readers, sizeof *v->entries);
+    uint64_t slowest = v->head;
+    int any = 0;
+    for (unsigned e = 0; e < v->g.max_readers; e++) {
+        uint64_t w = atomic_load_explicit(&table[e].word, memory_order_acquire);
+        unsigned state = entry_state(w);
+        int alive = state != SPMC_ENTRY_FREE && held_elsewhere(fd, reader_lock(e));
+        uint64_t cursor = atomic_load_explicit(&table[e].cursor, memory_order_relaxed);
+        if (state != SPMC_ENTRY_FREE)
+            v->readers++;
+        if (alive)
+            v->readers_alive++;
+        if (alive && state == SPMC_ENTRY_ACTIVE && (v->head - cursor) <= v->g.capacity &&
+            (int64_t)(cursor - slowest) < 0) {
+            slowest = cursor;
+        }
+        if (alive && state == SPMC_ENTRY_ACTIVE)
+            any = 1;
+        if (v->entries != NULL)
+            v->entries[e] = (struct entry_view){state, alive, (int)(w >> 32), cursor};
+    }
+    if (v->g.fanout == SPMC_BROADCAST)
+        v->behind = any ? (int64_t)(v->head - slowest) : -1;
+    else
+        v->behind = (v->head - v->read_pos) <= v->g.capacity ? (int64_t)(v->head - v->read_pos)
+                                                             : -1;
+    munmap(base, v->g.map_size);
+    return 0;
+}
+
+/* Open /dev/shm/NAME (NAME is "/x") read-only and look at it. 0, -1 (not
+ * ours), or a negative errno of shm_open(). */
+static int look_up(const char *name, struct view *v, int want_entries)
+{
+    memset(v, 0, sizeof *v);
+    int rc = check_name(name);
+    if (rc != 0)
+        return rc;
+    snprintf(v->name, sizeof v->name, "%s", name);
+    int fd = shm_open(name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0); /* a FIFO must not block us */
+    if (fd < 0)
+        return -errno;
+    rc = look(fd, v, want_entries);
+    close(fd);
+    return rc;
+}
+
+static const char *fanout_name(uint32_t f)
+{
+    return f == SPMC_BROADCAST ? "broadcast" : f == SPMC_SHARE ? "share" : "?";
+}
+
+static const char *writer_word(const struct view *v)
+{
+    if (v->writer_alive)
+        return "alive";
+    return v->closed ? "closed" : "dead";
+}
+
+/* ===================================================================== */
+/* list                                                                    */
+/* ===================================================================== */
+
+static void list_row(const struct view *v)
+{
+    if (v->problem != NULL) {
+        printf("%-24s %s\n", v->name, v->problem);
+        return;
+    }
+    char behind[24];
+    if (v->behind < 0)
+        snprintf(behind, sizeof behind, "-");
+    else
+        snprintf(behind, sizeof behind, "%" PRId64, v->behind);
+    printf("%-24s %-9s %8" PRIu64 " %8" PRIu64 " %-6s %4u/%-4u %12" PRIu64 " %8s\n", v->name,
+           fanout_name(v->g.fanout), v->g.elem_size, v->g.capacity, writer_word(v),
+           v->readers_alive, v->g.max_readers, v->head, behind);
+}
+
+static int cmd_list(int argc, char **argv)
+{
+    if (argc > 2)
+        return bad_usage("list takes no argument (got '%s')", argv[2]);
+    DIR *d = opendir("/dev/shm");
+    if (d == NULL) {
+        fprintf(stderr, "spmc: cannot read /dev/shm: %s\n", strerror(errno));
+        return 1;
+    }
+    printf("%-24s %-9s %8s %8s %-6s %9s %12s %8s\n", "NAME", "FANOUT", "SIZE", "CAPACITY",
+           "WRITER", "READERS", "PUSHED", "BEHIND");
+    struct dirent *de;
+    unsigned shown = 0;
+    while ((de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.' || strlen(de->d_name) + 1 > SPMC_NAME_MAX)
+            continue;
+        char name[SPMC_NAME_MAX + 2];
+        snprintf(name, sizeof name, "/%s", de->d_name);
+        struct view v;
+        if (look_up(name, &v, 0) != 0)
+            continue; /* not ours, not readable, or gone meanwhile */
+        list_row(&v);
+        shown++;
+    }
+    closedir(d);
+    if (shown == 0)
+        printf("(no queue of ours in /dev/shm)\n");
+    printf("SIZE: payload bytes per message; READERS: alive/table size; BEHIND: messages the\n"
+           "slowest live reader has yet to take (broadcast, as of its last published position),\n"
+           "or not yet claimed by any reader (share)\n");
+    return 0;
+}
+
+/* ===================================================================== */
+/* stat                                                                    */
+/* ===================================================================== */
+
+static const char *state_name(unsigned s)
+{
+    switch (s) {
+    case SPMC_ENTRY_FREE: return "free";
+    case SPMC_ENTRY_JOINING: return "joining";
+    case SPMC_ENTRY_ACTIVE: return "active";
+    default: return "starting";
+    }
+}
+
+static int stat_once(const char *name)
+{
+    struct view v;
+    int rc = look_up(name, &v, 1);
+    if (rc == -1) {
+        fprintf(stderr, "spmc: %s is not a queue of ours (no magic number at its start)\n", name);
+        return 1;
+    }
+    if (rc != 0) {
+        fprintf(stderr, "spmc: %s: %s\n", name, strerror(-rc));
+        return 1;
+    }
+    printf("queue     %s\n", v.name);
+    if (v.problem != NULL) {
+        printf("problem   %s", v.problem);
+        if (v.version != 0 && v.version != SPMC_VERSION)
+            printf(" (version %u; this tool reads version %u)", v.version, SPMC_VERSION);
+        printf("\nwriter    %s (its lock %s held)\n", v.writer_alive ? "alive" : "gone",
+               v.writer_alive ? "is" : "is not");
+        free(v.entries);
+        return 1;
+    }
+    printf("version   %u\n", SPMC_VERSION);
+    printf("fan-out   %s\n", fanout_name(v.g.fanout));
+    printf("message   %" PRIu64 " bytes (slot %u bytes)\n", v.g.elem_size, v.g.slot_size);
+    printf("capacity  %" PRIu64 " messages\n", v.g.capacity);
+    if (v.g.fanout == SPMC_SHARE)
+        printf("claims    up to %u messages\n", v.g.claim_max);
+    printf("segment   %zu bytes\n", v.g.map_size);
+    printf("writer    %s", writer_word(&v));
+    if (v.writer_alive)
+        printf(", pid %d in its own PID namespace", v.writer_pid);
+    printf("\npushed    %" PRIu64 "\n", v.head);
+    if (v.g.fanout == SPMC_SHARE)
+        printf("claimed   %" PRIu64 " (%" PRId64 " waiting for a reader)\n", v.read_pos, v.behind);
+    printf("readers   %u alive, %u entries held, %u in the table\n", v.readers_alive, v.readers,
+           v.g.max_readers);
+    printf("reaped    %" PRIu64 " entries of dead readers", v.reaped);
+    if (v.g.fanout == SPMC_SHARE)
+        printf(", %" PRIu64 " messages delivered again", v.redelivered);
+    printf("\n");
+    for (unsigned e = 0; v.entries != NULL && e < v.g.max_readers; e++) {
+        const struct entry_view *r = &v.entries[e];
+        if (r->state == SPMC_ENTRY_FREE)
+            continue;
+        printf("  entry %-4u %-8s %-5s", e, state_name(r->state), r->alive ? "alive" : "dead");
+        if (v.g.fanout == SPMC_BROADCAST && (v.head - r->position) <= v.g.capacity)
+            printf(" at %-12" PRIu64 " %8" PRIu64 " behind", r->position, v.head - r->position);
+        printf(" pid %d\n", r->pid);
+    }
+    free(v.entries);
+    return 0;
+}
+
+static int cmd_stat(int argc, char **argv)
+{
+    const char *name = NULL;
+    int watch = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--watch") == 0)
+            watch = 1;
+        else if (argv[i][0] == '-')
+            return bad_usage("stat: unknown option '%s'", argv[i]);
+        else if (name == NULL)
+            name = argv[i];
+        else
+            return bad_usage("stat takes one NAME (got '%s' too)", argv[i]);
+    }
+    if (name == NULL)
+        return bad_usage("stat needs a NAME%s", "");
+    if (!watch)
+        return stat_once(name);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    int rc = 0;
+    while (!stop) {
+        printf("\033[H\033[2J"); /* home, clear: like top */
+        rc = stat_once(name);
+        printf("(every second; Ctrl-C to stop)\n");
+        fflush(stdout);
+        struct timespec one = {1, 0};
+        nanosleep(&one, NULL);
+    }
+    return rc;
+}
+
+/* ===================================================================== */
+/* rm                                                                      */
+/* ===================================================================== */
+
+/* Does a live process hold any lock on the file? One F_OFD_GETLK over the
+ * whole file answers for the writer and every reader, whatever the header
+ * says: a hostile header cannot hide a live holder. */
+static int anyone_alive(int fd)
+{
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0)
+        return 1; /* cannot tell: say alive */
+    return fl.l_type != F_UNLCK;
+}
+
+static int cmd_rm(int argc, char **argv)
+{
+    const char *name = NULL;
+    int force = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--force") == 0)
+            force = 1;
+        else if (argv[i][0] == '-')
+            return bad_usage("rm: unknown option '%s'", argv[i]);
+        else if (name == NULL)
+            name = argv[i];
+        else
+            return bad_usage("rm takes one NAME (got '%s' too)", argv[i]);
+    }
+    if (name == NULL)
+        return bad_usage("rm needs a NAME%s", "");
+    int rc = check_name(name);
+    if (rc != 0) {
+        fprintf(stderr, "spmc: %s: not a queue name (one '/' then up to %d characters)\n", name,
+                SPMC_NAME_MAX - 1);
+        return 1;
+    }
+    int fd = shm_open(name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0); /* a FIFO must not block us */
+    if (fd < 0) {
+        fprintf(stderr, "spmc: %s: %s\n", name, strerror(errno));
+        return 1;
+    }
+    struct view v = {0};
+    snprintf(v.name, sizeof v.name, "%s", name);
+    if (look(fd, &v, 0) != 0) {
+        fprintf(stderr, "spmc: %s is not a queue of ours (no magic number at its start); "
+                        "not removed\n", name);
+        close(fd);
+        return 1;
+    }
+    if (anyone_alive(fd)) {
+        if (!force) {
+            fprintf(stderr, "spmc: %s is in use: a live process holds it (writer %s, %u "
+                            "reader(s) alive); not removed (--force removes it anyway)\n",
+                    name, v.writer_alive ? "alive" : "gone", v.readers_alive);
+            close(fd);
+            return 1;
+        }
+        fprintf(stderr, "spmc: warning: %s is in use by a live process; removing its name "
+                        "anyway (processes that have it open keep their mapping)\n", name);
+    }
+    rc = unlink_if_same(name, fd);
+    close(fd);
+    if (rc != 0) {
+        fprintf(stderr, "spmc: %s: %s\n", name,
+                rc == -EEXIST ? "replaced by another segment meanwhile; not removed"
+                              : strerror(-rc));
+        return 1;
+    }
+    printf("removed %s\n", name);
+    return 0;
+}
+
+/* ===================================================================== */
+/* send and recv                                                           */
+/* ===================================================================== */
+
+/* A message carries one line: its length (4 bytes, native order), then its
+ * bytes, without the newline. */
+enum { LEN_BYTES = 4 };
+
+static int parse_count(const char *opt, const char *s, uint64_t max, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] == '-' || errno != 0 || end == s || *end != '\0' || v > max) {
+        fprintf(stderr, "spmc: %s wants a number from 0 to %" PRIu64 ", not '%s'\n", opt, max, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int cmd_send(int argc, char **argv)
+{
+    const char *name = NULL;
+    struct spmc_options o = {.fanout = SPMC_BROADCAST, .max_readers = SPMC_DEFAULT_READERS};
+    uint64_t size = 1024, capacity = 1024, wait_for = 0, readers = SPMC_DEFAULT_READERS;
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        int bad = 0;
+        if (strcmp(a, "--fanout") == 0 && val != NULL) {
+            if (strcmp(val, "broadcast") == 0)
+                o.fanout = SPMC_BROADCAST;
+            else if (strcmp(val, "share") == 0)
+                o.fanout = SPMC_SHARE;
+            else
+                return bad_usage("--fanout is broadcast or share, not '%s'", val);
+            i++;
+        } else if (strcmp(a, "--size") == 0 && val != NULL) {
+            bad = parse_count(a, val, UINT32_MAX / 2, &size);
+            i++;
+        } else if (strcmp(a, "--capacity") == 0 && val != NULL) {
+            bad = parse_count(a, val, UINT64_C(1) << 40, &capacity);
+            i++;
+        } else if (strcmp(a, "--readers") == 0 && val != NULL) {
+            bad = parse_count(a, val, SPMC_MAX_READERS, &readers);
+            i++;
+        } else if (strcmp(a, "--wait-readers") == 0 && val != NULL) {
+            bad = parse_count(a, val, SPMC_MAX_READERS, &wait_for);
+            i++;
+        } else if (a[0] == '-') {
+            return bad_usage("send: unknown option, or one without its value: '%s'", a);
+        } else if (name == NULL) {
+            name = a;
+        } else {
+            return bad_usage("send takes one NAME (got '%s' too)", a);
+        }
+        if (bad)
+            return EXIT_USAGE;
+    }
+    if (name == NULL)
+        return bad_usage("send needs a NAME%s", "");
+    if (size <= LEN_BYTES) {
+        fprintf(stderr, "spmc: --size must be more than %d (a message holds the line's length, "
+                        "then the line)\n", LEN_BYTES);
+        return EXIT_USAGE;
+    }
+    if (wait_for > readers) {
+        fprintf(stderr, "spmc: --wait-readers %" PRIu64 " is more than --readers %" PRIu64 "\n",
+                wait_for, readers);
+        return EXIT_USAGE;
+    }
+    o.max_readers = (unsigned)readers;
+    struct spmc_queue q;
+    int rc = spmc_queue_create_opts(&q, name, (size_t)size, (size_t)capacity, &o);
+    if (rc != 0) {
+        fprintf(stderr, "spmc: cannot create %s: %s%s\n", name, strerror(-rc),
+                rc == -EEXIST ? " (spmc stat shows who holds it; spmc rm removes a dead one)"
+                : rc == -EINVAL ? " (--capacity must be a power of two, 2 or more for share; "
+                                  "--readers 1 or more)"
+                                : "");
+        return 1;
+    }
+    struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: getline() returns */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    while (wait_for > 0 && !stop &&
+           (rc = spmc_queue_wait_readers(&q, (unsigned)wait_for, TICK_NS)) != 0) {
+        if (rc != -ETIMEDOUT) {
+            fprintf(stderr, "spmc: waiting for readers of %s: %s\n", name, strerror(-rc));
+            (void)spmc_queue_destroy(&q);
+            return 1;
+        }
+    }
+    unsigned char *msg = calloc(1, (size_t)size);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    uint64_t lines = 0;
+    int status = 0;
+    while (msg != NULL && !stop && (n = getline(&line, &cap, stdin)) >= 0) {
+        if (n > 0 && line[n - 1] == '\n')
+            n--;
+        if ((uint64_t)n > size - LEN_BYTES) {
+            fprintf(stderr, "spmc: line %" PRIu64 " has %zd bytes; a message of --size %" PRIu64
+                            " holds %" PRIu64 ": stopped there, %" PRIu64 " lines sent\n",
+                    lines + 1, n, size, size - LEN_BYTES, lines);
+            status = 1;
+            break;
+        }
+        uint32_t len = (uint32_t)n;
+        memcpy(msg, &len, LEN_BYTES);
+        memcpy(msg + LEN_BYTES, line, (size_t)n);
+        while ((rc = spmc_queue_push(&q, msg, TICK_NS)) == -ETIMEDOUT && !stop)
+            ;
+        if (rc != 0) {
+            fprintf(stderr, "spmc: push of line %" PRIu64 " failed: %s\n", lines + 1,
+                    strerror(-rc));
+            status = 1;
+            break;
+        }
+        lines++;
+    }
+    if (msg == NULL) {
+        fprintf(stderr, "spmc: out of memory\n");
+        status = 1;
+    }
+    free(line);
+    free(msg);
+    /* Closes the queue: readers take what is left, then see the end. */
+    (void)spmc_queue_destroy(&q);
+    if (stop) {
+        fprintf(stderr, "spmc: stopped by a signal after %" PRIu64 " lines; queue closed\n", lines);
+        return 1;
+    }
+    return status;
+}
+
+static int cmd_recv(int argc, char **argv)
+{
+    const char *name = NULL;
+    uint64_t wait_s = 10;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--wait") == 0 && i + 1 < argc) {
+            if (parse_count("--wait", argv[++i], 86400, &wait_s) != 0)
+                return EXIT_USAGE;
+        } else if (argv[i][0] == '-') {
+            return bad_usage("recv: unknown option, or one without its value: '%s'", argv[i]);
+        } else if (name == NULL) {
+            name = argv[i];
+        } else {
+            return bad_usage("recv takes one NAME (got '%s' too)", argv[i]);
+        }
+    }
+    if (name == NULL)
+        return bad_usage("recv needs a NAME%s", "");
+    struct spmc_queue q;
+    int rc;
+    const uint64_t deadline = mono_ns() + wait_s * 1000000000u;
+    while ((rc = spmc_queue_attach(&q, name, 0, 0)) == -ENOENT && mono_ns() < deadline) {
+        struct timespec nap = {0, 10000000}; /* 10 ms */
+        nanosleep(&nap, NULL);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "spmc: cannot attach to %s: %s%s\n", name, strerror(-rc),
+                rc == -ENOENT   ? " (no such queue yet; spmc list shows those there are)"
+                : rc == -EPROTO ? " (not a queue of this version, or damaged: spmc stat says)"
+                : rc == -EPIPE  ? " (its writer has closed it)"
+                                : "");
+        return 1;
+    }
+    unsigned char *msg = malloc(q.elem_size);
+    uint64_t lines = 0;
+    int status = 0;
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    for (;;) {
+        if (msg == NULL || stop)
+            break;
+        rc = spmc_queue_pop(&q, msg, TICK_NS);
+        if (rc == -ETIMEDOUT)
+            continue;
+        if (rc != 0)
+            break;
+        uint32_t len;
+        memcpy(&len, msg, LEN_BYTES);
+        if (len > q.elem_size - LEN_BYTES) {
+            fprintf(stderr, "spmc: message %" PRIu64 " says it holds %u bytes, more than a "
+                            "message can: not a line of spmc send; stopped\n", lines + 1, len);
+            status = 1;
+            break;
+        }
+        fwrite(msg + LEN_BYTES, 1, len, stdout);
+        putchar('\n');
+        lines++;
+    }
+    if (msg == NULL) {
+        fprintf(stderr, "spmc: out of memory\n");
+        status = 1;
+    } else if (stop) {
+        fprintf(stderr, "spmc: stopped by a signal after %" PRIu64 " lines\n", lines);
+        status = 1;
+    } else if (status == 0 && rc != -EPIPE) {
+        fprintf(stderr, "spmc: %s after %" PRIu64 " lines: %s\n", name, lines,
+                rc == -EOWNERDEAD ? "the writer died (everything it sent was received)"
+                                  : strerror(-rc));
+        status = 1;
+    }
+    free(msg);
+    (void)spmc_queue_destroy(&q);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "spmc: cannot write standard output: %s\n", strerror(errno));
+        status = 1;
+    }
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return bad_usage("which command?%s", "");
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "list") == 0)
+        return cmd_list(argc, argv);
+    if (strcmp(cmd, "stat") == 0)
+        return cmd_stat(argc, argv);
+    if (strcmp(cmd, "rm") == 0)
+        return cmd_rm(argc, argv);
+    if (strcmp(cmd, "send") == 0)
+        return cmd_send(argc, argv);
+    if (strcmp(cmd, "recv") == 0)
+        return cmd_recv(argc, argv);
+    return bad_usage("unknown command '%s'", cmd);
+}
