@@ -89,8 +89,9 @@ day_tests = $(if $(wildcard tests/check_$(1).c),$(BUILD)/tests/check_$(1)) \
 TOOLS := $(BUILD)/common/baseline $(BUILD)/common/ceiling $(BUILD)/common/c2c
 
 .PHONY: all $(ALL_DAYS) test build-tests bench run race memcheck sanitize docs linkcheck diff deps soak fuzz plot layout \
-        deps-check deps-valgrind deps-docs deps-fuzz clean help tools \
-        exercise exercise-build exercise-run exercise-list exercise-check
+        deps-check deps-valgrind deps-docs deps-doxygen deps-fuzz clean help tools \
+        exercise exercise-build exercise-run exercise-list exercise-check \
+        lib install uninstall tool-test install-test
 
 all: $(foreach d,$(SEL),$(call day_progs,$(d)))
 	@true
@@ -192,6 +193,94 @@ $(BUILD)/common/%: $(BUILD)/common/%.o $(COMMON_OBJ)
 tools: $(TOOLS)
 
 # ---------------------------------------------------------------------------
+# The newest day as an installed library and tool: make lib, make install.
+# libspmc.a, libspmc.so.MAJOR.MINOR (soname libspmc.so.MAJOR, MAJOR the
+# wire-format version SPMC_VERSION), spmc_queue.h, spmc.pc, man pages from
+# the header's comments, and the spmc tool (tools/spmc.c).
+# ---------------------------------------------------------------------------
+LIB_DAY    := day7
+LIB_MAJOR  := $(shell sed -n 's/^\#define SPMC_VERSION \([0-9]*\)u$$/\1/p' $(LIB_DAY)/spmc_queue.h)
+LIB_MINOR  := 0
+PREFIX     ?= /usr/local
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+PCDIR      ?= $(LIBDIR)/pkgconfig
+LIB_OUT    := $(BUILD)/lib
+LIB_SONAME := libspmc.so.$(LIB_MAJOR)
+LIB_REAL   := libspmc.so.$(LIB_MAJOR).$(LIB_MINOR)
+LIB_FILES  := $(LIB_OUT)/libspmc.a $(LIB_OUT)/$(LIB_REAL) $(LIB_OUT)/spmc $(LIB_OUT)/spmc.pc \
+              $(LIB_OUT)/man/man3/spmc_queue.h.3
+# The man pages installed: the header's page, one per function and public
+# type (links to it or pages of their own), none for struct fields.
+LIB_MAN3    = $(notdir $(wildcard $(LIB_OUT)/man/man3/spmc_*.3))
+
+$(LIB_OUT)/spmc_queue.o: lib/libspmc.c $(LIB_DAY)/spmc_queue.c $(LIB_DAY)/spmc_queue.h
+	$(quiet) CC "$< (-I$(LIB_DAY) -fPIC -fvisibility=hidden)"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -I$(LIB_DAY) -c $< -o $@
+$(LIB_OUT)/libspmc.a: $(LIB_OUT)/spmc_queue.o
+	$(quiet) AR $@
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+$(LIB_OUT)/$(LIB_REAL): $(LIB_OUT)/spmc_queue.o lib/libspmc.map
+	$(quiet) LD $@
+	$(Q)$(CC) $(ALL_LDFLAGS) -shared -Wl,-soname,$(LIB_SONAME) -Wl,--version-script=lib/libspmc.map \
+	  $(LIB_OUT)/spmc_queue.o -o $@ $(LDLIBS)
+	$(Q)ln -sf $(LIB_REAL) $(LIB_OUT)/$(LIB_SONAME) && ln -sf $(LIB_SONAME) $(LIB_OUT)/libspmc.so
+# The tool includes the queue's source (see tools/spmc.c): one program.
+$(LIB_OUT)/spmc: tools/spmc.c $(LIB_DAY)/spmc_queue.c $(LIB_DAY)/spmc_queue.h
+	$(quiet) CC "$< (-I$(LIB_DAY))"
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) -I$(LIB_DAY) $< -o $@ $(ALL_LDFLAGS) $(LDLIBS)
+$(LIB_OUT)/spmc.pc: lib/spmc.pc.in $(LIB_DAY)/spmc_queue.h
+	$(quiet) GEN $@
+	$(Q)mkdir -p $(dir $@)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|; s|@LIBDIR@|$(LIBDIR)|; s|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	  -e 's|@MAJOR@|$(LIB_MAJOR)|g; s|@MINOR@|$(LIB_MINOR)|' $< > $@
+$(LIB_OUT)/man/man3/spmc_queue.h.3: $(LIB_DAY)/spmc_queue.h lib/Doxyfile.man | deps-doxygen
+	$(quiet) DOXYGEN "man pages of $<"
+	$(Q)rm -rf $(LIB_OUT)/man && mkdir -p $(LIB_OUT)
+	$(Q)(cat lib/Doxyfile.man; echo "INPUT = $<"; echo "OUTPUT_DIRECTORY = $(LIB_OUT)") | doxygen -
+
+lib: $(LIB_FILES)
+
+# DESTDIR stages the files elsewhere (packaging, CI); PREFIX says where they
+# will live, and goes into spmc.pc.
+install: $(LIB_FILES)
+	$(Q)set -e; d='$(DESTDIR)'; \
+	 install -d "$$d$(LIBDIR)" "$$d$(PCDIR)" "$$d$(INCLUDEDIR)" "$$d$(BINDIR)" "$$d$(MANDIR)/man1" "$$d$(MANDIR)/man3"; \
+	 install -m 644 $(LIB_OUT)/libspmc.a "$$d$(LIBDIR)/"; \
+	 install -m 755 $(LIB_OUT)/$(LIB_REAL) "$$d$(LIBDIR)/"; \
+	 ln -sf $(LIB_REAL) "$$d$(LIBDIR)/$(LIB_SONAME)"; ln -sf $(LIB_SONAME) "$$d$(LIBDIR)/libspmc.so"; \
+	 install -m 644 $(LIB_OUT)/spmc.pc "$$d$(PCDIR)/"; \
+	 install -m 644 $(LIB_DAY)/spmc_queue.h "$$d$(INCLUDEDIR)/"; \
+	 install -m 755 $(LIB_OUT)/spmc "$$d$(BINDIR)/"; \
+	 install -m 644 lib/spmc.1 "$$d$(MANDIR)/man1/"; \
+	 for m in $(LIB_MAN3); do install -m 644 $(LIB_OUT)/man/man3/$$m "$$d$(MANDIR)/man3/"; done; \
+	 if [ -z "$$d" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi; \
+	 echo "installed libspmc $(LIB_MAJOR).$(LIB_MINOR) ($(LIB_DAY)) and spmc under $$d$(PREFIX)"
+
+uninstall:
+	$(Q)d='$(DESTDIR)'; \
+	 rm -f "$$d$(LIBDIR)/libspmc.a" "$$d$(LIBDIR)/$(LIB_REAL)" "$$d$(LIBDIR)/$(LIB_SONAME)" \
+	       "$$d$(LIBDIR)/libspmc.so" "$$d$(PCDIR)/spmc.pc" "$$d$(INCLUDEDIR)/spmc_queue.h" \
+	       "$$d$(BINDIR)/spmc" "$$d$(MANDIR)/man1/spmc.1" "$$d$(MANDIR)/man3/spmc_queue.h.3"; \
+	 for m in "$$d$(MANDIR)"/man3/spmc_*.3; do \
+	   [ -e "$$m" ] || continue; \
+	   if grep -q '^\.so man3/spmc_queue.h.3' "$$m" || grep -q '"spmc"' "$$m"; then rm -f "$$m"; fi; \
+	 done; \
+	 if [ -z "$$d" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi; \
+	 echo "removed libspmc and spmc from $$d$(PREFIX)"
+
+# The tool's tests (tests/tool.sh) and the examples built against an
+# installed copy (tests/install.sh), both in `make test`.
+tool-test: $(LIB_OUT)/spmc
+	$(Q)BUILD=$(BUILD) ./tests/tool.sh
+install-test: $(LIB_FILES)
+	$(Q)MAKE="$(MAKE)" BUILD=$(BUILD) ./tests/install.sh
+
+# ---------------------------------------------------------------------------
 # Goals that act on the selected days.
 # ---------------------------------------------------------------------------
 TEST_BINS = $(foreach d,$(SEL),$(call day_tests,$(d)))
@@ -200,11 +289,14 @@ define no_days
 	@if [ -n "$(MISSING)" ]; then echo "$(MISSING): not built yet, skipped"; fi
 endef
 
-test: deps-check $(TEST_BINS) $(foreach d,$(SEL),$(call day_progs,$(d)))
+# With the newest day selected, `make test` also tests the tool and the
+# library as installed (tests/tool.sh, tests/install.sh).
+LIB_TESTS = $(if $(filter $(LIB_DAY),$(SEL)),tests/tool.sh tests/install.sh)
+test: deps-check $(TEST_BINS) $(foreach d,$(SEL),$(call day_progs,$(d))) $(if $(LIB_TESTS),$(LIB_FILES))
 	$(no_days)
 	@if [ -z "$(strip $(TEST_BINS))" ]; then echo "test: no day with tests selected"; exit 0; fi; \
-	 status=0; failed=""; for t in $(TEST_BINS); do \
-	   echo "== $$t"; $$t || { status=1; failed="$$failed $$t"; }; done; \
+	 status=0; failed=""; for t in $(TEST_BINS) $(LIB_TESTS); do \
+	   echo "== $$t"; BUILD=$(BUILD) MAKE="$(MAKE)" $$t || { status=1; failed="$$failed $$t"; }; done; \
 	 if [ $$status -ne 0 ]; then echo "test: FAILED:$$failed"; fi; \
 	 exit $$status
 
@@ -412,6 +504,8 @@ deps-valgrind:
 	@./common/deps.sh valgrind
 deps-docs:
 	@./common/deps.sh doxygen
+deps-doxygen:
+	@./common/deps.sh doxygen-only
 
 clean:
 	rm -rf $(sort $(BUILD) build)
@@ -438,6 +532,10 @@ help:
 	@echo "make fuzz                 hostile segment bytes into attach/pop of days 2-7 (clang)"
 	@echo "make exercise             days 3-6: the suites against exercises/dayN/spmc_queue.c, then TSan"
 	@echo "make exercise-check       every untouched exercise fails and still matches its day"
+	@echo "make lib                  the newest day as libspmc.a, libspmc.so, spmc.pc, man pages and the spmc tool (build/lib)"
+	@echo "make install                install them (PREFIX=/usr/local, DESTDIR for staging); make uninstall removes them"
+	@echo "make tool-test              the spmc tool against live, dead and hostile queues (tests/tool.sh)"
+	@echo "make install-test           install into a staging root, check exports and man pages, build and run examples/"
 	@echo "make deps                 install Check, Valgrind and Doxygen"
 	@echo "make clean                remove build/"
 	@echo "Examples: make day3 bench   make day2 test   make -C day4 test   V=1 make"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # deps.sh - make sure a tool the build needs is installed; install it with
 # apt-get on Debian/Ubuntu (through sudo when not root), or say exactly what
-# to run elsewhere. Usage: common/deps.sh check|valgrind|doxygen|plot ...
+# to run elsewhere. Usage: common/deps.sh check|valgrind|doxygen|doxygen-only|plot ...
 set -u
 
 need=()      # Debian packages to install
@@ -14,6 +14,8 @@ for what in "$@"; do
     valgrind) command -v valgrind >/dev/null 2>&1 || need+=(valgrind) ;;
     doxygen)  command -v doxygen  >/dev/null 2>&1 || need+=(doxygen) ;
               command -v dot      >/dev/null 2>&1 || need+=(graphviz) ;;
+    doxygen-only) # man pages: no pictures, no graphviz
+              command -v doxygen  >/dev/null 2>&1 || need+=(doxygen) ;;
     plot)     command -v gnuplot  >/dev/null 2>&1 || need+=(gnuplot-nox) ;;
     fuzz)     # clang, and its runtime with libFuzzer (a separate package on Debian)
               if ! command -v clang >/dev/null 2>&1; then need+=(clang)

@@ -119,6 +119,13 @@ check "stat of a foreign segment: exit 1, says not ours" \
 out=$("$SPMC" rm "$P-junk" 2>&1); rc=$?
 check "rm refuses a segment that is not ours" \
   bash -c "[ $rc -eq 1 ] && [ -e /dev/shm/${P#/}-junk ]"
+# A FIFO under a queue's name: opening it read-only must not wait for a writer.
+mkfifo /dev/shm/"${P#/}"-fifo
+out=$(timeout 10 "$SPMC" stat "$P-fifo" 2>&1); rc=$?
+check "stat of a FIFO returns at once, exit 1, not ours (exit $rc)" \
+  bash -c "[ $rc -eq 1 ] && grep -q 'is not a queue of ours' <<<'$out'"
+timeout 10 "$SPMC" list > /dev/null
+check "list with a FIFO in /dev/shm returns" test $? -eq 0
 # A copy of the dead queue with its capacity scribbled (offset 16).
 cp /dev/shm/"${P#/}"-d /dev/shm/"${P#/}"-hostile
 printf '\377\377\377\377\377\377\377\177' | dd of=/dev/shm/"${P#/}"-hostile bs=1 seek=16 conv=notrunc status=none
