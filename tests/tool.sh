@@ -26,6 +26,18 @@ check() { # check DESCRIPTION COMMAND...: ok if COMMAND succeeds
   if "$@"; then echo "  ok    $what"; else echo "  FAIL  $what"; failed+=("$what"); fi
 }
 has() { grep -q -- "$2" <<<"$1"; }
+# exits_with STATUS PATTERN COMMAND...: COMMAND exits STATUS and prints PATTERN
+exits_with() {
+  local want=$1 pattern=$2 out rc; shift 2
+  out=$("$@" 2>&1); rc=$?
+  [ "$rc" -eq "$want" ] && grep -q -- "$pattern" <<<"$out"
+}
+# scribbled SUFFIX OFFSET BYTES: $P-SUFFIX, a copy of the dead queue $P-d
+# with BYTES (a printf format) written at OFFSET
+scribbled() {
+  cp /dev/shm/"${P#/}"-d /dev/shm/"${P#/}-$1"
+  printf "$3" | dd of=/dev/shm/"${P#/}-$1" bs=1 seek="$2" conv=notrunc status=none
+}
 # Wait up to 10 s for COMMAND to succeed (a process to attach, say).
 until_ok() {
   local i
@@ -78,9 +90,8 @@ check "stat --watch prints again every second (2 or 3 frames in 2.5 s)" \
   test "$(grep -c '^(every second' <<<"$w")" -ge 2
 
 echo "== rm refuses a live queue"
-out=$("$SPMC" rm "$P-b" 2>&1); rc=$?
-check "rm of a live queue exits 1" test $rc -eq 1
-check "rm says it is in use" has "$out" "is in use: a live process holds it"
+check "rm of a live queue exits 1, says it is in use" \
+  exits_with 1 "is in use: a live process holds it" "$SPMC" rm "$P-b"
 check "the live queue is still there" test -e /dev/shm/"${P#/}"-b
 
 echo "== a dead writer"
@@ -113,39 +124,32 @@ fi
 echo "== foreign and hostile segments"
 head -c 4096 /dev/urandom | tr -d 'S' > /dev/shm/"${P#/}"-junk
 check "list leaves out a segment that is not ours" test -z "$(row "$P-junk")"
-out=$("$SPMC" stat "$P-junk" 2>&1); rc=$?
 check "stat of a foreign segment: exit 1, says not ours" \
-  bash -c "[ $rc -eq 1 ] && grep -q 'is not a queue of ours' <<<'$out'"
-out=$("$SPMC" rm "$P-junk" 2>&1); rc=$?
-check "rm refuses a segment that is not ours" \
-  bash -c "[ $rc -eq 1 ] && [ -e /dev/shm/${P#/}-junk ]"
+  exits_with 1 "is not a queue of ours" "$SPMC" stat "$P-junk"
+check "rm refuses a segment that is not ours" exits_with 1 "not removed" "$SPMC" rm "$P-junk"
+check "... and leaves it there" test -e /dev/shm/"${P#/}"-junk
 # A FIFO under a queue's name: opening it read-only must not wait for a writer.
 mkfifo /dev/shm/"${P#/}"-fifo
-out=$(timeout 10 "$SPMC" stat "$P-fifo" 2>&1); rc=$?
-check "stat of a FIFO returns at once, exit 1, not ours (exit $rc)" \
-  bash -c "[ $rc -eq 1 ] && grep -q 'is not a queue of ours' <<<'$out'"
+check "stat of a FIFO returns at once, exit 1, not ours" \
+  exits_with 1 "is not a queue of ours" timeout 10 "$SPMC" stat "$P-fifo"
 timeout 10 "$SPMC" list > /dev/null
 check "list with a FIFO in /dev/shm returns" test $? -eq 0
 # A copy of the dead queue with its capacity scribbled (offset 16).
-cp /dev/shm/"${P#/}"-d /dev/shm/"${P#/}"-hostile
-printf '\377\377\377\377\377\377\377\177' | dd of=/dev/shm/"${P#/}"-hostile bs=1 seek=16 conv=notrunc status=none
+scribbled hostile 16 '\377\377\377\377\377\377\377\177'
 r=$(row "$P-hostile")
 check "list: a hostile header is reported, not read ($r)" has "$r" "do not fit together"
-out=$("$SPMC" stat "$P-hostile" 2>&1); rc=$?
 check "stat of a hostile header exits 1 with the problem" \
-  bash -c "[ $rc -eq 1 ] && grep -q 'damaged or hostile' <<<'$out'"
+  exits_with 1 "damaged or hostile" "$SPMC" stat "$P-hostile"
 # Only the magic number, then nothing: a creator that died at once.
 printf 'SPMC' > /dev/shm/"${P#/}"-short
 r=$(row "$P-short")
 check "list: a segment shorter than a header ($r)" has "$r" "shorter than a header"
 # Another wire-format version (offset 4): refused by list, stat and recv.
-cp /dev/shm/"${P#/}"-d /dev/shm/"${P#/}"-v6
-printf '\006' | dd of=/dev/shm/"${P#/}"-v6 bs=1 seek=4 conv=notrunc status=none
+scribbled v6 4 '\006'
 r=$(row "$P-v6")
 check "list: another version is named as such ($r)" has "$r" "another wire-format version"
-out=$("$SPMC" recv "$P-v6" 2>&1); rc=$?
 check "recv refuses another version with a clear error" \
-  bash -c "[ $rc -eq 1 ] && grep -q 'not a queue of this version' <<<'$out'"
+  exits_with 1 "not a queue of this version" "$SPMC" recv "$P-v6"
 # Random bytes after our magic, the whole size of a real queue.
 { printf 'SPMC'; head -c 70000 /dev/urandom; } > /dev/shm/"${P#/}"-noise
 r=$(row "$P-noise")
@@ -154,8 +158,8 @@ for f in hostile short v6 noise; do
   "$SPMC" stat "$P-$f" > /dev/null 2>&1
   check "stat of $f ends with exit 1, not a signal" test $? -eq 1
 done
-out=$("$SPMC" rm "$P-d" 2>&1); rc=$?
-check "rm removes the dead queue" bash -c "[ $rc -eq 0 ] && [ ! -e /dev/shm/${P#/}-d ]"
+check "rm removes the dead queue" exits_with 0 "removed $P-d" "$SPMC" rm "$P-d"
+check "... and it is gone" test ! -e /dev/shm/"${P#/}"-d
 
 echo "== send | recv, both modes, every line accounted for"
 N=200000
@@ -186,10 +190,9 @@ done
 echo "== send: a line too long for a message"
 printf 'short\n%0200d\nafter\n' 0 > "$tmp/long"
 reader "$P-long" "$tmp/long.out"; rl=$!
-out=$("$SPMC" send "$P-long" --size 64 --wait-readers 1 < "$tmp/long" 2>&1); rc=$?
-wait "$rl"
 check "send stops with exit 1 at the long line" \
-  bash -c "[ $rc -eq 1 ] && grep -q 'line 2 has 200 bytes' <<<'$out'"
+  exits_with 1 "line 2 has 200 bytes" "$SPMC" send "$P-long" --size 64 --wait-readers 1 < "$tmp/long"
+wait "$rl"
 check "the reader got the line before it, and nothing after" \
   test "$(cat "$tmp/long.out")" = "short"
 

@@ -330,22 +330,31 @@ static int stat_once(const char *name)
     return 0;
 }
 
+/* The arguments of stat and rm: one NAME and an optional @p flag, in any
+ * order. 0, or EXIT_USAGE (said). */
+static int name_and_flag(int argc, char **argv, const char *flag, const char **name, int *set)
+{
+    *name = NULL;
+    *set = 0;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], flag) == 0)
+            *set = 1;
+        else if (argv[i][0] == '-')
+            return bad_usage("unknown option '%s'", argv[i]);
+        else if (*name == NULL)
+            *name = argv[i];
+        else
+            return bad_usage("one NAME only (got '%s' too)", argv[i]);
+    }
+    return *name == NULL ? bad_usage("which queue? (a NAME, such as /jobs)%s", "") : 0;
+}
+
 static int cmd_stat(int argc, char **argv)
 {
-    const char *name = NULL;
-    int watch = 0;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--watch") == 0)
-            watch = 1;
-        else if (argv[i][0] == '-')
-            return bad_usage("stat: unknown option '%s'", argv[i]);
-        else if (name == NULL)
-            name = argv[i];
-        else
-            return bad_usage("stat takes one NAME (got '%s' too)", argv[i]);
-    }
-    if (name == NULL)
-        return bad_usage("stat needs a NAME%s", "");
+    const char *name;
+    int watch;
+    if (name_and_flag(argc, argv, "--watch", &name, &watch) != 0)
+        return EXIT_USAGE;
     if (!watch)
         return stat_once(name);
     struct sigaction sa = {.sa_handler = on_signal};
@@ -380,20 +389,10 @@ static int anyone_alive(int fd)
 
 static int cmd_rm(int argc, char **argv)
 {
-    const char *name = NULL;
-    int force = 0;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--force") == 0)
-            force = 1;
-        else if (argv[i][0] == '-')
-            return bad_usage("rm: unknown option '%s'", argv[i]);
-        else if (name == NULL)
-            name = argv[i];
-        else
-            return bad_usage("rm takes one NAME (got '%s' too)", argv[i]);
-    }
-    if (name == NULL)
-        return bad_usage("rm needs a NAME%s", "");
+    const char *name;
+    int force;
+    if (name_and_flag(argc, argv, "--force", &name, &force) != 0)
+        return EXIT_USAGE;
     int rc = check_name(name);
     if (rc != 0) {
         fprintf(stderr, "spmc: %s: not a queue name (one '/' then up to %d characters)\n", name,
