@@ -46,6 +46,11 @@ until_ok() {
 }
 # The list line of queue NAME.
 row() { "$SPMC" list | awk -v n="$1" '$1 == n'; }
+# writer_is NAME WORD: list shows NAME as a complete queue whose writer is
+# WORD (alive, dead, closed)
+writer_is() { test "$(row "$1" | awk '{print $5}')" = "$2"; }
+# readers_are NAME ALIVE/TABLE: list shows that many live readers
+readers_are() { test "$(row "$1" | awk '{print $6}')" = "$2"; }
 # A writer that stays alive: send reading a FIFO that a sleep holds open
 # (its pid in $writer; the sleep's is killed at the end too).
 live_writer() { # live_writer NAME [send options]
@@ -56,7 +61,7 @@ live_writer() { # live_writer NAME [send options]
   pids+=($writer)
   sleep 600 > "$fifo" 2>/dev/null &
   pids+=($!)
-  until_ok test -e /dev/shm/"${name#/}"
+  until_ok writer_is "$name" alive # created, header complete
 }
 reader() { # reader NAME OUTFILE: spmc recv in the background
   "$SPMC" recv "$1" > "$2" 2>"$2.err" &
@@ -68,8 +73,8 @@ live_writer "$P-b" --capacity 64 --size 128
 reader "$P-b" "$tmp/b1"; reader "$P-b" "$tmp/b2"
 live_writer "$P-s" --fanout share --capacity 32
 reader "$P-s" "$tmp/s1"
-check "two readers seen attached to $P-b" until_ok bash -c "'$SPMC' list | awk -v n='$P-b' '\$1 == n && \$6 == \"2/16\"' | grep -q ."
-check "one reader seen attached to $P-s" until_ok bash -c "'$SPMC' list | awk -v n='$P-s' '\$1 == n && \$6 == \"1/16\"' | grep -q ."
+check "two readers seen attached to $P-b" until_ok readers_are "$P-b" 2/16
+check "one reader seen attached to $P-s" until_ok readers_are "$P-s" 1/16
 r=$(row "$P-b")
 check "list: broadcast, 128 bytes, capacity 64, writer alive ($r)" \
   test "$(awk '{print $2, $3, $4, $5}' <<<"$r")" = "broadcast 128 64 alive"
@@ -97,7 +102,7 @@ check "the live queue is still there" test -e /dev/shm/"${P#/}"-b
 echo "== a dead writer"
 live_writer "$P-d"
 { kill -9 "$writer"; wait "$writer"; } 2>/dev/null
-check "list shows the writer dead" until_ok bash -c "'$SPMC' list | awk -v n='$P-d' '\$1 == n && \$5 == \"dead\"' | grep -q ."
+check "list shows the writer dead" until_ok writer_is "$P-d" dead
 s=$("$SPMC" stat "$P-d")
 check "stat shows the writer dead" has "$s" "^writer    dead"
 
@@ -110,7 +115,7 @@ if [ "$(id -u)" = 0 ] && unshare --pid --fork --mount-proc true 2>/dev/null; the
   sleep 600 > "$tmp/in-ns" 2>/dev/null &
   nsleep=$!
   pids+=($nsleep)
-  until_ok test -e /dev/shm/"${P#/}"-ns
+  until_ok writer_is "$P-ns" alive
   r=$(row "$P-ns")
   check "list: its writer is alive ($r)" test "$(awk '{print $5}' <<<"$r")" = alive
   s=$("$SPMC" stat "$P-ns")
