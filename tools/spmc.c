@@ -243,10 +243,12 @@ static int cmd_list(int argc, char **argv)
     struct dirent *de;
     unsigned shown = 0;
     while ((de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.' || strlen(de->d_name) + 1 > SPMC_NAME_MAX)
-            continue;
-        char name[SPMC_NAME_MAX + 2];
-        snprintf(name, sizeof name, "/%s", de->d_name);
+        size_t len = strlen(de->d_name);
+        if (de->d_name[0] == '.' || len + 1 > SPMC_NAME_MAX)
+            continue; /* a name our queues cannot have */
+        char name[SPMC_NAME_MAX + 1];
+        name[0] = '/';
+        memcpy(name + 1, de->d_name, len + 1);
         struct view v;
         if (look_up(name, &v, 0) != 0)
             continue; /* not ours, not readable, or gone meanwhile */
