@@ -207,8 +207,10 @@ for ((r = 1; r <= LAT_ROUNDS; r++)); do
     [ ${#days[@]} -gt 0 ] || break
     lat_rounds+=("$r")
     lat_c2c+=("$(c2c)")
-    for d in "${days[@]}"; do
-        run "$BUILD/$d/benchmark" --latency --mode process --count "$LAT_COUNT" \
+    for d in ceiling "${days[@]}"; do
+        bin=$BUILD/$d/benchmark
+        [ "$d" = ceiling ] && bin=$BUILD/common/ceiling
+        run "$bin" --latency --mode process --count "$LAT_COUNT" \
             --size "$SIZE" --capacity "$CAPACITY" --csv
         status=$?
         if [ $status -ne 0 ]; then
@@ -284,16 +286,20 @@ done
 if [ ${#days[@]} -gt 0 ]; then
     c2c_med=$(printf '%s\n' "${lat_c2c[@]}" | median)
     echo
+    lat_ceiling=$(series P50 ceiling "${lat_rounds[@]}" | median)
     echo "Latency:   round trip, --mode process, $LAT_COUNT per run, medians of" \
         "$LAT_ROUNDS rounds; c2c median $(num "$c2c_med" 1 %.1f) ns"
-    printf '%-20s %9s %9s %9s %8s\n' day "p50 ns" "p99 ns" "p99.9 ns" "p50/c2c"
-    for d in "${days[@]}"; do
+    printf '%-20s %9s %9s %9s %8s %12s\n' day "p50 ns" "p99 ns" "p99.9 ns" "p50/c2c" \
+        "p50/ceiling"
+    for d in ceiling "${days[@]}"; do
         p50=$(series P50 "$d" "${lat_rounds[@]}" | median)
-        printf '%-20s %9s %9s %9s %8s\n' "$d" "$(num "$p50" 1 %.0f)" \
+        printf '%-20s %9s %9s %9s %8s %12s\n' "$d" "$(num "$p50" 1 %.0f)" \
             "$(num "$(series P99 "$d" "${lat_rounds[@]}" | median)" 1 %.0f)" \
             "$(num "$(series P999 "$d" "${lat_rounds[@]}" | median)" 1 %.0f)" \
-            "$(ratio "$p50" "$c2c_med")"
+            "$(ratio "$p50" "$c2c_med")" "$(ratio "$p50" "$lat_ceiling")"
     done
+    echo "  (ceiling: the same head-and-slot ring publishing each message at once:" \
+        "two lines each way, the floor of the days' design; c2c moves one line)"
 fi
 
 finish_runs "$failed" "$tmp/failures"

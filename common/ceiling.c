@@ -17,6 +17,15 @@
  * Process mode (the real IPC case): an anonymous shared mapping made before
  * fork(); the child consumes, the parent produces. Thread mode: a thread
  * consumes from the same mapping.
+ *
+ * --latency: the same ring as a round trip, measured the way the day
+ * benchmarks measure theirs: the parent pushes a message on one ring, the
+ * child pops it and pushes it back on a second ring, the parent pops it and
+ * checks it; two clock readings around each round trip. A message in flight
+ * alone cannot wait for 15 others, so here each push publishes head at once
+ * (tail still every PUBLISH_EVERY). Each direction then moves two lines,
+ * head and the slot, as every day does: this is the floor of that design on
+ * this machine, to set beside the c2c figure (one line, no payload).
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -172,6 +181,157 @@ static uint64_t produce(uint64_t *sum)
     return t0;
 }
 
+/* ---------------------------------------------------------------------- */
+/* --latency: two rings, one each way                                      */
+/* ---------------------------------------------------------------------- */
+
+/* One end of one ring: the mapping, its slots, our index and our cached
+ * copy of the other side's. */
+struct end {
+    struct ceiling_shm *shm;
+    unsigned char *slots;
+    uint64_t pos, cached;
+};
+
+/* Called between two looks at an empty (or full) ring, then relax(). Not
+ * inlined on purpose: on the machine this was written on, a loop of bare
+ * loads measured a slower and noisier round trip (and a `pause` slower
+ * still) than a loop with a call in it. Try it: make it `static inline`
+ * and compare the ceiling's latency row of `make bench` with the days'. */
+__attribute__((noinline)) static void poll_gap(unsigned *spins)
+{
+    __asm__ __volatile__("" ::: "memory");
+    relax(spins);
+}
+
+/* Copy @p buf into the next slot and publish it at once. */
+static void ring_push(struct end *e, const unsigned char *buf)
+{
+    unsigned spins = 0;
+    while (e->pos - e->cached == o.capacity) {
+        /* acquire: pairs with ring_pop()'s release of tail */
+        e->cached = atomic_load_explicit(&e->shm->tail, memory_order_acquire);
+        if (e->pos - e->cached == o.capacity)
+            poll_gap(&spins);
+    }
+    memcpy(e->slots + (e->pos & mask) * slot_size, buf, o.size);
+    e->pos++;
+    /* release: pairs with ring_pop()'s acquire of head */
+    atomic_store_explicit(&e->shm->head, e->pos, memory_order_release);
+}
+
+/* Copy the next message into @p buf. */
+static void ring_pop(struct end *e, unsigned char *buf)
+{
+    unsigned spins = 0;
+    while (e->pos == e->cached) {
+        /* acquire: pairs with ring_push()'s release of head */
+        e->cached = atomic_load_explicit(&e->shm->head, memory_order_acquire);
+        if (e->pos == e->cached)
+            poll_gap(&spins);
+    }
+    memcpy(buf, e->slots + (e->pos & mask) * slot_size, o.size);
+    e->pos++;
+    /* release: pairs with ring_push()'s acquire of tail */
+    if (e->pos % PUBLISH_EVERY == 0)
+        atomic_store_explicit(&e->shm->tail, e->pos, memory_order_release);
+}
+
+/* A fresh ring in an anonymous shared mapping of @p len bytes. */
+static struct end map_ring(size_t len)
+{
+    struct ceiling_shm *m =
+        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED)
+        die("mmap of %zu bytes:", len);
+    unsigned char *s = (unsigned char *)(m + 1);
+    memset(s, 0, (size_t)o.capacity * slot_size); /* fault pages in now */
+    return (struct end){.shm = m, .slots = s};
+}
+
+/* The echo side: pop each message from @p in, push it back on @p out. */
+static void echo(struct end in, struct end out, uint64_t total)
+{
+    bench_pin(&o, 1);
+    unsigned char *buf = msg_buffer();
+    for (uint64_t i = 0; i < total; i++) {
+        ring_pop(&in, buf);
+        ring_push(&out, buf);
+    }
+}
+
+struct echo_args {
+    struct end in, out;
+    uint64_t total;
+};
+
+static void *echo_thread(void *arg)
+{
+    struct echo_args *a = arg;
+    echo(a->in, a->out, a->total);
+    return NULL;
+}
+
+/* Round trips as the day benchmarks time them; prints their percentiles. */
+static void run_latency(void)
+{
+    const uint64_t warmup = 1000, total = o.latency_count + warmup;
+    size_t len = sizeof *shm + (size_t)o.capacity * slot_size;
+    struct end ping = map_ring(len), pong = map_ring(len);
+    struct echo_args args = {.in = ping, .out = pong, .total = total};
+    pthread_t tid;
+    if (o.process) {
+        fflush(NULL);
+        pid_t me = getpid();
+        child = fork();
+        if (child < 0)
+            die("fork:");
+        if (child == 0) {
+            child = 0;
+            parent = me;
+            echo(ping, pong, total);
+            _exit(0);
+        }
+    } else {
+        int rc = pthread_create(&tid, NULL, echo_thread, &args);
+        if (rc != 0)
+            die_rc(rc, "pthread_create");
+    }
+    uint64_t *rtt = malloc(o.latency_count * sizeof *rtt);
+    unsigned char *msg = malloc(o.size), *back = msg_buffer();
+    if (rtt == NULL || msg == NULL)
+        die("out of memory:");
+    for (uint64_t i = 0; i < total; i++) {
+        msg_fill(msg, o.size, i);
+        uint64_t t0 = now_ns();
+        ring_push(&ping, msg);
+        ring_pop(&pong, back);
+        uint64_t t1 = now_ns();
+        if (msg_seq(back) != i || !msg_intact(back, o.size))
+            die("round trip %llu came back as %llu", (unsigned long long)i,
+                (unsigned long long)msg_seq(back));
+        if (i >= warmup)
+            rtt[i - warmup] = t1 - t0;
+    }
+    if (o.process) {
+        int status;
+        if (waitpid(child, &status, 0) != child)
+            die("waitpid:");
+        child = 0;
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            die("the echo process failed");
+    } else {
+        int rc = pthread_join(tid, NULL);
+        if (rc != 0)
+            die_rc(rc, "pthread_join");
+    }
+    bench_report_latency(&o, "ceiling", rtt, o.latency_count);
+    free(rtt);
+    free(msg);
+    if (munmap(ping.shm, len) != 0 || munmap(pong.shm, len) != 0)
+        die("munmap:");
+}
+
 static void *consumer_thread(void *arg)
 {
     (void)arg;
@@ -229,8 +389,6 @@ static double run(void)
 int main(int argc, char **argv)
 {
     bench_parse(&o, argc, argv, 0);
-    if (o.latency)
-        die("--latency: not measured by ceiling (see the day benchmarks)");
     if (o.capacity <= 32 || (o.capacity & (o.capacity - 1)) != 0)
         die("--capacity must be a power of two above 32, got %llu",
             (unsigned long long)o.capacity);
@@ -243,6 +401,10 @@ int main(int argc, char **argv)
     mask = o.capacity - 1;
 
     bench_pin(&o, 0);
+    if (o.latency) {
+        run_latency();
+        return 0;
+    }
     run_seconds = malloc(o.runs * sizeof *run_seconds);
     if (run_seconds == NULL)
         die("malloc:");
