@@ -36,7 +36,7 @@ CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
 # ---------------------------------------------------------------------------
 # Which days exist, and which ones the command line names.
 # ---------------------------------------------------------------------------
-ALL_DAYS   := day1 day2 day3 day4 day5 day6 day7
+ALL_DAYS   := day1 day2 day3 day4 day5 day6 day7 day8
 DAYS       := $(patsubst %/,%,$(dir $(wildcard day*/producer.c)))
 NAMED_DAYS := $(filter $(ALL_DAYS),$(MAKECMDGOALS))
 MISSING    := $(filter-out $(DAYS),$(NAMED_DAYS))
@@ -340,10 +340,15 @@ KNOBS_BENCH := $(if $(NAMED_DAYS),$(if $(ARGS),,$(filter day4,$(SEL_BENCH))))
 # ends with the waiting table of the days that have a waitbench.
 WAIT_BENCH  := $(if $(NAMED_DAYS),$(if $(ARGS),,$(filter $(WAIT_DAYS),$(SEL_BENCH))))
 WAIT_TABLE  := $(if $(NAMED_DAYS),,$(WAIT_DAYS))
+# Day 8's records of any length (common/bench_records.sh): at the end of
+# `make bench`, and of `make day8 bench` without ARGS.
+RECORDS_DAY   := $(filter day8,$(DAYS))
+RECORDS_BENCH := $(if $(RECORDS_DAY),$(if $(NAMED_DAYS),$(if $(ARGS),,$(filter day8,$(SEL_BENCH))),day8))
 
 bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TOOLS)) \
        $(if $(KNOBS_BENCH),$(BUILD)/day3/benchmark $(DAY4_KNOB_BINS) $(BUILD)/common/c2c) \
-       $(if $(WAIT_BENCH)$(WAIT_TABLE),$(BUILD)/common/c2c $(foreach d,$(WAIT_DAYS),$(BUILD)/$(d)/waitbench $(BUILD)/$(d)/benchmark))
+       $(if $(WAIT_BENCH)$(WAIT_TABLE),$(BUILD)/common/c2c $(foreach d,$(WAIT_DAYS),$(BUILD)/$(d)/waitbench $(BUILD)/$(d)/benchmark)) \
+       $(if $(RECORDS_BENCH),$(BUILD)/common/c2c $(BUILD)/day8/records $(BUILD)/day7/benchmark)
 	$(no_days)
 	@if [ -z "$(SEL_BENCH)" ]; then echo "bench: no day has a benchmark yet (day 3 brings the first)"; exit 0; fi
 	@if [ -n "$(NAMED_DAYS)" ]; then for d in $(SEL_BENCH); do \
@@ -355,6 +360,7 @@ bench: $(foreach d,$(SEL_BENCH),$(call day_progs,$(d))) $(if $(NAMED_DAYS),,$(TO
 	   echo "== $$d benchmark"; $(BUILD)/$$d/benchmark $(ARGS) || exit 1; done; \
 	 else BUILD=$(BUILD) CC="$(CC)" CFLAGS_SHOWN="$(OPT)" ./common/bench.sh $(SEL_BENCH) && \
 	   { [ -z "$(WAIT_TABLE)" ] || { echo; BUILD=$(BUILD) ./common/bench_wait.sh $(WAIT_TABLE); }; }; fi
+	@if [ -n "$(RECORDS_BENCH)" ]; then echo; BUILD=$(BUILD) ./common/bench_records.sh; fi
 
 # The chart: from the last make bench (run first if there is none); then the
 # segment pictures.
@@ -520,6 +526,7 @@ help:
 	@echo "make bench                benchmark days 3+ and the baselines, one table"
 	@echo "make day4 bench           day 3 against day 4 with only its orders, only its alignment, both"
 	@echo "make day7 bench           day 6 and day 7 at full speed with their futex calls, then the waiting table"
+	@echo "make day8 bench           the same for day 7 and day 8, then records of 16 B to 64 KiB against a pipe, a socket, memcpy"
 	@echo "make run                  each day's producer/consumer demo, as real processes"
 	@echo "make race                 day 2's attach race: two readers at once, both attached? (ARGS=--tries N)"
 	@echo "make litmus               day 5's store-buffer litmus test (ARGS=\"--order acq_rel\")"
@@ -529,9 +536,9 @@ help:
 	@echo "make linkcheck            make docs, then check every link of build/docs offline"
 	@echo "make diff FROM=dayA TO=dayB   unified diff of two days' sources"
 	@echo "make soak                 day 6 for SOAK_SECONDS (60): consumers killed at random"
-	@echo "make plot                 docs/throughput.svg from the last make bench (gnuplot), then make layout"
+	@echo "make plot                 docs/throughput.svg and records.svg from the last make bench (gnuplot), then make layout"
 	@echo "make layout               docs/layout/dayN.dot and .svg from each day's offsetof() (graphviz)"
-	@echo "make fuzz                 hostile segment bytes into attach/pop of days 2-7 (clang)"
+	@echo "make fuzz                 hostile segment bytes into attach/pop of days 2-8 (clang)"
 	@echo "make exercise             days 3-6: the suites against exercises/dayN/spmc_queue.c, then TSan"
 	@echo "make exercise-check       every untouched exercise fails and still matches its day"
 	@echo "make lib                  the newest day as libspmc.a, libspmc.so, spmc.pc, man pages and the spmc tool (build/lib)"

@@ -258,6 +258,8 @@ uint64_t queue_max_capacity(const struct queue_limits *lim, uint64_t elem_size)
         return 0;
     uint64_t slot = (elem_size + lim->slot_align - 1) / lim->slot_align * lim->slot_align +
                     lim->slot_extra;
+    if (lim->records) /* the capacity counts slots, whatever the record size */
+        slot = lim->slot_align + lim->slot_extra;
     uint64_t n = lim->max_bytes / slot;
     while (lim->pow2 && (n & (n - 1)) != 0)
         n &= n - 1; /* down to the highest power of two */
@@ -277,6 +279,10 @@ void die_create(int rc, const char *name, uint64_t elem_size, uint64_t capacity,
     if (rc == -EINVAL && (elem_size == 0 || elem_size > lim->max_size))
         die("cannot create %s: --size must be 1 to %" PRIu64 " bytes, not %" PRIu64,
             name, lim->max_size, elem_size);
+    if (rc == -EINVAL && lim->records && capacity < 2 * ((elem_size + 63) / 64))
+        die("cannot create %s: --capacity counts 64-byte slots and must hold two of the "
+            "largest records: at least %" PRIu64 " for --size %" PRIu64 ", not %" PRIu64,
+            name, 2 * ((elem_size + 63) / 64), elem_size, capacity);
     if (rc == -EINVAL && lim->share && capacity < 2)
         die("cannot create %s: a work-sharing queue needs --capacity 2 or more, not %"
             PRIu64 " (with one slot, every push would wait until the message before "

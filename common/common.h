@@ -94,12 +94,13 @@ struct queue_limits {
     uint64_t slot_extra; /**< bytes each slot costs besides its message */
     int pow2;            /**< the capacity must be a power of two */
     int share;           /**< a work-sharing queue: the capacity must be 2 or more */
+    int records;         /**< day 8: the capacity counts 64-byte slots, at least twice the slots of the largest record */
 };
 
 /** Days 2 to 4: a header of @p header bytes, then capacity slots of exactly
  *  the message size, all of it within SIZE_MAX / 2 bytes. */
 #define QUEUE_LIMITS_RING(name_max, header) \
-    {(name_max), SIZE_MAX / 2 - (header), SIZE_MAX / 2 - (header), 1, 0, 0, 0}
+    {(name_max), SIZE_MAX / 2 - (header), SIZE_MAX / 2 - (header), 1, 0, 0, 0, 0}
 
 /** Days 5 and 6: messages of at most UINT32_MAX / 2 bytes in slots of whole
  *  cache lines, each slot with a hand-back word and up to a cache line of
@@ -107,7 +108,14 @@ struct queue_limits {
  *  within SIZE_MAX / 4 bytes; the capacity a power of two, and 2 or more
  *  when @p share. (Pass the largest reader table: a bound for every queue.) */
 #define QUEUE_LIMITS_SLOTS(name_max, table, share) \
-    {(name_max), UINT32_MAX / 2, SIZE_MAX / 4 - (table), 64, 8 + 64, 1, (share)}
+    {(name_max), UINT32_MAX / 2, SIZE_MAX / 4 - (table), 64, 8 + 64, 1, (share), 0}
+
+/** Day 8: records of at most SPMC_RECORD_MAX bytes in 64-byte slots, each
+ *  slot with a hand-back word and a header word, after a table of
+ *  @p table bytes, all of it within SIZE_MAX / 4 bytes; the capacity a
+ *  power of two, at least twice the slots of the largest record. */
+#define QUEUE_LIMITS_RECORDS(name_max, table, share) \
+    {(name_max), 0x7fffffffu, SIZE_MAX / 4 - (table), 64, 16, 1, (share), 1}
 
 /** The largest capacity @p lim allows for messages of @p elem_size bytes
  *  (0 if that size is out of range). */

@@ -184,7 +184,11 @@ static void send_msg(struct channel *ch, const unsigned char *m)
     else if (opt.via == MQ)
         rc = mq_send(ch->mq, (const char *)m, ELEM, 0) == 0 ? 0 : -errno;
     else
+#if SPMC_VERSION >= 8
+        rc = spmc_queue_push(&ch->q, m, ELEM, STUCK_NS); /* day 8: records carry their length */
+#else
         rc = spmc_queue_push(&ch->q, m, STUCK_NS);
+#endif
     if (rc != 0)
         die_rc(rc, "send (%s)", via_name[opt.via]);
 }
@@ -193,7 +197,12 @@ static void send_msg(struct channel *ch, const unsigned char *m)
 static int recv_msg(struct channel *ch, unsigned char *m, int64_t timeout_ns)
 {
     if (opt.via == QUEUE) {
+#if SPMC_VERSION >= 8
+        long n = spmc_queue_pop(&ch->q, m, ELEM, timeout_ns);
+        int rc = n < 0 ? (int)n : n == ELEM ? 0 : -EBADMSG;
+#else
         int rc = spmc_queue_pop(&ch->q, m, timeout_ns);
+#endif
         if (rc != 0 && rc != -ETIMEDOUT)
             die_rc(rc, "spmc_queue_pop");
         return rc;

@@ -497,6 +497,7 @@ START_TEST(test_sigkill_of_the_writer_ends_the_sleep)
 }
 END_TEST
 
+#ifdef SPMC_CLAIM_DEFAULT /* claims of many messages (days 5-7); day 8 claims one record */
 /* A work-sharing reader that leaves in the middle of a claim leaves its
  * messages to the others; a reader asleep meanwhile must deliver every one
  * of them, without sleeping in between (its sleeps last an hour here). */
@@ -556,6 +557,7 @@ START_TEST(test_share_sleeper_delivers_what_a_leaver_left)
     munmap(seen, 16);
 }
 END_TEST
+#endif
 
 /* A reader killed in its sleep is taken off the count of sleepers when
  * its entry is reaped; otherwise the writer would make a futex call at
@@ -731,7 +733,9 @@ static Suite *sleep_suite(void)
     tcase_add_loop_test(tc, test_destroy_wakes_sleeping_readers, 0, 2);
     tcase_add_loop_test(tc, test_sigkill_of_the_writer_ends_the_sleep, 0, 2);
     tcase_add_loop_test(tc, test_reader_killed_asleep_is_uncounted, 0, 2);
+#ifdef SPMC_CLAIM_DEFAULT
     tcase_add_test(tc, test_share_sleeper_delivers_what_a_leaver_left);
+#endif
     tcase_add_loop_test(tc, test_scribbled_futex_words_cost_a_slice_at_most, 0, 2);
     suite_add_tcase(s, tc);
 

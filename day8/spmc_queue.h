@@ -1,0 +1,692 @@
+/**
+ * @file day8/spmc_queue.h
+ * @brief A single-producer, multi-consumer queue of records of any length
+ *        in POSIX shared memory, written and read in place, that survives
+ *        crashed and stopped peers, stale segments, a full /dev/shm and
+ *        hostile segment contents, and whose waiters sleep in the kernel.
+ *
+ * One writer process creates the queue; up to `max_readers` reader
+ * processes attach to it by name, at any time, and detach when they like.
+ * The fan-out mode is chosen at creation and recorded in the header:
+ *
+ * **Records.** A message is a record of 0 to `max_record` bytes (fixed at
+ * creation). The ring is `capacity` slots of 64 bytes; a record takes the
+ * fewest whole slots that hold it (at least one) and never wraps: when it
+ * does not fit before the end of the ring, the writer fills the rest with
+ * a padding record and starts again at slot 0. A record's header, its
+ * length, is kept in a table beside the slots, one word per slot. The
+ * writer reserves room, writes the record in place and commits its length
+ * (spmc_queue_reserve(), spmc_queue_commit()); a reader looks at the next
+ * record in place and releases it when done (spmc_queue_peek(),
+ * spmc_queue_release()). spmc_queue_push() and spmc_queue_pop() copy.
+ *
+ * - **broadcast** (SPMC_BROADCAST): every reader receives every record, in
+ *   order, from the moment it attached. Each reader publishes its cursor in
+ *   its entry of the reader table; the writer never overwrites a slot that
+ *   a live reader has not released (the slowest live reader holds it back).
+ * - **work-sharing** (SPMC_SHARE): each record goes to exactly one reader.
+ *   A reader claims the next record with one compare-and-swap on the shared
+ *   read index, after recording the claim in its table entry, and hands its
+ *   slots back when it releases it.
+ *
+ * **Liveness.** Whether a peer is alive is decided by the kernel, never by
+ * a pid: the writer holds an open-file-description lock (F_OFD_SETLK) on
+ * byte 0 of the segment's file, and each reader holds one on the byte of
+ * its table entry, for as long as its handle is open. The kernel drops the
+ * lock when the process dies, whatever PID namespace the process and the
+ * observer are in. A stopped process still holds its locks: it is alive.
+ *
+ * **Crashes.** A dead broadcast reader is dropped from the table when it
+ * holds the writer back. A work-sharing record that a reader had claimed
+ * but not released when it died (or left) is delivered again, to another
+ * reader (or republished by the writer): a record is released exactly
+ * once, whoever dies. Readers of a writer that died drain what it published
+ * and then get -EOWNERDEAD. A queue whose writer died is removed by the next
+ * spmc_queue_create() of its name; nothing else is ever removed.
+ *
+ * Concurrency: one thread per handle; any number of reader handles, in any
+ * processes, pop concurrently with the one writer handle. A handle must not
+ * be copied while it is open. A child made by fork() drops the parent's
+ * locks at once (so that a dead parent does not look alive for as long as
+ * its child lives): it must not use the parent's handles, but may open its
+ * own; spmc_queue_destroy() on an inherited handle only unmaps it.
+ *
+ * **Waiting.** spmc_queue_pop(), spmc_queue_push() and
+ * spmc_queue_wait_readers() spin for a few microseconds, then sleep in the
+ * kernel on a futex word of the segment until a peer wakes them; try_pop()
+ * and try_push() never sleep, and make a system call only to wake a peer
+ * that said it sleeps.
+ * Every function returns 0 or a negative errno and prints nothing.
+ */
+#ifndef SPMC_QUEUE_H
+#define SPMC_QUEUE_H
+
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ===================================================================== */
+/* The shared-memory layout                                               */
+/* ===================================================================== */
+
+/** First word of every segment: "SPMC" in ASCII. */
+#define SPMC_MAGIC 0x434d5053u
+/** Layout version of this day's header; an attacher refuses any other. */
+#define SPMC_VERSION 8u
+/** Value of the ready word once the creator has written the whole header. */
+#define SPMC_READY 0x52454459u
+/** Cache-line size the layout assumes (recorded in the header). */
+#define SPMC_CACHELINE 64u
+/** Longest accepted name, leading '/' included (macOS allows 31). */
+#define SPMC_NAME_MAX 31
+/** Timeout value meaning "wait as long as it takes". */
+#define SPMC_WAIT_FOREVER (-1)
+/** How long attach waits for a creator still writing the header (ns). */
+#ifndef SPMC_ATTACH_WAIT_NS
+#define SPMC_ATTACH_WAIT_NS 1000000000
+#endif
+/** Longest a waiter sleeps before it looks at its peers' liveness (ns):
+ *  a process that died cannot wake anyone, so a reader asleep on a dead
+ *  writer notices within about this long. */
+#ifndef SPMC_SLICE_NS
+#define SPMC_SLICE_NS 100000000
+#endif
+/** The same for the writer waiting for room: as short as day 6's rate of
+ *  liveness checks, so that a reader that died while the writer slept on
+ *  it holds the writer back no longer than on day 6. */
+#ifndef SPMC_FULL_SLICE_NS
+#define SPMC_FULL_SLICE_NS 10000000
+#endif
+/** Defined from day 7 on: struct spmc_stats counts futex sleeps and wakes. */
+#define SPMC_STATS_SLEEPS 1
+/** Bytes of a slot: a record takes whole slots, and starts on one. */
+#define SPMC_SLOT 64u
+/** Header word of a padding record (bit 31 of its length): slots that carry no record. */
+#define SPMC_PAD_BIT 0x80000000u
+/** Largest max_record: a length fits in the 31 bits below SPMC_PAD_BIT. */
+#define SPMC_RECORD_MAX 0x7fffffffu
+/** Reader-table entries of a queue made by spmc_queue_create(). */
+#define SPMC_DEFAULT_READERS 16u
+/** Largest reader table a queue may have. */
+#define SPMC_MAX_READERS 1024u
+
+/** How records fan out to the readers. */
+enum spmc_fanout {
+    SPMC_BROADCAST = 1, /**< every reader gets every record */
+    SPMC_SHARE = 2,     /**< each record goes to exactly one reader */
+};
+
+/** State of a reader-table entry (the low two bits of its word). */
+enum spmc_entry_state {
+    SPMC_ENTRY_FREE = 0,    /**< unused; a new reader may claim it */
+    SPMC_ENTRY_JOINING = 1, /**< claimed, broadcast cursor not yet valid */
+    SPMC_ENTRY_ACTIVE = 2,  /**< a reader is attached */
+    SPMC_ENTRY_STARTING = 3, /**< broadcast: cursor published (the writer respects it), start not yet confirmed (not counted by spmc_queue_wait_readers()) */
+};
+
+/**
+ * One reader's entry in the reader table: a cache line of its own, so that
+ * readers publishing their cursors do not disturb one another.
+ *
+ * `word` says who holds the entry and in what state, in one 64-bit word:
+ * bits 0-1 the state (enum spmc_entry_state), bits 2-31 a generation
+ * counted up at every claim, bits 32-63 the holder's pid (for people
+ * reading the table; never used to decide liveness). Only the process that
+ * holds the entry's lock changes it, with one compare-and-swap.
+ */
+struct spmc_shm_reader {
+    alignas(SPMC_CACHELINE) _Atomic uint64_t cursor; /**< broadcast: next index this reader takes, published each time it passes a quarter of the ring, and before it waits */
+    _Atomic uint64_t word;                           /**< state, generation and pid: see above */
+    _Atomic uint64_t held;                           /**< share: the dead reader's record (its first index) this reader takes over, or is about to */
+    _Atomic uint64_t claim;                          /**< share: this reader's claim, one record: its first slot (mod 2^40) in bits 0-39, its slots in bits 40-62, bit 63 once it is on record (see claim_record()) */
+    _Atomic uint64_t done;                           /**< share: the claim's slots below this index are delivered (the claim's start, or its end once the record is released) */
+    _Atomic uint64_t asleep;                         /**< 1 while this reader is counted in the header's readers_asleep (a reaper uncounts a dead one) */
+};
+
+/**
+ * The header at offset 0 of the shared segment. Written by the creator,
+ * `magic` and then `ready` last; read by an attacher only after it has
+ * seen `ready == SPMC_READY`.
+ *
+ * Wire format (all fields native-endian, fixed width):
+ *
+ * | offset | size | field                                       | written by |
+ * |-------:|-----:|---------------------------------------------|------------|
+ * |      0 |   48 | magic, version, header_size, cacheline, max_record, capacity, slot_size, fanout, max_readers, reserved1 | creator, once |
+ * |     48 |   16 | ready, closed, writer_pid, writer_barrier    | writer     |
+ * |     64 |   16 | head, gate (own cache line)                 | writer     |
+ * |    128 |    8 | read_index (own cache line)                 | readers (share) |
+ * |    192 |   16 | reaped, redelivered (own cache line)        | whoever reaps |
+ * |    256 |   24 | readers_wake, writer_wake, readers_asleep, writer_asleep (own cache line) | both |
+ * |    320 | 64 x max_readers | reader table                     | readers    |
+ * |    ...  | capacity x 64 | slots: the records | writer |
+ * |    ...  | capacity x 8 | hand-back words, one per slot | readers (share) |
+ * |    ...  | capacity x 8 | record headers, one per slot | writer |
+ *
+ * A record that starts at index i, in slot s = `i & (capacity - 1)`, has
+ * its header in word (s mod 8) x capacity/8 + s/8 of the header table (word
+ * s when capacity is below 64), so that the headers of neighbouring
+ * records are in different lines: its index mod 2^32 in bits 32-63
+ * (so that a header of another lap, or a scribbled one, is seen for what it
+ * is) and its length in bits 0-31, SPMC_PAD_BIT set for a padding record,
+ * whose slots run to the end of the ring. A reader loads a header once,
+ * checks it, and never reads it again. Indices count slots, not records.
+ *
+ * The writer publishes every record by storing `head` (the index after it).
+ * A slot's 64-bit hand-back word (work-sharing) says: `i` "free for index
+ * i, or holds it"; `i + capacity` "index i released"; bit 63 set, an entry
+ * number in bits 52-61 and `(i + 1) mod 2^52` in bits 0-51: "the record at
+ * index i, left unreleased by a dead reader, taken over by that entry's
+ * reader" (on the record's first slot only).
+ * `read_index` holds the next position to claim mod 2^52 and, in bits
+ * 52-63, 1 + the entry that claimed last. Indices are free-running 64-bit
+ * counters; the slot of index i is `i & (capacity - 1)`.
+ *
+ * Sleeping: a reader with nothing to pop sleeps on the futex word
+ * `readers_wake`, after counting itself in `readers_asleep`; the writer,
+ * after every push, looks at that count and only if it is not zero
+ * changes the word and wakes them (FUTEX_WAKE). The writer waiting for room
+ * or for readers sleeps on `writer_wake` the same way, counted in
+ * `writer_asleep`; readers wake it when they give room back, join or
+ * leave. The futex words are 32 bits, as the system call wants.
+ * Locks (open file description locks on the segment's file, one byte
+ * each): byte 0 is held by the writer, byte 1 + e by the reader of entry e.
+ */
+struct spmc_shm_header {
+    uint32_t magic;          /**< SPMC_MAGIC */
+    uint32_t version;        /**< SPMC_VERSION */
+    uint32_t header_size;    /**< sizeof(struct spmc_shm_header) */
+    uint32_t cacheline;      /**< SPMC_CACHELINE */
+    uint64_t max_record;     /**< largest record, bytes */
+    uint64_t capacity;       /**< slots in the ring, a power of two */
+    uint32_t slot_size;      /**< bytes from one slot to the next: SPMC_SLOT */
+    uint32_t fanout;         /**< enum spmc_fanout */
+    uint32_t max_readers;    /**< entries in the reader table */
+    uint32_t reserved1;      /**< zero */
+    _Atomic uint32_t ready;  /**< SPMC_READY once the header is complete */
+    _Atomic uint32_t closed; /**< 1 once the writer has finished */
+    _Atomic uint32_t writer_pid; /**< the writer's pid in its own PID namespace (information only) */
+    uint32_t writer_barrier; /**< 1 when the writer, before it sleeps, makes every registered process pass a memory barrier (membarrier(2)): readers so registered may skip their fence after giving room back (see wake_writer()) */
+    alignas(SPMC_CACHELINE) _Atomic uint64_t head; /**< next index the writer fills (where a late reader starts) */
+    _Atomic uint64_t gate;   /**< broadcast: the highest low point (lowest reader cursor) the writer has relied on; only moves forward (see spmc_queue_attach) */
+    alignas(SPMC_CACHELINE) _Atomic uint64_t read_index; /**< share: the next index to claim (mod 2^52, bits 0-51) and 1 + the entry that claimed last (bits 52-63) */
+    alignas(SPMC_CACHELINE) _Atomic uint64_t reaped; /**< entries taken back from dead readers, in all */
+    _Atomic uint64_t redelivered; /**< share: records delivered again because their first reader died */
+    alignas(SPMC_CACHELINE) _Atomic uint32_t readers_wake; /**< futex word readers sleep on: changed by whoever wakes them */
+    _Atomic uint32_t writer_wake;    /**< futex word the writer sleeps on: changed by whoever wakes it */
+    _Atomic uint64_t readers_asleep; /**< bits 0-31: readers asleep on readers_wake, or about to be; bits 32-63: how many times one has said so (mod 2^32) */
+    _Atomic uint64_t writer_asleep;  /**< the same for the writer and writer_wake */
+};
+
+/* ===================================================================== */
+/* The handle                                                              */
+/* ===================================================================== */
+
+/** Which side of the queue a handle is. */
+enum spmc_role {
+    SPMC_WRITER = 1, /**< created the queue; pushes */
+    SPMC_READER = 2, /**< attached to it; pops */
+};
+
+/** Options for spmc_queue_create_opts(), best written with designated
+ *  initializers: `{.fanout = SPMC_SHARE, .max_readers = 4}`. */
+struct spmc_options {
+    enum spmc_fanout fanout; /**< SPMC_BROADCAST or SPMC_SHARE */
+    unsigned max_readers;    /**< reader-table entries, 1..SPMC_MAX_READERS */
+    unsigned perm;           /**< permission bits of the segment: 0 means 0600; 0660 opens it to the group */
+};
+
+/** A process's handle on a queue. The caller owns the storage; the
+ *  functions below fill it in and tear it down. Read-only to the caller
+ *  (use spmc_queue_stats()). The cached indices live here, in
+ *  process-local memory, never in the shared segment. */
+struct spmc_queue {
+    struct spmc_shm_header *hdr;     /**< the mapped segment */
+    struct spmc_shm_reader *readers; /**< the reader table */
+    unsigned char *slots;            /**< first slot */
+    _Atomic uint64_t *words;         /**< share: the slots' hand-back words */
+    _Atomic uint64_t *headers;       /**< the record headers, one word per slot */
+    size_t map_size;                 /**< bytes mapped */
+    size_t max_record;               /**< largest record, bytes (validated copy) */
+    size_t slot_size;                /**< slot stride (validated copy) */
+    uint64_t capacity;               /**< slots (validated copy) */
+    uint64_t mask;                   /**< capacity - 1 */
+    unsigned max_readers;            /**< reader-table entries */
+    uint64_t reserved;               /**< writer: slots of the reservation not yet committed (0: none) */
+    uint64_t peeked;                 /**< reader: slots of the record it looks at, not yet released (0: none) */
+    uint64_t peek_at;                /**< reader: that record's first index */
+    size_t peek_len;                 /**< reader: that record's length */
+    int peek_orphan;                 /**< reader, share: that record is a dead reader's, taken over */
+    enum spmc_fanout fanout;         /**< validated copy */
+    enum spmc_role role;             /**< writer or reader */
+    int fd;                          /**< the segment's file, open while the handle is: it carries our lock */
+    uint64_t index;                  /**< writer: next index to fill; reader: next index to take */
+    uint64_t limit;                  /**< writer: push freely while index < limit */
+    uint64_t gate;                   /**< writer, broadcast: the gate it published last */
+    uint64_t published;              /**< reader, broadcast: cursor last published */
+    uint64_t publish_mask;           /**< reader, broadcast: publish when (index & mask) == 0 */
+    uint64_t seen_head;              /**< reader: the head it loaded last */
+    uint64_t claim_start;            /**< reader, share: start of its claim */
+    uint64_t claim_end;              /**< reader, share: end of its claim (index..claim_end is its record to deliver) */
+    struct spmc_shm_reader *entry;   /**< reader: its table entry */
+    unsigned entry_index;            /**< reader: which one */
+    uint64_t entry_word;             /**< reader, broadcast: our entry's word while it is ours */
+    int adopting;                    /**< reader, share: our entry was a dead reader's; deliver what it left first */
+    uint64_t idle_polls;             /**< empty or full polls since the last liveness check */
+    uint64_t last_check_ns;          /**< when the peers' liveness was last checked */
+    int check_now;                   /**< 1 after a sleep: look at the peers' liveness at the next chance */
+    int light;                       /**< reader: skip the fence in wake_writer() (see writer_barrier); writer: its own writer_barrier */
+    uint64_t covered[2];             /**< announcements (high half of readers_asleep, of writer_asleep) that this handle's last wake of them covered: no need to wake them again */
+    uint64_t sleeps;                 /**< futex waits this handle has made */
+    uint64_t wakes;                  /**< futex wakes this handle has made */
+    unsigned long epoch;             /**< the process's fork count when the handle was opened (a forked child's copy is stale) */
+    char name[SPMC_NAME_MAX + 1];    /**< the segment's name */
+};
+
+/** What spmc_queue_stats() reports. */
+struct spmc_stats {
+    enum spmc_fanout fanout; /**< the queue's fan-out mode */
+    size_t max_record;       /**< largest record, bytes */
+    uint64_t capacity;       /**< slots in the ring */
+    unsigned max_readers;    /**< entries in the reader table */
+    unsigned readers;        /**< readers attached and alive now (their locks are held) */
+    uint64_t head;           /**< slots the writer has published (records and padding) */
+    int closed;              /**< 1 once the writer has closed the queue */
+    int writer_alive;        /**< 1 while the writer holds its lock: its handle is open (0 once it has closed, or died) */
+    uint64_t reaped;         /**< reader entries taken back from dead readers, in all */
+    uint64_t redelivered;    /**< share: records delivered again because their first reader died */
+    uint64_t sleeps;         /**< this handle's sleeps in the kernel (FUTEX_WAIT calls) */
+    uint64_t wakes;          /**< this handle's wake-up calls (FUTEX_WAKE) */
+};
+
+/** Marks a function whose result must be checked (gcc and clang warn). */
+#if defined(__GNUC__)
+#define SPMC_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#define SPMC_MUST_CHECK
+#endif
+
+/* ===================================================================== */
+/* Creating and attaching                                                  */
+/* ===================================================================== */
+
+/**
+ * Create the queue @p name as its writer, in broadcast mode with
+ * SPMC_DEFAULT_READERS reader entries. Same as spmc_queue_create_opts()
+ * with NULL options.
+ *
+ * @param q         handle to fill in
+ * @param name      "/name": leading '/', no other '/', at most SPMC_NAME_MAX
+ * @param max_record largest record, bytes, 1..SPMC_RECORD_MAX
+ * @param capacity  slots of SPMC_SLOT bytes in the ring, a power of two,
+ *                  at least twice the slots of the largest record
+ * @retval 0             created; @p q is a writer handle
+ * @retval -EINVAL       bad name, zero or too large max_record, capacity not
+ *                       a power of two or too small for two of the largest
+ *                       records, or a segment size that overflows
+ * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
+ * @retval -EEXIST       the name is taken (see spmc_queue_create_opts())
+ * @retval -EAGAIN       another process held the new segment's lock for
+ *                       a second (it was inspecting the name); try again
+ * @retval -ENOSPC       /dev/shm has no room for the segment
+ * @retval -ENOMEM       the segment cannot be sized or mapped
+ * @retval -EACCES       permission denied by the system
+ * @retval -EMFILE       other negative errno values of shm_open(), ftruncate()
+ *                       or mmap() are passed through unchanged (-EMFILE,
+ *                       -ENFILE, ...)
+ */
+SPMC_MUST_CHECK int spmc_queue_create(struct spmc_queue *q, const char *name,
+                                      size_t max_record, size_t capacity);
+
+/**
+ * Create the queue @p name as its writer with a chosen fan-out mode,
+ * reader-table size and permissions (0600 unless @p opts says otherwise).
+ * The segment's memory is reserved now, so a full /dev/shm fails here and
+ * never with SIGBUS later. If the name belongs to a queue of this version
+ * whose writer is gone (its lock is free), that segment is removed and
+ * made anew; a live writer's queue, a segment still being created, and
+ * anything that is not one of our queues are left alone (-EEXIST).
+ *
+ * @param q         handle to fill in
+ * @param name      "/name": leading '/', no other '/', at most SPMC_NAME_MAX
+ * @param max_record largest record, bytes, 1..SPMC_RECORD_MAX
+ * @param capacity  slots of SPMC_SLOT bytes, a power of two (never
+ *                  rounded), at least twice the slots of the largest record
+ * @param opts      fan-out mode, table size, permissions; NULL for defaults
+ * @retval 0             created; @p q is a writer handle
+ * @retval -EINVAL       bad name, zero or too large max_record, capacity not
+ *                       a power of two or too small, unknown fan-out, max_readers outside
+ *                       1..SPMC_MAX_READERS, perm outside 0..0777, or a size
+ *                       that overflows
+ * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
+ * @retval -EEXIST       the name belongs to a live writer's queue (see
+ *                       spmc_queue_owner()), to a segment being created, or
+ *                       to something that is not a queue of this version
+ * @retval -EAGAIN       another process held the new segment's lock for
+ *                       a second (it was inspecting the name); try again
+ * @retval -ENOSPC       /dev/shm has no room for the segment
+ * @retval -ENOMEM       the segment cannot be sized or mapped
+ * @retval -EACCES       permission denied by the system
+ * @retval -EMFILE       other negative errno values of shm_open(), ftruncate()
+ *                       or mmap() are passed through unchanged (-EMFILE,
+ *                       -ENFILE, ...)
+ */
+SPMC_MUST_CHECK int spmc_queue_create_opts(struct spmc_queue *q, const char *name,
+                                           size_t max_record, size_t capacity,
+                                           const struct spmc_options *opts);
+
+/**
+ * Attach to the queue @p name as one of its readers. Waits up to
+ * SPMC_ATTACH_WAIT_NS for a creator that is still writing the header, then
+ * checks every header field against the segment's real size before it maps
+ * the slots, then claims an entry of the reader table (a free one, or one
+ * whose reader died).
+ *
+ * In broadcast mode the reader starts at the writer's current position: it
+ * receives the records pushed after it attached, not those before. In
+ * work-sharing mode it takes part in the next claims (and first delivers
+ * the record a dead reader of its entry had claimed, if there was one).
+ *
+ * @param q         handle to fill in
+ * @param name      the queue's name
+ * @param max_record expected largest record, or 0 to accept the header's
+ * @param capacity  expected slots, or 0 to accept the header's
+ * @retval 0             attached; @p q is a reader handle
+ * @retval -EINVAL       bad name
+ * @retval -ENAMETOOLONG name longer than SPMC_NAME_MAX
+ * @retval -ENOENT       no segment of that name
+ * @retval -ETIMEDOUT    a live creator has not finished the header within
+ *                       SPMC_ATTACH_WAIT_NS: try again
+ * @retval -EPROTO       not a complete queue of this version (and nobody is
+ *                       finishing it): bad magic, version, header size, slot
+ *                       size, fan-out, table size, a capacity that is not a
+ *                       power of two, sizes that differ from the expected
+ *                       ones, or a segment smaller than its header says
+ * @retval -EUSERS       every reader-table entry is held by a live reader, or
+ *                       by a process reaping a dead reader's entry at this
+ *                       moment (then trying again later succeeds)
+ * @retval -EPIPE        the writer has already closed the queue
+ * @retval -EACCES       permission denied by the system
+ * @retval -EMFILE       other negative errno values of shm_open(), fstat()
+ *                       or mmap() are passed through unchanged
+ */
+SPMC_MUST_CHECK int spmc_queue_attach(struct spmc_queue *q, const char *name,
+                                      size_t max_record, size_t capacity);
+
+/**
+ * Writer: wait until at least @p count live readers are attached. A reader
+ * whose process has died does not count (its entry is taken back).
+ *
+ * @param q          writer handle
+ * @param count      readers to wait for, at most the table size
+ * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
+ * @retval 0          that many readers are attached
+ * @retval -EINVAL    not a writer handle, or @p count larger than the table
+ * @retval -ETIMEDOUT they did not come in time
+ */
+SPMC_MUST_CHECK int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count,
+                                            int64_t timeout_ns);
+
+/* ===================================================================== */
+/* Pushing and popping                                                     */
+/* ===================================================================== */
+
+/**
+ * Writer: reserve room for a record of up to @p max_len bytes, if there is
+ * room now, and point @p rec at it: 64-byte aligned, @p max_len bytes to
+ * write in place. Nothing is published until spmc_queue_commit(). When the
+ * record would not fit before the end of the ring, a padding record is
+ * published first, so that the record starts at slot 0. In broadcast mode
+ * "room" means every live reader has released the slots' previous records;
+ * with no reader attached, records are overwritten freely. A reader whose
+ * process has died stops counting: when it holds the writer back, its
+ * entry is freed (broadcast), or the record it had claimed is republished
+ * in place (work-sharing). A second reservation before a commit replaces
+ * the first.
+ *
+ * @param q          writer handle
+ * @param max_len    bytes the record may take, 0..max_record
+ * @param rec        where to store the address to write the record at
+ * @retval 0         reserved; @p *rec is valid until spmc_queue_commit()
+ * @retval -EAGAIN   no room yet
+ * @retval -EMSGSIZE @p max_len is larger than the queue's max_record:
+ *                   nothing is reserved or written
+ * @retval -EPROTO   the shared state is impossible (a corrupted segment)
+ * @retval -EINVAL   not a writer handle (or one opened before a fork()),
+ *                   or @p rec is NULL
+ */
+SPMC_MUST_CHECK int spmc_queue_try_reserve(struct spmc_queue *q, size_t max_len, void **rec);
+
+/**
+ * Writer: spmc_queue_try_reserve(), waiting while there is no room: spin
+ * briefly, then sleep in the kernel until a reader gives room back (or
+ * SPMC_FULL_SLICE_NS has passed: then it looks whether the reader holding
+ * it back has died).
+ *
+ * @param q          writer handle
+ * @param max_len    bytes the record may take, 0..max_record
+ * @param rec        where to store the address to write the record at
+ * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
+ * @retval 0          reserved
+ * @retval -ETIMEDOUT still no room after @p timeout_ns
+ * @retval -EMSGSIZE  @p max_len is larger than max_record
+ * @retval -EPROTO    the shared state is impossible (a corrupted segment)
+ * @retval -EINVAL    not a writer handle, or @p rec is NULL
+ */
+SPMC_MUST_CHECK int spmc_queue_reserve(struct spmc_queue *q, size_t max_len, void **rec,
+                                       int64_t timeout_ns);
+
+/**
+ * Writer: publish the reserved record with its length, @p len bytes (at
+ * most the reserved length; the rest of the reservation is given back).
+ * Readers waiting for a record are woken.
+ *
+ * @param q        writer handle
+ * @param len      the record's length
+ * @retval 0         published
+ * @retval -EMSGSIZE @p len is larger than the reservation: nothing published
+ *                   (the reservation stays)
+ * @retval -EINVAL   not a writer handle, or nothing reserved
+ */
+SPMC_MUST_CHECK int spmc_queue_commit(struct spmc_queue *q, size_t len);
+
+/**
+ * Writer: copy a record of @p len bytes into the ring if there is room:
+ * spmc_queue_try_reserve(), a copy and spmc_queue_commit().
+ *
+ * @param q        writer handle
+ * @param msg      the record (may be NULL when @p len is 0)
+ * @param len      its length, 0..max_record
+ * @retval 0         pushed
+ * @retval -EAGAIN   the ring is full
+ * @retval -EMSGSIZE @p len is larger than max_record: nothing written
+ * @retval -EPROTO   the shared state is impossible (a corrupted segment)
+ * @retval -EINVAL   not a writer handle (or one opened before a fork()), or
+ *                   @p msg is NULL with @p len above 0
+ */
+SPMC_MUST_CHECK int spmc_queue_try_push(struct spmc_queue *q, const void *msg, size_t len);
+
+/**
+ * Writer: push, waiting while the ring is full (see spmc_queue_reserve()).
+ *
+ * @param q          writer handle
+ * @param msg        the record (may be NULL when @p len is 0)
+ * @param len        its length, 0..max_record
+ * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
+ * @retval 0          pushed
+ * @retval -ETIMEDOUT still full after @p timeout_ns
+ * @retval -EMSGSIZE  @p len is larger than max_record: nothing written
+ * @retval -EPROTO    the shared state is impossible (a corrupted segment)
+ * @retval -EINVAL    not a writer handle, or @p msg is NULL with @p len above 0
+ */
+SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg, size_t len,
+                                    int64_t timeout_ns);
+
+/**
+ * Reader: look at the next record in place, if there is one: in broadcast
+ * mode this reader's next record, in work-sharing mode one no other reader
+ * has been given (it is claimed for this reader). @p *rec and @p *len stay
+ * valid until spmc_queue_release(); until then the writer does not reuse
+ * the record's slots. Looking again before releasing returns the same
+ * record. Padding records are skipped, never returned.
+ *
+ * @param q          reader handle
+ * @param rec        where to store the record's address (64-byte aligned)
+ * @param len        where to store its length
+ * @retval 0       @p *rec and @p *len describe the record
+ * @retval -EAGAIN no record yet
+ * @retval -EPIPE  the writer has closed the queue and this reader has
+ *                 drained everything it was owed (end of stream)
+ * @retval -EOWNERDEAD the writer's process is gone without closing the
+ *                 queue, and everything it published has been drained
+ * @retval -EPROTO the shared state is impossible: a record header that is
+ *                 not one the writer wrote (wrong index, a length above
+ *                 max_record, a record past the end of the ring or past
+ *                 head), a corrupted segment, or a broadcast reader whose
+ *                 entry was taken from it
+ * @retval -EINVAL not a reader handle (or one opened before a fork()), or
+ *                 @p rec or @p len is NULL
+ */
+SPMC_MUST_CHECK int spmc_queue_try_peek(struct spmc_queue *q, const void **rec, size_t *len);
+
+/**
+ * Reader: spmc_queue_try_peek(), waiting while there is no record: spin
+ * briefly, then sleep in the kernel until the writer publishes, closes the
+ * queue, or SPMC_SLICE_NS has passed (then it looks whether the writer
+ * died).
+ *
+ * @param q          reader handle
+ * @param rec        where to store the record's address
+ * @param len        where to store its length
+ * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
+ * @retval 0          a record
+ * @retval -EPIPE     end of stream: the writer closed the queue, drained
+ * @retval -EOWNERDEAD the writer's process died; everything it published
+ *                    has been drained
+ * @retval -ETIMEDOUT still nothing after @p timeout_ns
+ * @retval -EPROTO    the shared state is impossible (see spmc_queue_try_peek())
+ * @retval -EINVAL    not a reader handle, or @p rec or @p len is NULL
+ */
+SPMC_MUST_CHECK int spmc_queue_peek(struct spmc_queue *q, const void **rec, size_t *len,
+                                    int64_t timeout_ns);
+
+/**
+ * Reader: done with the record spmc_queue_peek() returned: its slots go
+ * back to the writer (work-sharing: it counts as delivered, and is not
+ * delivered again should this reader die).
+ *
+ * @param q   reader handle
+ * @retval 0       released
+ * @retval -EPROTO broadcast: this reader's entry was taken from it while
+ *                 it read (only a broken peer does that): the bytes it read
+ *                 may have been overwritten
+ * @retval -EINVAL not a reader handle, or no record peeked
+ */
+int spmc_queue_release(struct spmc_queue *q);
+
+/**
+ * Reader: copy the next record into @p buf if there is one, and release
+ * it: spmc_queue_try_peek(), a copy and spmc_queue_release().
+ *
+ * @param q          reader handle
+ * @param buf        where to copy the record (may be NULL when @p size is 0)
+ * @param size       bytes @p buf holds
+ * @return the record's length (0 or more), or:
+ * @retval -EAGAIN   no record yet
+ * @retval -EMSGSIZE the record is longer than @p size; it stays this
+ *                   reader's next record (call again with a larger buffer,
+ *                   or use spmc_queue_peek())
+ * @retval -EPIPE    end of stream (see spmc_queue_try_peek())
+ * @retval -EOWNERDEAD the writer's process died, everything drained
+ * @retval -EPROTO   the shared state is impossible (see spmc_queue_try_peek())
+ * @retval -EINVAL   not a reader handle, or @p buf is NULL with @p size above 0
+ */
+SPMC_MUST_CHECK long spmc_queue_try_pop(struct spmc_queue *q, void *buf, size_t size);
+
+/**
+ * Reader: pop, waiting while there is no record (see spmc_queue_peek()).
+ *
+ * @param q          reader handle
+ * @param buf        where to copy the record
+ * @param size       bytes @p buf holds
+ * @param timeout_ns how long to wait, or SPMC_WAIT_FOREVER
+ * @return the record's length (0 or more), or:
+ * @retval -EMSGSIZE  the record is longer than @p size (it stays next)
+ * @retval -EPIPE     end of stream: the writer closed the queue, drained
+ * @retval -EOWNERDEAD the writer's process died; everything drained
+ * @retval -ETIMEDOUT still nothing after @p timeout_ns
+ * @retval -EPROTO    the shared state is impossible (see spmc_queue_try_peek())
+ * @retval -EINVAL    not a reader handle, or @p buf is NULL with @p size above 0
+ */
+SPMC_MUST_CHECK long spmc_queue_pop(struct spmc_queue *q, void *buf, size_t size,
+                                    int64_t timeout_ns);
+
+/* ===================================================================== */
+/* Looking at a queue                                                      */
+/* ===================================================================== */
+
+/**
+ * Counters and state of the queue behind @p q, for tools and tests. The
+ * counters live in the shared segment, so a hostile peer can make them say
+ * anything; the queue never relies on them.
+ *
+ * @param q   an open handle, writer or reader
+ * @param st  where to store them
+ * @retval 0       @p st is filled in
+ * @retval -EINVAL @p q is not an open handle, or @p st is NULL
+ */
+SPMC_MUST_CHECK int spmc_queue_stats(const struct spmc_queue *q, struct spmc_stats *st);
+
+/**
+ * Who owns the queue @p name: the pid of its writer, if the writer is alive
+ * (holds its lock). The pid is the one the writer has in its own PID
+ * namespace: in another container it may name another process or none.
+ * For a program that was refused with -EEXIST and wants to say why.
+ *
+ * @param name  the queue's name
+ * @param pid   where to store the live writer's pid
+ * @retval 0       @p pid holds the live writer's pid
+ * @retval -ESRCH  the queue exists but its writer is gone (stale)
+ * @retval -ENOENT no segment of that name
+ * @retval -EPROTO the segment is not a complete queue of this version
+ * @retval -EINVAL bad name or NULL @p pid
+ * @retval -EACCES permission denied by the system
+ */
+SPMC_MUST_CHECK int spmc_queue_owner(const char *name, int *pid);
+
+/* ===================================================================== */
+/* Tearing down                                                            */
+/* ===================================================================== */
+
+/**
+ * Leave the queue. A writer marks it closed (readers drain what is left,
+ * then get -EPIPE), removes its name (if the name is still this queue's)
+ * and unmaps; a reader frees its table entry for a later reader and unmaps.
+ * Either way the handle's lock goes with it. The handle is zeroed;
+ * destroying it again returns -EINVAL. In a child made by fork(), the
+ * parent's handle is only unmapped: the queue is not touched.
+ *
+ * @param q          an open handle, writer or reader
+ * @retval 0       done
+ * @retval -EINVAL @p q is not an open handle
+ */
+int spmc_queue_destroy(struct spmc_queue *q);
+
+#ifdef SPMC_CRASH_POINTS
+/**
+ * Test builds only (compiled with -DSPMC_CRASH_POINTS): called with the
+ * name of every crash point the queue passes ("create:locked",
+ * "pop:claimed", ...), so that a test can kill or stop the process there.
+ * NULL (the default) does nothing.
+ */
+extern void (*spmc_crash_hook)(const char *point);
+/**
+ * Test builds only: when above 0, a waiter goes to sleep at once, without
+ * spinning, and each sleep lasts up to this long (ns) instead of a slice.
+ * A wake-up lost by the queue then shows as a timeout, not as a delay.
+ */
+extern int64_t spmc_test_sleep_ns;
+#endif
+
+#endif /* SPMC_QUEUE_H */
