@@ -70,7 +70,7 @@ rm -f "$tag"
 # The pictures the pages show, where their relative links expect them.
 mkdir -p "$out/docs/layout"
 cp docs/layout/*.svg "$out/docs/layout/"
-[ -f docs/throughput.svg ] && cp docs/throughput.svg "$out/docs/"
+for f in docs/throughput.svg docs/records.svg; do if [ -f "$f" ]; then cp "$f" "$out/docs/"; fi; done
 
 if [ -s "$warnings" ]; then
   echo "docs: Doxygen warnings (fix them; the build fails on any):" >&2
