@@ -185,7 +185,7 @@ static void region_row(struct buf *b, const char *port, const char *formula, siz
 /* ===================================================================== */
 
 struct example {
-    size_t table, slots, words, size, slot_size;
+    size_t table, slots, words, headers, size, slot_size;
 };
 
 /* Make a queue with the day's own code and measure where its parts are. */
@@ -205,6 +205,9 @@ static struct example measure(void)
     ex.table = (size_t)((const unsigned char *)q.readers - base);
     ex.words = (size_t)((const unsigned char *)q.words - base);
     ex.slot_size = q.slot_size;
+#ifdef SPMC_SLOT
+    ex.headers = (size_t)((const unsigned char *)q.headers - base);
+#endif
 #else
     ex.slot_size = q.elem_size;
 #endif
@@ -261,7 +264,12 @@ int main(int argc, char **argv)
     check("slots", hsize + (size_t)SPMC_DEFAULT_READERS * rsize, ex.slots);
     check("hand-back words", ex.slots + (EX_CAPACITY * ex.slot_size + round - 1) / round * round,
           ex.words);
+#ifdef SPMC_SLOT /* day 8: a record header per slot after the hand-back words */
+    check("record headers", ex.words + EX_CAPACITY * sizeof(uint64_t), ex.headers);
+    check("segment size", ex.headers + EX_CAPACITY * sizeof(uint64_t), ex.size);
+#else
     check("segment size", ex.words + EX_CAPACITY * sizeof(uint64_t), ex.size);
+#endif
     char f1[64], f2[64], s1[64], s2[64], s3[64];
     snprintf(f1, sizeof f1, "%zu", hsize);
     snprintf(s1, sizeof s1, "max_readers &#215; %zu bytes", rsize);
@@ -271,9 +279,16 @@ int main(int argc, char **argv)
     region_row(&seg, "slots", f2, ex.slots, "slots", s2);
     snprintf(s3, sizeof s3, "capacity &#215; %zu bytes", sizeof(uint64_t));
     region_row(&seg, "words", "slots + their bytes", ex.words, "hand-back words", s3);
+#ifdef SPMC_SLOT
+    region_row(&seg, "headers", "words + capacity &#215; 8", ex.headers, "record headers", s3);
+    region_row(&seg, "end", "end", ex.size, "(segment size)", "");
+    add(&exs, "records of up to %d bytes in %zu-byte slots, capacity %d, %u reader entries",
+        EX_ELEM, ex.slot_size, EX_CAPACITY, (unsigned)SPMC_DEFAULT_READERS);
+#else
     region_row(&seg, "end", "end", ex.size, "(segment size)", "");
     add(&exs, "%d-byte messages (slot_size %zu), capacity %d, %u reader entries",
         EX_ELEM, ex.slot_size, EX_CAPACITY, (unsigned)SPMC_DEFAULT_READERS);
+#endif
 
     head_rows(&ent, "struct spmc_shm_reader (one entry)");
     field_rows(&ent, reader, sizeof reader / sizeof reader[0], rsize);
