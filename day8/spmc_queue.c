@@ -253,14 +253,8 @@ static int check_record(const struct spmc_queue *q, uint64_t h, uint64_t i, uint
 }
 
 /* Positions carried in 52 bits: a claim marker, read_index. POS masks
- * them; full_index() turns one back into a 64-bit index, the one at or
- * below @p ref (head) that agrees with it in those bits. */
+ * them. (A claim record carries 40: see record_start().) */
 #define POS ((1ull << 52) - 1)
-
-static inline uint64_t full_index(uint64_t ref, uint64_t pos)
-{
-    return ref - ((ref - pos) & POS);
-}
 
 /* Share: a dead reader's record that reader e has taken over: the first slot's
  * word with bit 63 set, e in bits 52-61 and (i + 1) mod 2^52 in bits 0-51.
