@@ -13,6 +13,7 @@ status=0
 
 # start NAME CMD...: run CMD in the background, transcript in $tmp/NAME.
 start() { local n=$1; shift; $vg "$@" >"$tmp/$n" 2>&1 & echo $! >"$tmp/$n.pid"; }
+start_sh() { sh -c "$2" >"$tmp/$1" 2>&1 & echo $! >"$tmp/$1.pid"; } # NAME "COMMAND LINE"
 # finish NAME: wait for it; remember a failure.
 finish() { wait "$(cat "$tmp/$1.pid")" || { echo "!! $1 exited with status $?"; status=1; }; }
 # until_line NAME TEXT: wait (at most 20 s, and no longer than NAME runs)
@@ -127,10 +128,10 @@ if [ "$day" = day8 ]; then # records of any length: lines through the queue
     echo
     echo "== day 8, $mode: each line of 'seq 100000' as one record, two consumers printing them"
     q=/spmc_test_lines
-    for k in 1 2; do
-      start consumer$k sh -c "$vg $bin/consumer --name $q --lines > $tmp/lines$k"
+    for k in 1 2; do # (the shell itself never under Valgrind: only our programs)
+      start_sh consumer$k "$vg $bin/consumer --name $q --lines > $tmp/lines$k"
     done
-    start producer sh -c "seq 100000 | $vg $bin/producer --name $q --lines --fanout $mode --consumers 2"
+    start_sh producer "seq 100000 | $vg $bin/producer --name $q --lines --fanout $mode --consumers 2"
     finish producer; finish consumer1; finish consumer2
     show producer "seq 100000 | ./producer --name $q --lines --fanout $mode --consumers 2"
     for k in 1 2; do
