@@ -386,10 +386,16 @@ static int writer_alive(const struct spmc_queue *q)
 /* How often a waiting side looks at whether its peers are still alive. */
 enum { CHECK_EVERY_POLLS = 256, CHECK_EVERY_NS = 10000000 };
 
-/* time_to_check(), the rare part: at most every CHECK_EVERY_NS. */
+/* time_to_check(), the rare part: forced after we delivered a dead
+ * reader's message, else at most every CHECK_EVERY_NS. */
 COLD static int check_clock(struct spmc_queue *q)
 {
     uint64_t now = mono_ns();
+    if (q->check_now) { /* a dead reader may have left more */
+        q->check_now = 0;
+        q->last_check_ns = now;
+        return 1;
+    }
     if (now - q->last_check_ns < CHECK_EVERY_NS)
         return 0;
     q->last_check_ns = now;
@@ -401,7 +407,7 @@ COLD static int check_clock(struct spmc_queue *q)
  * inline, as the rest of a waiting reader's look (see pop_once()). */
 static HOT_INLINE int time_to_check(struct spmc_queue *q)
 {
-    if (likely(++q->idle_polls % CHECK_EVERY_POLLS != 0))
+    if (likely(!q->check_now) && likely(++q->idle_polls % CHECK_EVERY_POLLS != 0))
         return 0;
     return check_clock(q);
 }
@@ -1473,6 +1479,10 @@ COLD static int rescue_orphan(struct spmc_queue *q, uint64_t *index)
         if (orphan_of(q, e, &i) && take_orphan(q, e, i)) {
             *index = i;
             found = 1;
+            /* It (or another) may have left more: our next look that
+             * finds nothing checks again, at once, rather than a check
+             * interval (or a whole sleep) per message. */
+            q->check_now = 1;
         }
         if (!orphan_of(q, e, &i)) /* (ours now, or none) */
             (void)free_dead_entry(q, e);

@@ -217,6 +217,7 @@ struct spmc_queue {
     int adopting;                    /**< reader, share: our entry was a dead reader's; deliver what it left first */
     uint64_t idle_polls;             /**< empty or full polls since the last liveness check */
     uint64_t last_check_ns;          /**< when the peers' liveness was last checked */
+    int check_now;                   /**< 1 after we delivered a dead reader's message: look at the peers again at the next chance (it may have left more) */
     unsigned long epoch;             /**< the process's fork count when the handle was opened (a forked child's copy is stale) */
     char name[SPMC_NAME_MAX + 1];    /**< the segment's name */
 };

@@ -275,7 +275,7 @@ struct spmc_queue {
     int adopting;                    /**< reader, share: our entry was a dead reader's; deliver what it left first */
     uint64_t idle_polls;             /**< empty or full polls since the last liveness check */
     uint64_t last_check_ns;          /**< when the peers' liveness was last checked */
-    int check_now;                   /**< 1 after a sleep: look at the peers' liveness at the next chance */
+    int check_now;                   /**< 1 after a sleep, or after we delivered a dead reader's message (it may have left more): look at the peers at the next chance */
     int light;                       /**< reader: skip the fence in wake_writer() (see writer_barrier); writer: its own writer_barrier */
     uint64_t covered[2];             /**< announcements (high half of readers_asleep, of writer_asleep) that this handle's last wake of them covered: no need to wake them again */
     uint64_t sleeps;                 /**< futex waits this handle has made */

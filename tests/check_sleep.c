@@ -497,10 +497,44 @@ START_TEST(test_sigkill_of_the_writer_ends_the_sleep)
 }
 END_TEST
 
+/* A work-sharing reader that must deliver messages other readers left:
+ * pops @p expect messages, each within STUCK_NS, and marks each in @p seen.
+ * It stops early, with SLEPT, should it sleep once it has begun delivering:
+ * what the others left is all there, so it must deliver it without a sleep
+ * (its sleeps last an hour here; a check per sleep would deliver one
+ * message per hour, or per timeout). Reports through @p fd. */
+enum { DRAINED = 0, SLEPT = 1 };
+static void drainer_child(const char *name, int fd, unsigned char *seen, uint64_t n_msg,
+                          uint64_t expect)
+{
+    struct spmc_queue q;
+    struct report rep = {0};
+    if (spmc_queue_attach(&q, name, ELEM, 0) != 0)
+        _exit(10);
+    unsigned char m[ELEM];
+    uint64_t slept = 0;
+    while (rep.received < expect && (rep.rc = spmc_queue_pop(&q, m, STUCK_NS)) == 0) {
+        uint64_t s = msg_intact(m, ELEM) ? msg_seq(m) : UINT64_MAX;
+        if (s >= n_msg)
+            rep.errors++;
+        else
+            seen[s]++;
+        if (rep.received++ == 0)
+            slept = q.sleeps;
+        else if (q.sleeps != slept) {
+            rep.rc = SLEPT;
+            break;
+        }
+    }
+    rep.sleeps = q.sleeps;
+    (void)spmc_queue_destroy(&q);
+    _exit(write(fd, &rep, sizeof rep) == (ssize_t)sizeof rep ? 0 : 11);
+}
+
 #ifdef SPMC_CLAIM_DEFAULT /* claims of many messages (days 5-7); day 8 claims one record */
 /* A work-sharing reader that leaves in the middle of a claim leaves its
  * messages to the others; a reader asleep meanwhile must deliver every one
- * of them, without sleeping in between (its sleeps last an hour here). */
+ * of them, without sleeping in between. */
 START_TEST(test_share_sleeper_delivers_what_a_leaver_left)
 {
     const char *name = tu_name();
@@ -509,55 +543,133 @@ START_TEST(test_share_sleeper_delivers_what_a_leaver_left)
     int ctl[2], back[2];
     tu_pipe(ctl);
     tu_pipe(back);
+    unsigned char m[ELEM];
+    for (uint64_t i = 0; i < 16; i++) { /* all there before it claims */
+        msg_fill(m, ELEM, i);
+        ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0);
+    }
     pid_t h = tu_fork();
     if (h == 0) { /* claims all 16, delivers one, leaves when told */
         struct spmc_queue q;
-        unsigned char m[ELEM];
         char c;
-        if (spmc_queue_attach(&q, name, ELEM, 0) != 0 || write(back[1], "a", 1) != 1 ||
-            spmc_queue_pop(&q, m, STUCK_NS) != 0 || msg_seq(m) != 0 ||
-            write(back[1], "p", 1) != 1 || read(ctl[0], &c, 1) != 1)
+        if (spmc_queue_attach(&q, name, ELEM, 0) != 0 || spmc_queue_pop(&q, m, STUCK_NS) != 0 ||
+            msg_seq(m) != 0 || write(back[1], "p", 1) != 1 || read(ctl[0], &c, 1) != 1)
             _exit(20);
         (void)spmc_queue_destroy(&q);
         _exit(0);
     }
     char c;
-    ck_assert_uint_eq(tu_read_full(back[0], &c, 1, IO_TIMEOUT_MS), 1);
-    unsigned char m[ELEM];
-    for (uint64_t i = 0; i < 16; i++) {
-        msg_fill(m, ELEM, i);
-        ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0);
-    }
     ck_assert_uint_eq(tu_read_full(back[0], &c, 1, IO_TIMEOUT_MS), 1); /* it has them */
     unsigned char *seen = shared_bytes(16);
     int fds[2];
     tu_pipe(fds);
     pid_t r = tu_fork();
     if (r == 0)
-        reader_child(name, fds[1], seen, 16, 0, STUCK_NS);
+        drainer_child(name, fds[1], seen, 16, 15);
     tu_close(&fds[1]);
     wait_asleep(&qw, 1);
     ck_assert_int_eq(write(ctl[1], "g", 1), 1); /* leave now, 15 undelivered */
     ck_assert(tu_exited_ok(tu_wait(h, IO_TIMEOUT_MS)));
-    uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
-    unsigned got = 0;
-    while (got < 15 && tu_now_ns() < deadline) {
-        got = 0;
-        for (unsigned i = 1; i < 16; i++)
-            got += __atomic_load_n(&seen[i], __ATOMIC_RELAXED);
-    }
-    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    /* Before we close: a reader that only delivers them once the writer
+     * has gone has slept on them. */
     struct report rep = read_report(fds[0], r);
-    ck_assert_msg(rep.rc == -EPIPE, "the sleeper ended with %d after %llu of the 15 messages left "
-                  "(-ETIMEDOUT: it slept with messages to deliver)", rep.rc,
-                  (unsigned long long)rep.received);
+    ck_assert_msg(rep.rc == DRAINED, "the sleeper ended with %d after %llu of the 15 messages left "
+                  "(%d: it slept with messages to deliver)", rep.rc,
+                  (unsigned long long)rep.received, SLEPT);
     ck_assert_uint_eq(rep.received, 15);
+    ck_assert_uint_eq(rep.errors, 0);
+    ck_assert_uint_eq(seen[0], 0); /* the leaver delivered that one */
     for (unsigned i = 1; i < 16; i++)
         ck_assert_uint_eq(seen[i], 1);
     munmap(seen, 16);
 }
 END_TEST
 #endif
+
+/* A work-sharing reader that takes a message and never delivers it: on
+ * day 8 it peeks a record and never releases it; before, it pops the first
+ * message of a claim of two and keeps the second. Says so on @p say, then
+ * waits on @p hold to be killed. */
+static void holder_child(const char *name, int say, int hold)
+{
+    struct spmc_queue q;
+    char c;
+    if (spmc_queue_attach(&q, name, ELEM, 0) != 0)
+        _exit(20);
+#if SPMC_VERSION >= 8
+    const void *rec;
+    size_t len;
+    if (spmc_queue_peek(&q, &rec, &len, STUCK_NS) != 0)
+        _exit(21);
+#else
+    unsigned char m[ELEM];
+    if (spmc_queue_pop(&q, m, STUCK_NS) != 0)
+        _exit(21);
+#endif
+    if (write(say, "h", 1) != 1 || read(hold, &c, 1) != 1)
+        _exit(22);
+    _exit(23); /* never: it is killed first */
+}
+
+/* Two work-sharing readers die (SIGKILL: they wake nobody), each holding a
+ * message it never delivered, while a third sleeps. The writer's next push
+ * wakes it: it must deliver that message and both the dead left, without
+ * another sleep. */
+START_TEST(test_share_sleeper_delivers_what_killed_readers_left)
+{
+    const char *name = tu_name();
+#if SPMC_VERSION >= 8
+    const uint64_t per_holder = 1; /* a claim is one record */
+    struct spmc_options o = {.fanout = SPMC_SHARE, .max_readers = 4};
+#else
+    const uint64_t per_holder = 2; /* it delivers the first, holds the second */
+    struct spmc_options o = {.fanout = SPMC_SHARE, .max_readers = 4, .claim_max = 2};
+#endif
+    ck_assert_int_eq(spmc_queue_create_opts(&qw, name, ELEM, 16, &o), 0);
+    int back[2], hold[2];
+    tu_pipe(back);
+    tu_pipe(hold);
+    pid_t holders[2];
+    unsigned char m[ELEM];
+    uint64_t next = 0;
+    char c;
+    for (unsigned k = 0; k < 2; k++) { /* one at a time: each claims its own, whole */
+        for (uint64_t i = 0; i < per_holder; i++, next++) {
+            msg_fill(m, ELEM, next);
+            ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0);
+        }
+        holders[k] = tu_fork();
+        if (holders[k] == 0)
+            holder_child(name, back[1], hold[0]);
+        ck_assert_uint_eq(tu_read_full(back[0], &c, 1, IO_TIMEOUT_MS), 1);
+    }
+    unsigned char *seen = shared_bytes(next + 1);
+    int fds[2];
+    tu_pipe(fds);
+    pid_t r = tu_fork();
+    if (r == 0)
+        drainer_child(name, fds[1], seen, next + 1, 3);
+    tu_close(&fds[1]);
+    wait_asleep(&qw, 1);
+    for (unsigned k = 0; k < 2; k++) {
+        ck_assert_int_eq(kill(holders[k], SIGKILL), 0);
+        ck_assert(WIFSIGNALED(tu_wait(holders[k], IO_TIMEOUT_MS)));
+    }
+    msg_fill(m, ELEM, next);
+    ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0); /* wakes the sleeper */
+    struct report rep = read_report(fds[0], r);
+    ck_assert_msg(rep.rc == DRAINED, "the sleeper ended with %d after %llu of 3 messages "
+                  "(%d: it slept with messages to deliver)", rep.rc,
+                  (unsigned long long)rep.received, SLEPT);
+    ck_assert_uint_eq(rep.received, 3);
+    ck_assert_uint_eq(rep.errors, 0);
+    /* Each holder's undelivered message, and the new one; never the
+     * messages the holders delivered (days 5-7). */
+    for (uint64_t i = 0; i <= next; i++)
+        ck_assert_uint_eq(seen[i], (i + 1) % per_holder == 0 || i == next ? 1 : 0);
+    munmap(seen, next + 1);
+}
+END_TEST
 
 /* A reader killed in its sleep is taken off the count of sleepers when
  * its entry is reaped; otherwise the writer would make a futex call at
@@ -736,6 +848,7 @@ static Suite *sleep_suite(void)
 #ifdef SPMC_CLAIM_DEFAULT
     tcase_add_test(tc, test_share_sleeper_delivers_what_a_leaver_left);
 #endif
+    tcase_add_test(tc, test_share_sleeper_delivers_what_killed_readers_left);
     tcase_add_loop_test(tc, test_scribbled_futex_words_cost_a_slice_at_most, 0, 2);
     suite_add_tcase(s, tc);
 
