@@ -2139,6 +2139,7 @@ static int claim_batch(struct spmc_queue *q)
             return 0;
         }
         /* Padding: released at once, as a record would be. */
+        SPMC_CRASH_POINT("pop:padding");
         atomic_store_explicit(&q->entry->done, r + n, memory_order_relaxed);
         hand_back(q, r, r + n);
         q->index = r + n;

@@ -33,7 +33,15 @@
 #error "check_crash.c needs the queue built with -DSPMC_CRASH_POINTS"
 #endif
 
+#if SPMC_VERSION >= 8
+/* Records of 3 slots in a ring of 8: two records, then 2 slots of padding,
+ * every lap; a record that does not fill its last slot. */
+#define ELEM 150u
+#define PER_LAP 2u /* records a lap of the ring holds */
+#else
 #define ELEM 64u
+#define PER_LAP CAP
+#endif
 #define CAP 8u
 #define MAXR 4u
 #define N_MSG 300u
@@ -563,6 +571,9 @@ static const struct scenario broadcast_points[] = {
 #if SPMC_VERSION >= 7
     {"pop:asleep", READER, 1, 0},      {"push:asleep", WRITER, 1, 0},
 #endif
+#if SPMC_VERSION >= 8
+    {"push:padded", WRITER, 3, 0},
+#endif
 };
 
 static const struct scenario share_points[] = {
@@ -577,6 +588,9 @@ static const struct scenario share_points[] = {
     {"reap:freed", REAPER, 1, 0},
 #if SPMC_VERSION >= 7
     {"pop:asleep", READER, 1, 0},      {"push:asleep", WRITER, 1, 0},
+#endif
+#if SPMC_VERSION >= 8
+    {"push:padded", WRITER, 3, 0},     {"pop:padding", READER, 1, 0},
 #endif
 };
 
@@ -662,7 +676,7 @@ START_TEST(test_share_writer_resumed_with_an_old_look)
     pid_t w = tu_fork();
     if (w == 0) { /* stopped with the old look; stopped again after message 4 */
         arm_flag("push:full", 1, SIGSTOP, 1);
-        arm_flag("push:published", CAP + 1, SIGSTOP, 2);
+        arm_flag("push:published", PER_LAP + 1, SIGSTOP, 2);
         struct spmc_queue q;
         /* One message per claim, so that each reader holds exactly the
          * message this scenario names. */
@@ -706,7 +720,7 @@ START_TEST(test_share_writer_resumed_with_an_old_look)
     (void)wait_for_victim(nw, 1, "pop:claimed");
     ck_assert_uint_eq(atomic_load(&bd->r[1].seen[0]), 1);
     ck_assert_int_eq(kill(w, SIGCONT), 0);
-    (void)wait_for_victim(ww, 1, "push:published"); /* message CAP is out */
+    (void)wait_for_victim(ww, 1, "push:published"); /* message PER_LAP is out */
     struct spmc_queue r;
     ck_assert_int_eq(spmc_queue_attach(&r, name, ELEM, CAP), 0); /* the one entry */
     ck_assert_int_eq(kill(w, SIGCONT), 0);
