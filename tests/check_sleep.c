@@ -531,6 +531,22 @@ static void drainer_child(const char *name, int fd, unsigned char *seen, uint64_
     _exit(write(fd, &rep, sizeof rep) == (ssize_t)sizeof rep ? 0 : 11);
 }
 
+/* The drainer's report: all @p expect messages, intact and in range, and
+ * no sleep once it had begun. */
+static void assert_drained_at(int fd, pid_t pid, uint64_t expect, const char *file, int line)
+{
+    struct report rep = read_report_at(fd, pid, file, line);
+    tu_assert_at(file, line, rep.rc == DRAINED,
+                 "the sleeper ended with %d after %llu of %llu messages left (%d: it slept "
+                 "with messages to deliver)", rep.rc, (unsigned long long)rep.received,
+                 (unsigned long long)expect, SLEPT);
+    tu_assert_at(file, line, rep.received == expect, "%llu messages, not %llu",
+                 (unsigned long long)rep.received, (unsigned long long)expect);
+    tu_assert_at(file, line, rep.errors == 0, "%llu damaged or out of range",
+                 (unsigned long long)rep.errors);
+}
+#define assert_drained(fd, pid, expect) assert_drained_at((fd), (pid), (expect), __FILE__, __LINE__)
+
 #ifdef SPMC_CLAIM_DEFAULT /* claims of many messages (days 5-7); day 8 claims one record */
 /* A work-sharing reader that leaves in the middle of a claim leaves its
  * messages to the others; a reader asleep meanwhile must deliver every one
@@ -572,12 +588,7 @@ START_TEST(test_share_sleeper_delivers_what_a_leaver_left)
     ck_assert(tu_exited_ok(tu_wait(h, IO_TIMEOUT_MS)));
     /* Before we close: a reader that only delivers them once the writer
      * has gone has slept on them. */
-    struct report rep = read_report(fds[0], r);
-    ck_assert_msg(rep.rc == DRAINED, "the sleeper ended with %d after %llu of the 15 messages left "
-                  "(%d: it slept with messages to deliver)", rep.rc,
-                  (unsigned long long)rep.received, SLEPT);
-    ck_assert_uint_eq(rep.received, 15);
-    ck_assert_uint_eq(rep.errors, 0);
+    assert_drained(fds[0], r, 15);
     ck_assert_uint_eq(seen[0], 0); /* the leaver delivered that one */
     for (unsigned i = 1; i < 16; i++)
         ck_assert_uint_eq(seen[i], 1);
@@ -657,12 +668,7 @@ START_TEST(test_share_sleeper_delivers_what_killed_readers_left)
     }
     msg_fill(m, ELEM, next);
     ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0); /* wakes the sleeper */
-    struct report rep = read_report(fds[0], r);
-    ck_assert_msg(rep.rc == DRAINED, "the sleeper ended with %d after %llu of 3 messages "
-                  "(%d: it slept with messages to deliver)", rep.rc,
-                  (unsigned long long)rep.received, SLEPT);
-    ck_assert_uint_eq(rep.received, 3);
-    ck_assert_uint_eq(rep.errors, 0);
+    assert_drained(fds[0], r, 3);
     /* Each holder's undelivered message, and the new one; never the
      * messages the holders delivered (days 5-7). */
     for (uint64_t i = 0; i <= next; i++)
