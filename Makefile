@@ -297,10 +297,7 @@ LIB_TESTS = $(if $(SAN),,$(if $(filter $(LIB_DAY),$(SEL)),tests/tool.sh tests/in
 test: deps-check $(TEST_BINS) $(foreach d,$(SEL),$(call day_progs,$(d))) $(if $(LIB_TESTS),$(LIB_FILES))
 	$(no_days)
 	@if [ -z "$(strip $(TEST_BINS))" ]; then echo "test: no day with tests selected"; exit 0; fi; \
-	 status=0; failed=""; for t in $(TEST_BINS) $(LIB_TESTS); do \
-	   echo "== $$t"; BUILD=$(BUILD) MAKE="$(MAKE)" $$t || { status=1; failed="$$failed $$t"; }; done; \
-	 if [ $$status -ne 0 ]; then echo "test: FAILED:$$failed"; fi; \
-	 exit $$status
+	 BUILD=$(BUILD) MAKE="$(MAKE)" ./common/run_tests.sh $(TEST_BINS) -- $(LIB_TESTS)
 
 # Every program, tool and test binary of the selected days, built, not run
 # (CI builds them with clang as well as gcc: make CC=clang build-tests).
@@ -547,7 +544,7 @@ help:
 	@echo "make install-test           install into a staging root, check exports and man pages, build and run examples/"
 	@echo "make deps                 install Check, Valgrind and Doxygen"
 	@echo "make clean                remove build/"
-	@echo "Examples: make day3 bench   make day2 test   make -C day4 test   V=1 make"
+	@echo "Examples: make day3 bench   make day2 test   make -C day4 test   V=1 make   TEST_JOBS=1 make test"
 	@echo "Days present: $(DAYS)"
 
 # Keep object files that chains of implicit rules would delete.

@@ -11,12 +11,15 @@ export VALGRIND="timeout 900 valgrind -q --error-exitcode=99 --leak-check=full \
 --show-leak-kinds=definite,indirect,possible --trace-children=no"
 status=0
 failed=""
-for t in ${TESTS:-}; do
-  echo "== memcheck $t"
-  # In one process (CK_FORK=no) so that Valgrind sees every test; fewer
-  # stress messages, as Valgrind runs code some 20-50 times slower.
-  SPMC_STRESS_MESSAGES=20000 CK_FORK=no CK_VERBOSITY=normal $VALGRIND "$t" || { rc=$?; echo "memcheck: $t failed (exit status $rc)"; failed="$failed $t"; status=1; }
-done
+# In one process (CK_FORK=no) so that Valgrind sees every test; fewer
+# stress messages, as Valgrind runs code some 20-50 times slower. The
+# suites run TEST_JOBS at a time (run_tests.sh; Valgrind runs a program's
+# threads one at a time, so two suites keep two CPUs busy).
+if [ -n "${TESTS:-}" ]; then
+  # shellcheck disable=SC2086 # TESTS is a list of paths
+  SPMC_STRESS_MESSAGES=20000 CK_FORK=no CK_VERBOSITY=normal TEST_WRAP="$VALGRIND" LABEL=memcheck \
+    ./common/run_tests.sh $TESTS || { failed="$failed suites"; status=1; }
+fi
 for d in "$@"; do
   echo "== memcheck $d demo"
   BUILD=${BUILD:-build} ./common/demo.sh "$d" >/dev/null || { echo "memcheck: $d demo failed"; failed="$failed $d-demo"; status=1; }
