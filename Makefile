@@ -198,7 +198,7 @@ tools: $(TOOLS)
 # wire-format version SPMC_VERSION), spmc_queue.h, spmc.pc, man pages from
 # the header's comments, and the spmc tool (tools/spmc.c).
 # ---------------------------------------------------------------------------
-LIB_DAY    := day7
+LIB_DAY    := day8
 LIB_MAJOR  := $(shell sed -n 's/^\#define SPMC_VERSION \([0-9]*\)u$$/\1/p' $(LIB_DAY)/spmc_queue.h)
 LIB_MINOR  := 0
 PREFIX     ?= /usr/local
@@ -216,17 +216,18 @@ LIB_FILES  := $(LIB_OUT)/libspmc.a $(LIB_OUT)/$(LIB_REAL) $(LIB_OUT)/spmc $(LIB_
 # type (links to it or pages of their own), none for struct fields.
 LIB_MAN3    = $(notdir $(wildcard $(LIB_OUT)/man/man3/spmc_*.3))
 
-$(LIB_OUT)/spmc_queue.o: lib/libspmc.c $(LIB_DAY)/spmc_queue.c $(LIB_DAY)/spmc_queue.h
+# The object is named after its day, so that changing LIB_DAY rebuilds it.
+$(LIB_OUT)/spmc_queue-$(LIB_DAY).o: lib/libspmc.c $(LIB_DAY)/spmc_queue.c $(LIB_DAY)/spmc_queue.h
 	$(quiet) CC "$< (-I$(LIB_DAY) -fPIC -fvisibility=hidden)"
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -I$(LIB_DAY) -c $< -o $@
-$(LIB_OUT)/libspmc.a: $(LIB_OUT)/spmc_queue.o
+$(LIB_OUT)/libspmc.a: $(LIB_OUT)/spmc_queue-$(LIB_DAY).o
 	$(quiet) AR $@
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
-$(LIB_OUT)/$(LIB_REAL): $(LIB_OUT)/spmc_queue.o lib/libspmc.map
+$(LIB_OUT)/$(LIB_REAL): $(LIB_OUT)/spmc_queue-$(LIB_DAY).o lib/libspmc.map
 	$(quiet) LD $@
 	$(Q)$(CC) $(ALL_LDFLAGS) -shared -Wl,-soname,$(LIB_SONAME) -Wl,--version-script=lib/libspmc.map \
-	  $(LIB_OUT)/spmc_queue.o -o $@ $(LDLIBS)
+	  $(LIB_OUT)/spmc_queue-$(LIB_DAY).o -o $@ $(LDLIBS)
 	$(Q)ln -sf $(LIB_REAL) $(LIB_OUT)/$(LIB_SONAME) && ln -sf $(LIB_SONAME) $(LIB_OUT)/libspmc.so
 # The tool includes the queue's source (see tools/spmc.c): one program.
 $(LIB_OUT)/spmc: tools/spmc.c $(LIB_DAY)/spmc_queue.c $(LIB_DAY)/spmc_queue.h

@@ -57,14 +57,20 @@ static int worker(const char *name, int report_fd)
     }
     struct report r = {0};
     struct job j;
-    while ((rc = spmc_queue_pop(&q, &j, SPMC_WAIT_FOREVER)) == 0) {
+    long len; /* a record's length, or a negative errno */
+    while ((len = spmc_queue_pop(&q, &j, sizeof j, SPMC_WAIT_FOREVER)) >= 0) {
+        if (len != (long)sizeof j) {
+            fprintf(stderr, "worker: a record of %ld bytes is not a job\n", len);
+            (void)spmc_queue_destroy(&q);
+            return 1;
+        }
         r.jobs++;
         r.id_sum += j.id;
         r.answer_sum += primes_below(j.work);
     }
     (void)spmc_queue_destroy(&q);
-    if (rc != -EPIPE) { /* -EPIPE: the end of the stream, all jobs taken */
-        fprintf(stderr, "worker: pop: %s\n", strerror(-rc));
+    if (len != -EPIPE) { /* -EPIPE: the end of the stream, all jobs taken */
+        fprintf(stderr, "worker: pop: %s\n", strerror((int)-len));
         return 1;
     }
     return write(report_fd, &r, sizeof r) == (ssize_t)sizeof r ? 0 : 1;
@@ -75,8 +81,8 @@ int main(void)
     char name[32];
     snprintf(name, sizeof name, "/spmc-jobs-%ld", (long)getpid());
     struct spmc_queue q;
-    const struct spmc_options opts = {.fanout = SPMC_SHARE, .max_readers = WORKERS,
-                                      .claim_max = 1}; /* jobs are long: one at a time */
+    /* Work-sharing: each job goes to one worker, which claims one at a time. */
+    const struct spmc_options opts = {.fanout = SPMC_SHARE, .max_readers = WORKERS};
     int rc = spmc_queue_create_opts(&q, name, sizeof(struct job), 256, &opts);
     if (rc != 0) {
         fprintf(stderr, "jobs: create %s: %s\n", name, strerror(-rc));
@@ -101,7 +107,7 @@ int main(void)
     close(fds[1]);
     for (uint64_t id = 1; id <= JOBS; id++) {
         struct job j = {id, work_of(id)};
-        if ((rc = spmc_queue_push(&q, &j, 10 * 1000000000LL)) != 0) {
+        if ((rc = spmc_queue_push(&q, &j, sizeof j, 10 * 1000000000LL)) != 0) {
             fprintf(stderr, "jobs: push of job %" PRIu64 ": %s\n", id, strerror(-rc));
             return 1;
         }

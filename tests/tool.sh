@@ -71,7 +71,7 @@ reader() { # reader NAME OUTFILE: spmc recv in the background
 echo "== list and stat: live queues, both modes"
 live_writer "$P-b" --capacity 64 --size 128
 reader "$P-b" "$tmp/b1"; reader "$P-b" "$tmp/b2"
-live_writer "$P-s" --fanout share --capacity 32
+live_writer "$P-s" --fanout share --capacity 32 --size 1024
 reader "$P-s" "$tmp/s1"
 check "two readers seen attached to $P-b" until_ok readers_are "$P-b" 2/16
 check "one reader seen attached to $P-s" until_ok readers_are "$P-s" 1/16
@@ -84,11 +84,13 @@ check "list: share, 1024 bytes, capacity 32, writer alive ($r)" \
 s=$("$SPMC" stat "$P-b"); rc=$?
 check "stat of a live queue exits 0" test $rc -eq 0
 check "stat: fan-out broadcast" has "$s" "^fan-out   broadcast"
+check "stat: records of up to 128 bytes" has "$s" "^records   up to 128 bytes"
+check "stat: 64 slots of 64 bytes" has "$s" "^capacity  64 slots of 64 bytes"
 check "stat: writer alive with its pid" has "$s" "^writer    alive, pid [0-9]"
 check "stat: 2 readers alive" has "$s" "^readers   2 alive, 2 entries held, 16 in the table"
 check "stat: two active, alive entries" test "$(grep -c '^  entry .* active   alive .* pid [0-9]' <<<"$s")" -eq 2
 s=$("$SPMC" stat "$P-s")
-check "stat: share shows its claims" has "$s" "^claims    up to 16 messages"
+check "stat: share claims one record at a time" has "$s" "^claims    one record at a time"
 check "stat: share, 1 reader alive" has "$s" "^readers   1 alive"
 w=$(timeout 2.5 "$SPMC" stat "$P-b" --watch)
 check "stat --watch prints again every second (2 or 3 frames in 2.5 s)" \
@@ -139,8 +141,8 @@ check "stat of a FIFO returns at once, exit 1, not ours" \
   exits_with 1 "is not a queue of ours" timeout 10 "$SPMC" stat "$P-fifo"
 timeout 10 "$SPMC" list > /dev/null
 check "list with a FIFO in /dev/shm returns" test $? -eq 0
-# A copy of the dead queue with its capacity scribbled (offset 16).
-scribbled hostile 16 '\377\377\377\377\377\377\377\177'
+# A copy of the dead queue with its capacity scribbled (offset 24).
+scribbled hostile 24 '\377\377\377\377\377\377\377\177'
 r=$(row "$P-hostile")
 check "list: a hostile header is reported, not read ($r)" has "$r" "do not fit together"
 check "stat of a hostile header exits 1 with the problem" \
@@ -159,7 +161,11 @@ check "recv refuses another version with a clear error" \
 { printf 'SPMC'; head -c 70000 /dev/urandom; } > /dev/shm/"${P#/}"-noise
 r=$(row "$P-noise")
 check "list: random bytes after the magic are reported ($r)" test -n "$r"
-for f in hostile short v6 noise; do
+# ... and with a largest record (offset 16) that two of cannot fit in the ring.
+scribbled hostile-max 16 '\000\000\000\001'
+r=$(row "$P-hostile-max")
+check "list: a largest record too big for the ring is reported ($r)" has "$r" "do not fit together"
+for f in hostile hostile-max short v6 noise; do
   "$SPMC" stat "$P-$f" > /dev/null 2>&1
   check "stat of $f ends with exit 1, not a signal" test $? -eq 1
 done
@@ -192,7 +198,18 @@ for mode in broadcast share; do
   check "the queue is gone after the end of the stream" test ! -e /dev/shm/"${P#/}-$mode"
 done
 
-echo "== send: a line too long for a message"
+echo "== send | recv: lines of every length from 0 to --size, across the ring's end"
+# 0..300 bytes, twice over, through a ring of 32 slots: records of 1 to 5
+# slots, padding at the ring's end many times; every byte compared.
+for k in 1 2; do for n in $(seq 0 300); do head -c "$n" /dev/zero | tr '\0' "$(( n % 10 ))"; echo; done; done > "$tmp/var"
+reader "$P-var" "$tmp/var.out"; rv=$!
+"$SPMC" send "$P-var" --size 300 --capacity 32 --wait-readers 1 < "$tmp/var"
+check "send of lines of 0 to 300 bytes exits 0" test $? -eq 0
+wait "$rv"
+check "recv exits 0 at the end of the stream" test $? -eq 0
+check "every line came back, byte for byte" cmp -s "$tmp/var" "$tmp/var.out"
+
+echo "== send: a line too long for a record"
 printf 'short\n%0200d\nafter\n' 0 > "$tmp/long"
 reader "$P-long" "$tmp/long.out"; rl=$!
 check "send stops with exit 1 at the long line" \

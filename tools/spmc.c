@@ -5,8 +5,8 @@
  *   spmc list                      every queue of ours in /dev/shm
  *   spmc stat NAME [--watch]       one queue in full (each reader)
  *   spmc rm NAME [--force]         remove a queue nobody alive holds
- *   spmc send NAME [options]       standard input, one message per line
- *   spmc recv NAME [options]       messages to standard output, one per line
+ *   spmc send NAME [options]       standard input, one record per line
+ *   spmc recv NAME [options]       records to standard output, one per line
  *
  * `list`, `stat` and `rm` only read the segment: opened read-only, mapped
  * read-only, checked field by field exactly as an attaching reader checks
@@ -51,13 +51,15 @@ static void usage(FILE *f)
             "                      [--readers N] [--wait-readers N]\n"
             "       spmc recv NAME [--wait SECONDS]\n"
             "Queues of wire-format version %u (NAME is /name, as in /dev/shm/name).\n"
-            "send: one message per line of standard input (at most --size - 4 bytes,\n"
-            "  default 1024), end of input closes the queue; --wait-readers N waits for\n"
-            "  N readers before the first line (broadcast readers see only what is sent\n"
-            "  after they attach).\n"
-            "recv: one line per message on standard output until the writer closes;\n"
-            "  --wait SECONDS (10): how long to wait for the queue to appear.\n",
-            SPMC_VERSION);
+            "send: one record per line of standard input, as long as the line without\n"
+            "  its newline (at most --size bytes, default 4096); --capacity: slots of\n"
+            "  %u bytes in the ring, a power of two (default 1024), at least twice the\n"
+            "  slots of the longest record; end of input closes the queue;\n"
+            "  --wait-readers N waits for N readers before the first line (broadcast\n"
+            "  readers see only what is sent after they attach).\n"
+            "recv: one line per record on standard output, read in place, until the\n"
+            "  writer closes; --wait SECONDS (10): how long to wait for the queue to appear.\n",
+            SPMC_VERSION, SPMC_SLOT);
 }
 
 static int bad_usage(const char *fmt, const char *arg)
@@ -88,9 +90,9 @@ struct view {
     uint32_t version;
     struct geometry g;
     int writer_alive, closed, writer_pid;
-    uint64_t head, read_pos, reaped, redelivered;
+    uint64_t head, read_pos, reaped, redelivered; /* indices count slots */
     unsigned readers, readers_alive;
-    int64_t behind; /* slowest live reader (broadcast), unclaimed (share); -1 none */
+    int64_t behind; /* slots: slowest live reader (broadcast), unclaimed (share); -1 none */
     struct entry_view *entries;
 };
 
@@ -115,10 +117,10 @@ static int look(int fd, struct view *v, int want_entries)
         return 0;
     }
     v->version = h->version;
-    struct header_copy c = {h->magic,     h->version,   h->header_size,
-                            h->cacheline, h->elem_size, h->capacity,
-                            h->slot_size, h->fanout,    h->max_readers,
-                            h->claim_max};
+    struct header_copy c = {h->magic,     h->version,    h->header_size,
+                            h->cacheline, h->max_record, h->capacity,
+                            h->slot_size, h->fanout,     h->max_readers,
+                            h->reserved1};
     /* Pairs with the release store of ready in spmc_queue_create_opts(). */
     int ready = atomic_load_explicit(&h->ready, memory_order_acquire) == SPMC_READY;
     munmap((void *)h, sizeof *h);
@@ -145,8 +147,11 @@ static int look(int fd, struct view *v, int want_entries)
     v->writer_pid = (int)atomic_load_explicit(&hh->writer_pid, memory_order_relaxed);
     v->closed = atomic_load_explicit(&hh->closed, memory_order_acquire) != 0;
     v->head = atomic_load_explicit(&hh->head, memory_order_acquire);
-    v->read_pos = full_index(v->head, atomic_load_explicit(&hh->read_index,
-                                                           memory_order_relaxed) & POS);
+    /* read_index keeps 52 bits of the next position: the one nearest
+     * below head with those bits (a hostile value gives a far one, which
+     * the "behind" test below leaves out). */
+    const uint64_t pos = atomic_load_explicit(&hh->read_index, memory_order_relaxed) & POS;
+    v->read_pos = v->head - ((v->head - pos) & POS);
     v->reaped = atomic_load_explicit(&hh->reaped, memory_order_relaxed);
     v->redelivered = atomic_load_explicit(&hh->redelivered, memory_order_relaxed);
     if (want_entries)
@@ -225,7 +230,7 @@ static void list_row(const struct view *v)
     else
         snprintf(behind, sizeof behind, "%" PRId64, v->behind);
     printf("%-24s %-9s %8" PRIu64 " %8" PRIu64 " %-6s %4u/%-4u %12" PRIu64 " %8s\n", v->name,
-           fanout_name(v->g.fanout), v->g.elem_size, v->g.capacity, writer_word(v),
+           fanout_name(v->g.fanout), v->g.max_record, v->g.capacity, writer_word(v),
            v->readers_alive, v->g.max_readers, v->head, behind);
 }
 
@@ -239,7 +244,7 @@ static int cmd_list(int argc, char **argv)
         return 1;
     }
     printf("%-24s %-9s %8s %8s %-6s %9s %12s %8s\n", "NAME", "FANOUT", "SIZE", "CAPACITY",
-           "WRITER", "READERS", "PUSHED", "BEHIND");
+           "WRITER", "READERS", "WRITTEN", "BEHIND");
     struct dirent *de;
     unsigned shown = 0;
     while ((de = readdir(d)) != NULL) {
@@ -258,9 +263,11 @@ static int cmd_list(int argc, char **argv)
     closedir(d);
     if (shown == 0)
         printf("(no queue of ours in /dev/shm)\n");
-    printf("SIZE: payload bytes per message; READERS: alive/table size; BEHIND: messages the\n"
-           "slowest live reader has yet to take (broadcast, as of its last published position),\n"
-           "or not yet claimed by any reader (share)\n");
+    printf("SIZE: largest record, bytes; CAPACITY, WRITTEN and BEHIND count slots of %u bytes\n"
+           "(a record takes one per %u bytes, at least one); READERS: alive/table size;\n"
+           "WRITTEN: slots written so far; BEHIND: slots the slowest live reader has yet to\n"
+           "pass (broadcast, as of its last published position), or not yet claimed (share)\n",
+           SPMC_SLOT, SPMC_SLOT);
     return 0;
 }
 
@@ -302,22 +309,23 @@ static int stat_once(const char *name)
     }
     printf("version   %u\n", SPMC_VERSION);
     printf("fan-out   %s\n", fanout_name(v.g.fanout));
-    printf("message   %" PRIu64 " bytes (slot %u bytes)\n", v.g.elem_size, v.g.slot_size);
-    printf("capacity  %" PRIu64 " messages\n", v.g.capacity);
+    printf("records   up to %" PRIu64 " bytes\n", v.g.max_record);
+    printf("capacity  %" PRIu64 " slots of %u bytes\n", v.g.capacity, v.g.slot_size);
     if (v.g.fanout == SPMC_SHARE)
-        printf("claims    up to %u messages\n", v.g.claim_max);
+        printf("claims    one record at a time\n");
     printf("segment   %zu bytes\n", v.g.map_size);
     printf("writer    %s", writer_word(&v));
     if (v.writer_alive)
         printf(", pid %d in its own PID namespace", v.writer_pid);
-    printf("\npushed    %" PRIu64 "\n", v.head);
-    if (v.g.fanout == SPMC_SHARE)
-        printf("claimed   %" PRIu64 " (%" PRId64 " waiting for a reader)\n", v.read_pos, v.behind);
+    printf("\nwritten   %" PRIu64 " slots\n", v.head);
+    if (v.g.fanout == SPMC_SHARE && v.behind >= 0)
+        printf("claimed   %" PRIu64 " slots (%" PRId64 " waiting for a reader)\n", v.read_pos,
+               v.behind);
     printf("readers   %u alive, %u entries held, %u in the table\n", v.readers_alive, v.readers,
            v.g.max_readers);
     printf("reaped    %" PRIu64 " entries of dead readers", v.reaped);
     if (v.g.fanout == SPMC_SHARE)
-        printf(", %" PRIu64 " messages delivered again", v.redelivered);
+        printf(", %" PRIu64 " records delivered again", v.redelivered);
     printf("\n");
     for (unsigned e = 0; v.entries != NULL && e < v.g.max_readers; e++) {
         const struct entry_view *r = &v.entries[e];
@@ -325,7 +333,8 @@ static int stat_once(const char *name)
             continue;
         printf("  entry %-4u %-8s %-5s", e, state_name(r->state), r->alive ? "alive" : "dead");
         if (v.g.fanout == SPMC_BROADCAST && (v.head - r->position) <= v.g.capacity)
-            printf(" at %-12" PRIu64 " %8" PRIu64 " behind", r->position, v.head - r->position);
+            printf(" at %-12" PRIu64 " %8" PRIu64 " slots behind", r->position,
+                   v.head - r->position);
         printf(" pid %d\n", r->pid);
     }
     free(v.entries);
@@ -441,9 +450,8 @@ static int cmd_rm(int argc, char **argv)
 /* send and recv                                                           */
 /* ===================================================================== */
 
-/* A message carries one line: its length (4 bytes, native order), then its
- * bytes, without the newline. */
-enum { LEN_BYTES = 4 };
+/* A record carries one line: its bytes, without the newline (its length is
+ * the record's). */
 
 static int parse_count(const char *opt, const char *s, uint64_t max, uint64_t *out)
 {
@@ -462,7 +470,7 @@ static int cmd_send(int argc, char **argv)
 {
     const char *name = NULL;
     struct spmc_options o = {.fanout = SPMC_BROADCAST, .max_readers = SPMC_DEFAULT_READERS};
-    uint64_t size = 1024, capacity = 1024, wait_for = 0, readers = SPMC_DEFAULT_READERS;
+    uint64_t size = 4096, capacity = 1024, wait_for = 0, readers = SPMC_DEFAULT_READERS;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -476,7 +484,7 @@ static int cmd_send(int argc, char **argv)
                 return bad_usage("--fanout is broadcast or share, not '%s'", val);
             i++;
         } else if (strcmp(a, "--size") == 0 && val != NULL) {
-            bad = parse_count(a, val, UINT32_MAX / 2, &size);
+            bad = parse_count(a, val, SPMC_RECORD_MAX, &size);
             i++;
         } else if (strcmp(a, "--capacity") == 0 && val != NULL) {
             bad = parse_count(a, val, UINT64_C(1) << 40, &capacity);
@@ -499,9 +507,8 @@ static int cmd_send(int argc, char **argv)
     }
     if (name == NULL)
         return bad_usage("send needs a NAME%s", "");
-    if (size <= LEN_BYTES) {
-        fprintf(stderr, "spmc: --size must be more than %d (a message holds the line's length, "
-                        "then the line)\n", LEN_BYTES);
+    if (size == 0) {
+        fprintf(stderr, "spmc: --size must be 1 or more (the longest line, in bytes)\n");
         return EXIT_USAGE;
     }
     if (wait_for > readers) {
@@ -515,8 +522,8 @@ static int cmd_send(int argc, char **argv)
     if (rc != 0) {
         fprintf(stderr, "spmc: cannot create %s: %s%s\n", name, strerror(-rc),
                 rc == -EEXIST ? " (spmc stat shows who holds it; spmc rm removes a dead one)"
-                : rc == -EINVAL ? " (--capacity must be a power of two, 2 or more for share; "
-                                  "--readers 1 or more)"
+                : rc == -EINVAL ? " (--capacity must be a power of two, at least twice the slots "
+                                  "of a --size record; --readers 1 or more)"
                                 : "");
         return 1;
     }
@@ -532,28 +539,26 @@ static int cmd_send(int argc, char **argv)
             return 1;
         }
     }
-    unsigned char *msg = calloc(1, (size_t)size);
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
     uint64_t lines = 0;
     int status = 0;
-    while (msg != NULL && !stop && (n = getline(&line, &cap, stdin)) >= 0) {
+    while (!stop && (n = getline(&line, &cap, stdin)) >= 0) {
         if (n > 0 && line[n - 1] == '\n')
             n--;
-        if ((uint64_t)n > size - LEN_BYTES) {
-            fprintf(stderr, "spmc: line %" PRIu64 " has %zd bytes; a message of --size %" PRIu64
-                            " holds %" PRIu64 ": stopped there, %" PRIu64 " lines sent\n",
-                    lines + 1, n, size, size - LEN_BYTES, lines);
+        if ((uint64_t)n > size) {
+            fprintf(stderr, "spmc: line %" PRIu64 " has %zd bytes, more than --size %" PRIu64
+                            ": stopped there, %" PRIu64 " lines sent\n",
+                    lines + 1, n, size, lines);
             status = 1;
             break;
         }
-        uint32_t len = (uint32_t)n;
-        memcpy(msg, &len, LEN_BYTES);
-        memcpy(msg + LEN_BYTES, line, (size_t)n);
-        while ((rc = spmc_queue_push(&q, msg, TICK_NS)) == -ETIMEDOUT && !stop)
+        while ((rc = spmc_queue_push(&q, line, (size_t)n, TICK_NS)) == -ETIMEDOUT && !stop)
             ;
         if (rc != 0) {
+            if (rc == -ETIMEDOUT) /* stopped by a signal while the ring was full */
+                break;
             fprintf(stderr, "spmc: push of line %" PRIu64 " failed: %s\n", lines + 1,
                     strerror(-rc));
             status = 1;
@@ -561,12 +566,11 @@ static int cmd_send(int argc, char **argv)
         }
         lines++;
     }
-    if (msg == NULL) {
-        fprintf(stderr, "spmc: out of memory\n");
+    if (!stop && ferror(stdin)) {
+        fprintf(stderr, "spmc: reading standard input failed after %" PRIu64 " lines\n", lines);
         status = 1;
     }
     free(line);
-    free(msg);
     /* Closes the queue: readers take what is left, then see the end. */
     (void)spmc_queue_destroy(&q);
     if (stop) {
@@ -609,37 +613,29 @@ static int cmd_recv(int argc, char **argv)
                                 : "");
         return 1;
     }
-    unsigned char *msg = malloc(q.elem_size);
     uint64_t lines = 0;
     int status = 0;
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
-    for (;;) {
-        if (msg == NULL || stop)
-            break;
-        rc = spmc_queue_pop(&q, msg, TICK_NS);
+    /* Each record is printed from the ring, in place, then released. */
+    while (!stop) {
+        const void *rec;
+        size_t len;
+        rc = spmc_queue_peek(&q, &rec, &len, TICK_NS);
         if (rc == -ETIMEDOUT)
             continue;
         if (rc != 0)
             break;
-        uint32_t len;
-        memcpy(&len, msg, LEN_BYTES);
-        if (len > q.elem_size - LEN_BYTES) {
-            fprintf(stderr, "spmc: message %" PRIu64 " says it holds %u bytes, more than a "
-                            "message can: not a line of spmc send; stopped\n", lines + 1, len);
-            status = 1;
-            break;
-        }
-        fwrite(msg + LEN_BYTES, 1, len, stdout);
+        fwrite(rec, 1, len, stdout);
         putchar('\n');
+        rc = spmc_queue_release(&q);
+        if (rc != 0)
+            break;
         lines++;
     }
-    if (msg == NULL) {
-        fprintf(stderr, "spmc: out of memory\n");
-        status = 1;
-    } else if (stop) {
+    if (stop) {
         fprintf(stderr, "spmc: stopped by a signal after %" PRIu64 " lines\n", lines);
         status = 1;
     } else if (status == 0 && rc != -EPIPE) {
@@ -648,7 +644,6 @@ static int cmd_recv(int argc, char **argv)
                                   : strerror(-rc));
         status = 1;
     }
-    free(msg);
     (void)spmc_queue_destroy(&q);
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "spmc: cannot write standard output: %s\n", strerror(errno));
