@@ -58,14 +58,7 @@ failed=0
 # Helpers: running one program, statistics, formatting.
 # ---------------------------------------------------------------------------
 
-# run CMD...: run CMD with its stdout and stderr in $out; its exit status.
-run() {
-    if [ "$RUN_TIMEOUT" != 0 ] && command -v timeout >/dev/null; then
-        timeout "$RUN_TIMEOUT" "$@" >"$out" 2>&1
-    else
-        "$@" >"$out" 2>&1
-    fi
-}
+# run CMD...: see bench_lib.sh.
 
 # fail LABEL STATUS: remember that a run failed; its output is shown at the end.
 fail() {
@@ -183,19 +176,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
         "$((SECONDS - start)) s" >&2
 done
 
-# The rounds whose medians we report.
-used=()
-for ((r = 1; r <= ROUNDS; r++)); do
-    if [ "${STABLE[r]}" = stable ]; then used+=("$r"); fi
-done
-if [ ${#used[@]} -ge 3 ] || [ ${#used[@]} -eq "$ROUNDS" ]; then
-    basis="medians of the ${#used[@]} stable rounds of $ROUNDS"
-else
-    basis="medians of ALL $ROUNDS rounds, only ${#used[@]} stable (the CPUs"
-    basis+=" changed state during the run: trust the ratios more than the figures)"
-    used=()
-    for ((r = 1; r <= ROUNDS; r++)); do used+=("$r"); done
-fi
+# The rounds whose medians we report (used, basis).
+pick_rounds
 
 # ---------------------------------------------------------------------------
 # Latency rounds: c2c, then each day's round trip.
@@ -232,10 +214,7 @@ done
 # ---------------------------------------------------------------------------
 # Report.
 # ---------------------------------------------------------------------------
-echo "Rounds:    c2c before -> after (ns); $basis"
-for ((r = 1; r <= ROUNDS; r++)); do
-    echo "           $r: ${C2C_BEFORE[r]} -> ${C2C_AFTER[r]}  ${STABLE[r]}"
-done
+show_rounds
 
 MED=() NRUNS=()
 ref_day3=nan ref_ceiling=nan

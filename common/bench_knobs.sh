@@ -53,14 +53,7 @@ trap 'rm -rf "$tmp"' EXIT
 out=$tmp/out # output of the last run
 failed=0
 
-# run CMD...: run CMD with its stdout and stderr in $out; its exit status.
-run() {
-    if [ "$RUN_TIMEOUT" != 0 ] && command -v timeout >/dev/null; then
-        timeout "$RUN_TIMEOUT" "$@" >"$out" 2>&1
-    else
-        "$@" >"$out" 2>&1
-    fi
-}
+# run CMD...: see bench_lib.sh.
 
 
 

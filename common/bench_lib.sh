@@ -1,7 +1,18 @@
 # shellcheck shell=bash
-# bench_lib.sh - shell functions shared by bench.sh, bench_knobs.sh and
-# bench_wait.sh
-# (sourced, not run). Needs BUILD set: c2c runs $BUILD/common/c2c.
+# bench_lib.sh - shell functions shared by bench.sh, bench_knobs.sh,
+# bench_records.sh and bench_wait.sh (sourced, not run). Needs BUILD set:
+# c2c runs $BUILD/common/c2c; run() writes to $out, within RUN_TIMEOUT.
+
+# run CMD...: run CMD with its stdout and stderr in $out, for RUN_TIMEOUT
+# seconds at most (0: no limit; default 300); its exit status.
+run() {
+    local limit=${RUN_TIMEOUT:-300}
+    if [ "$limit" != 0 ] && command -v timeout >/dev/null; then
+        timeout "$limit" "$@" >"$out" 2>&1
+    else
+        "$@" >"$out" 2>&1
+    fi
+}
 
 # median: the median of the numbers on stdin, one a line ("nan" if none).
 median() {
@@ -49,4 +60,32 @@ finish_runs() {
         exit 1
     fi
     exit 0
+}
+
+# pick_rounds: from STABLE[1..ROUNDS] ("stable" or "unstable"), set used
+# (the rounds whose medians are reported: the stable ones when at least 3
+# are, or all of them are; else every round) and basis (what to say of it).
+pick_rounds() {
+    local r
+    used=()
+    for ((r = 1; r <= ROUNDS; r++)); do
+        if [ "${STABLE[r]}" = stable ]; then used+=("$r"); fi
+    done
+    if [ ${#used[@]} -ge 3 ] || [ ${#used[@]} -eq "$ROUNDS" ]; then
+        basis="medians of the ${#used[@]} stable rounds of $ROUNDS"
+    else
+        basis="medians of ALL $ROUNDS rounds, only ${#used[@]} stable (the CPUs"
+        basis+=" changed state during the run: trust the ratios more than the figures)"
+        used=()
+        for ((r = 1; r <= ROUNDS; r++)); do used+=("$r"); done
+    fi
+}
+
+# show_rounds: the "Rounds:" lines of a report (after pick_rounds).
+show_rounds() {
+    local r
+    echo "Rounds:    c2c before -> after (ns); $basis"
+    for ((r = 1; r <= ROUNDS; r++)); do
+        echo "           $r: ${C2C_BEFORE[r]} -> ${C2C_AFTER[r]}  ${STABLE[r]}"
+    done
 }

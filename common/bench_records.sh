@@ -52,7 +52,6 @@ fail() {
     { echo "== $1: exit status $2"; cat "$out"; } >>"$tmp/failures"
 }
 
-run() { timeout 300 "$@" >"$out" 2>&1; }
 
 cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null)
 echo "== records of any length (day 8): writer and reader processes, every byte checked"
@@ -91,19 +90,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
     echo "bench_records: round $r/$ROUNDS: c2c $before -> $after ns (${STABLE[r]})" >&2
 done
 
-used=()
-for ((r = 1; r <= ROUNDS; r++)); do [ "${STABLE[r]}" = stable ] && used+=("$r"); done
-if [ ${#used[@]} -ge 3 ] || [ ${#used[@]} -eq "$ROUNDS" ]; then
-    basis="medians of the ${#used[@]} stable rounds of $ROUNDS"
-else
-    basis="medians of ALL $ROUNDS rounds, only ${#used[@]} stable"
-    used=()
-    for ((r = 1; r <= ROUNDS; r++)); do used+=("$r"); done
-fi
-echo "Rounds:    c2c before -> after (ns); $basis"
-for ((r = 1; r <= ROUNDS; r++)); do
-    echo "           $r: ${C2C_BEFORE[r]} -> ${C2C_AFTER[r]}  ${STABLE[r]}"
-done
+pick_rounds
+show_rounds
 
 # med ARRAY KIND SIZE: the median over the rounds used.
 med() {
