@@ -9,8 +9,8 @@
 # A `make` command must exit 0; a program may exit non-zero (the READMEs show
 # programs refusing bad input) but must not die of a signal or hang. Goals
 # that CI runs as steps of their own (test, memcheck, sanitize, docs, fuzz,
-# soak, bench, linkcheck, exercise-check; memcheck and sanitize of one day
-# too) are not run twice, wherever they appear; a make command that has
+# soak, bench, linkcheck, exercise-check; test, memcheck and sanitize of one
+# day too) are not run twice, wherever they appear; a make command that has
 # already passed here is not run again; and no exercise is run (an
 # untouched one fails by design). Benchmarks run as their smoke run
 # (BENCH_SMOKE=1): here they prove that the command works, not a figure.
@@ -26,6 +26,7 @@ covered() { # goals CI already runs on their own (and make clean, which
              # would pull the build out from under the commands after it)
   case "$1" in
     "make test"|"make memcheck"|"make sanitize"|"make docs"|"make linkcheck"|"make fuzz"|"make soak"|"make bench"|"make clean"|"make deps"|"make exercise-check") return 0 ;;
+    "make day"[0-9]" test"|"make -C day"[0-9]" test"|"make tool-test"|"make install-test") return 0 ;; # parts of make test
     "make day"[0-9]" memcheck"|"make day"[0-9]" sanitize") return 0 ;;
     *" exercise"|"make exercise"*) return 0 ;; # an untouched exercise fails by design
   esac
@@ -97,9 +98,11 @@ for unit in "$tmp"/unit.[0-9]*; do
   } >"$unit.sh"
   printf 'run: %s   (%s)\n' "$(IFS='|'; echo "${cmds[*]}" | sed 's/|/ ; /g')" "$src"
   if [ -n "${DRY_RUN:-}" ]; then continue; fi
+  t0=$SECONDS
   if ! LOG="$unit.log" bash "$unit.sh"; then
     tail -n 20 "$unit.log"; status=1
   fi
+  echo "     took $((SECONDS - t0)) s"
   rm -f /dev/shm/queue /dev/shm/spmc_test_queue /dev/shm/mine 2>/dev/null
   ran=$((ran + 1))
 done
