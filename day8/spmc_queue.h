@@ -165,9 +165,9 @@ struct spmc_shm_reader {
  * |    ...  | capacity x 8 | record headers, one per slot | writer |
  *
  * A record that starts at index i, in slot s = `i & (capacity - 1)`, has
- * its header in word (s mod 8) x capacity/8 + s/8 of the header table (word
- * s when capacity is below 64), so that the headers of neighbouring
- * records are in different lines: its index mod 2^32 in bits 32-63
+ * its header in word (s & ~63) + 8 x (s mod 8) + (s / 8) mod 8 of the
+ * header table (word s when capacity is below 64), so that the headers of
+ * neighbouring records are in different lines: its index mod 2^32 in bits 32-63
  * (so that a header of another lap, or a scribbled one, is seen for what it
  * is) and its length in bits 0-31, SPMC_PAD_BIT set for a padding record,
  * whose slots run to the end of the ring. A reader loads a header once,
