@@ -94,17 +94,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         "$((SECONDS - start)) s" >&2
 done
 
-used=()
-for ((r = 1; r <= ROUNDS; r++)); do
-    if [ "${STABLE[r]}" = stable ]; then used+=("$r"); fi
-done
-if [ ${#used[@]} -ge 3 ] || [ ${#used[@]} -eq "$ROUNDS" ]; then
-    basis="the ${#used[@]} stable rounds of $ROUNDS"
-else
-    basis="ALL $ROUNDS rounds, only ${#used[@]} stable (trust the ratios more than the figures)"
-    used=()
-    for ((r = 1; r <= ROUNDS; r++)); do used+=("$r"); done
-fi
+pick_rounds # (used, basis: see bench_lib.sh)
 
 # ---------------------------------------------------------------------------
 # Report.
@@ -114,7 +104,7 @@ echo "CPU:       ${cpu:-unknown} ($ncpu CPUs), c2c $(printf '%s\n' "${C2C[@]}" |
     awk '{ print ($1 == "nan" ? "unknown" : sprintf("%.0f ns", $1)) }') (median of the rounds)"
 echo "Compiler:  $($CC --version 2>/dev/null | head -n 1), flags $CFLAGS_SHOWN;" \
     "orders only: -DSPMC_ALIGN=0, alignment only: -DSPMC_SEQ_CST=1"
-echo "Messages:  $SIZE bytes, capacity $CAPACITY, $MESSAGES per run; medians of $basis"
+echo "Messages:  $SIZE bytes, capacity $CAPACITY, $MESSAGES per run; $basis"
 for m in "${MODES[@]}"; do
     echo
     printf '%-28s %-8s %-24s %s\n' variant mode "M msgs/s (median of ${#used[@]})" "x day 3"
