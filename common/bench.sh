@@ -18,7 +18,9 @@
 # So each round runs every row once, in order (A B C ... A B C: a row's runs
 # are never back to back), between two measurements of that round trip
 # (build/common/c2c, median of 3). A round whose c2c figures differ by >30%
-# is unstable; with at least 3 stable rounds the medians use only those.
+# is unstable. The medians use the largest set of stable rounds at one c2c
+# level (within 30% of each other) when it holds at least 3 rounds
+# (pick_rounds, in bench_lib.sh): a stable round at another level is left out.
 # A run that exits non-zero (a message check failed) fails the script.
 #
 # shellcheck disable=SC2034 # MSGS, CONS, P50... are read through series()

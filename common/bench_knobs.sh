@@ -17,8 +17,9 @@
 # Method, as in bench.sh: each round runs every row once (A B C D A B C D:
 # a row's runs are never back to back), between two measurements of the
 # core-to-core round trip ($BUILD/common/c2c, median of 3). A round whose
-# two c2c figures differ by more than 30% is unstable; with at least 3
-# stable rounds the medians use only those. Each ratio divides a median by
+# two c2c figures differ by more than 30% is unstable; the medians use the
+# largest set of at least 3 stable rounds at one c2c level (pick_rounds, in
+# bench_lib.sh). Each ratio divides a median by
 # day 3's median of the same mode and the same rounds. A run that exits
 # non-zero (a message check failed) fails the script.
 set -u
@@ -89,6 +90,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
     after=$(c2c)
     C2C+=("$before" "$after")
+    C2C_BEFORE[r]=$before C2C_AFTER[r]=$after
     if stable "$before" "$after"; then STABLE[r]=stable; else STABLE[r]=unstable; fi
     echo "bench: round $r/$ROUNDS: c2c $before -> $after ns (${STABLE[r]})," \
         "$((SECONDS - start)) s" >&2

@@ -62,20 +62,54 @@ finish_runs() {
     exit 0
 }
 
-# pick_rounds: from STABLE[1..ROUNDS] ("stable" or "unstable"), set used
-# (the rounds whose medians are reported: the stable ones when at least 3
-# are, or all of them are; else every round) and basis (what to say of it).
+# pick_rounds: from STABLE[1..ROUNDS] ("stable" or "unstable") and the
+# c2c figures C2C_BEFORE/C2C_AFTER[1..ROUNDS], set used (the rounds whose
+# medians are reported) and basis (what to say of it). The vCPUs of a
+# small VM jump between levels of c2c (about 30, 100 and 500 ns here), and
+# every figure moves with them, so a median over rounds of two levels
+# mixes two machines: used is the largest set of stable rounds whose c2c
+# lies within 30% of the lowest of them (the earliest such set on a tie),
+# when it holds at least 3 rounds or all of them; else every round, with a
+# warning. OTHER_LEVEL[r] is set for the stable rounds left out.
 pick_rounds() {
-    local r
-    used=()
+    local r s best=() set lo hi
+    OTHER_LEVEL=()
     for ((r = 1; r <= ROUNDS; r++)); do
-        if [ "${STABLE[r]}" = stable ]; then used+=("$r"); fi
+        LEVEL[r]=$(awk -v a="${C2C_BEFORE[r]:-nan}" -v b="${C2C_AFTER[r]:-nan}" \
+            'BEGIN { print (a == "nan" || b == "nan") ? "nan" : (a + b) / 2 }')
     done
+    for ((s = 1; s <= ROUNDS; s++)); do
+        [ "${STABLE[s]}" = stable ] || continue
+        set=()
+        for ((r = 1; r <= ROUNDS; r++)); do
+            [ "${STABLE[r]}" = stable ] || continue
+            # Without c2c figures (one CPU, or a script that keeps none)
+            # every stable round is one level.
+            if awk -v l="${LEVEL[s]}" -v x="${LEVEL[r]}" 'BEGIN {
+                exit !(l == "nan" || x == "nan" || (x >= l && x <= 1.3 * l)) }'; then
+                set+=("$r")
+            fi
+        done
+        if [ ${#set[@]} -gt ${#best[@]} ]; then best=("${set[@]}"); fi
+    done
+    used=("${best[@]}")
     if [ ${#used[@]} -ge 3 ] || [ ${#used[@]} -eq "$ROUNDS" ]; then
         basis="medians of the ${#used[@]} stable rounds of $ROUNDS"
+        for ((r = 1; r <= ROUNDS; r++)); do
+            [ "${STABLE[r]}" = stable ] || continue
+            case " ${used[*]} " in *" $r "*) ;; *) OTHER_LEVEL[r]=1 ;; esac
+        done
+        if [ ${#OTHER_LEVEL[@]} -gt 0 ]; then
+            lo=$(for r in "${used[@]}"; do echo "${C2C_BEFORE[r]}"; echo "${C2C_AFTER[r]}"; done |
+                sort -n | head -n 1)
+            hi=$(for r in "${used[@]}"; do echo "${C2C_BEFORE[r]}"; echo "${C2C_AFTER[r]}"; done |
+                sort -n | tail -n 1)
+            basis+=" at one c2c level ($lo-$hi ns)"
+        fi
     else
-        basis="medians of ALL $ROUNDS rounds, only ${#used[@]} stable (the CPUs"
+        basis="medians of ALL $ROUNDS rounds, only ${#used[@]} stable at one c2c level (the CPUs"
         basis+=" changed state during the run: trust the ratios more than the figures)"
+        OTHER_LEVEL=()
         used=()
         for ((r = 1; r <= ROUNDS; r++)); do used+=("$r"); done
     fi
@@ -86,6 +120,6 @@ show_rounds() {
     local r
     echo "Rounds:    c2c before -> after (ns); $basis"
     for ((r = 1; r <= ROUNDS; r++)); do
-        echo "           $r: ${C2C_BEFORE[r]} -> ${C2C_AFTER[r]}  ${STABLE[r]}"
+        echo "           $r: ${C2C_BEFORE[r]} -> ${C2C_AFTER[r]}  ${STABLE[r]}${OTHER_LEVEL[r]:+, another c2c level: left out}"
     done
 }
