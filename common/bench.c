@@ -35,6 +35,11 @@ static void usage(const char *prog, unsigned flags, int status)
     if (flags & BENCH_KIND)
         fprintf(f, "  --kind pipe|socket|mq\n"
                    "                     the kernel channel to measure\n");
+    if (flags & BENCH_PUBLISH)
+        fprintf(f, "  --publish-every N  the producer stores head after every N\n"
+                   "                     messages (a power of two up to the\n"
+                   "                     capacity; default 16; 1: each message\n"
+                   "                     at once, as a queue must)\n");
     exit(status);
 }
 
@@ -48,6 +53,7 @@ void bench_parse(struct bench_opts *o, int argc, char **argv, unsigned flags)
     o->latency_count = 100000;
     o->consumers = 1;
     o->kind = "pipe";
+    o->publish_every = 16;
     o->pin[0] = o->pin[1] = -1;
     if (usable_cpus() >= 2) {
         o->pin[0] = 0;
@@ -66,6 +72,7 @@ void bench_parse(struct bench_opts *o, int argc, char **argv, unsigned flags)
         {"consumers", required_argument, 0, 'k'},
         {"fanout", required_argument, 0, 'f'},
         {"kind", required_argument, 0, 'K'},
+        {"publish-every", required_argument, 0, 'P'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -114,6 +121,10 @@ void bench_parse(struct bench_opts *o, int argc, char **argv, unsigned flags)
             if (!(flags & BENCH_KIND)) usage(argv[0], flags, 2);
             o->kind = optarg;
             break;
+        case 'P':
+            if (!(flags & BENCH_PUBLISH)) usage(argv[0], flags, 2);
+            o->publish_every = parse_u64(optarg, "--publish-every", UINT64_MAX);
+            break;
         case 'h': usage(argv[0], flags, 0); break;
         default: usage(argv[0], flags, 2);
         }
@@ -124,6 +135,10 @@ void bench_parse(struct bench_opts *o, int argc, char **argv, unsigned flags)
         die("--size must be at least 8 bytes (the sequence number), got %zu", o->size);
     if (o->messages == 0 || o->runs == 0 || o->capacity == 0 || o->latency_count == 0)
         die("--messages, --runs, --capacity and --count must be positive");
+    if (o->publish_every == 0 || (o->publish_every & (o->publish_every - 1)) != 0 ||
+        o->publish_every > o->capacity)
+        die("--publish-every must be a power of two up to the capacity, got %llu",
+            (unsigned long long)o->publish_every);
     if (o->consumers == 0 || o->consumers > 64)
         die("--consumers must be between 1 and 64, got %u", o->consumers);
 }

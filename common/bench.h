@@ -16,6 +16,7 @@
 enum bench_flags {
     BENCH_FANOUT = 1, /**< --consumers K, --fanout broadcast|share (day 5+) */
     BENCH_KIND = 2,   /**< --kind pipe|socket|mq (the baselines) */
+    BENCH_PUBLISH = 4, /**< --publish-every N (the ceiling ring) */
 };
 
 /** Parsed command line of a benchmark. */
@@ -32,6 +33,7 @@ struct bench_opts {
     unsigned consumers;      /**< --consumers (day 5+) */
     int share;               /**< --fanout share (1) or broadcast (0) */
     const char *kind;        /**< --kind (baselines) */
+    uint64_t publish_every;  /**< --publish-every (ceiling): pushes per store of head, default 16 */
 };
 
 /** Parse argv into @p o (defaults: 64 bytes, capacity 1024, 2^26 messages,

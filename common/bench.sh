@@ -94,6 +94,10 @@ add_row() {
 opts="--size $SIZE --capacity $CAPACITY --csv --runs 1"
 
 add_row ceiling process "$BUILD/common/ceiling" "--mode process --messages $MESSAGES $opts"
+# The same ring storing head after every message, as a queue must (it cannot
+# know which push is the last of a burst): what publishing at once costs.
+add_row "ceiling at once" process "$BUILD/common/ceiling" \
+    "--mode process --publish-every 1 --messages $MESSAGES $opts"
 for d in "${days[@]}"; do
     b=$BUILD/$d/benchmark
     if [ ! -x "$b" ]; then
@@ -219,12 +223,13 @@ done
 show_rounds
 
 MED=() NRUNS=()
-ref_day3=nan ref_ceiling=nan
+ref_day3=nan ref_ceiling=nan ref_at_once=nan
 for i in "${!ROW_NAME[@]}"; do
     MED[i]=$(series MSGS "$i" "${used[@]}" | median)
     NRUNS[i]=$(series MSGS "$i" "${used[@]}" | grep -c .)
     if [ "${ROW_NAME[i]} ${ROW_MODE[i]}" = "day3 process" ]; then ref_day3=${MED[i]}; fi
     if [ "${ROW_NAME[i]}" = ceiling ]; then ref_ceiling=${MED[i]}; fi
+    if [ "${ROW_NAME[i]}" = "ceiling at once" ]; then ref_at_once=${MED[i]}; fi
 done
 
 echo
@@ -237,6 +242,19 @@ for i in "${!ROW_NAME[@]}"; do
         "$(ratio "${MED[i]}" "$ref_day3")" "$(ratio "${MED[i]}" "$ref_ceiling")" \
         "${NRUNS[i]}"
 done
+
+# The one-reader rows against the ceiling that publishes at once.
+line=""
+for i in "${!ROW_NAME[@]}"; do
+    case ${ROW_NAME[i]} in
+    *" x1") line+=" ${ROW_NAME[i]% x1} $(ratio "${MED[i]}" "$ref_at_once")," ;;
+    esac
+done
+if [ -n "$line" ]; then
+    echo "  x1 rows vs ceiling at once:${line%,}"
+    echo "  (ceiling at once: the ceiling ring storing head after every message, as a queue"
+    echo "   must; its \"vs ceiling\" is what publishing each message at once costs here)"
+fi
 
 # The medians as CSV, for `make plot` (docs/plot.gp).
 mkdir -p "$BUILD/bench"

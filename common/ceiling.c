@@ -12,7 +12,10 @@
  *   - 64-byte slots; head, tail and data each on their own cache lines;
  *   - each side caches the other's index and re-reads it only when the cache
  *     says full (producer) or empty (consumer);
- *   - each side publishes its own index only every PUBLISH_EVERY messages.
+ *   - each side publishes its own index only every PUBLISH_EVERY messages
+ *     (the producer: every --publish-every messages, 16 by default; 1 makes
+ *     it publish each message at once, as a queue must, since it cannot
+ *     know which message is the last of a burst: `make bench` runs both).
  *
  * Process mode (the real IPC case): an anonymous shared mapping made before
  * fork(); the child consumes, the parent produces. Thread mode: a thread
@@ -173,9 +176,10 @@ static uint64_t produce(uint64_t *sum)
         memcpy(slots + (head & mask) * slot_size, buf, o.size);
         *sum += head;
         head++;
-        /* Both indexes move in steps of PUBLISH_EVERY, which divides the
-         * capacity: when we find the ring full, we have just published. */
-        if (head % PUBLISH_EVERY == 0 || head == o.messages)
+        /* Both indexes move in steps that divide the capacity (16, or
+         * --publish-every for head, at most 16): when we find the ring
+         * full, we have just published. */
+        if (head % o.publish_every == 0 || head == o.messages)
             atomic_store_explicit(&shm->head, head, memory_order_release);
     }
     return t0;
@@ -388,7 +392,10 @@ static double run(void)
 
 int main(int argc, char **argv)
 {
-    bench_parse(&o, argc, argv, 0);
+    bench_parse(&o, argc, argv, BENCH_PUBLISH);
+    if (o.publish_every > PUBLISH_EVERY)
+        die("--publish-every: at most %d for the ceiling, got %llu", PUBLISH_EVERY,
+            (unsigned long long)o.publish_every);
     if (o.capacity <= 32 || (o.capacity & (o.capacity - 1)) != 0)
         die("--capacity must be a power of two above 32, got %llu",
             (unsigned long long)o.capacity);
