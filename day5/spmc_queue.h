@@ -181,6 +181,7 @@ struct spmc_queue {
     uint64_t published;              /**< reader, broadcast: cursor last published */
     uint64_t publish_mask;           /**< reader, broadcast: publish when (index & mask) == 0 */
     uint64_t seen_head;              /**< reader: the head it loaded last */
+    uint64_t pace_ns;                /**< reader: how long spmc_queue_pop() waits before its next look at head (see pace_after_look()) */
     uint64_t claim_start;            /**< reader, share: start of its claim */
     uint64_t claim_end;              /**< reader, share: end of its claim (index..claim_end are its to deliver) */
     struct spmc_shm_reader *entry;   /**< reader: its table entry */
@@ -349,6 +350,13 @@ SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg,
 
 /**
  * Reader: pop, waiting while there is no message (spin, yield, then sleep).
+ *
+ * A reader that found two or more messages at its last look at the
+ * writer's head (a writer streaming faster than it reads) first waits a
+ * little, at most a few microseconds, before it looks again, so that it
+ * takes the line of head from the writer once per batch, not once per
+ * message. A reader that found the queue empty, or one message at a time,
+ * looks at once. spmc_queue_try_pop() always looks at once.
  *
  * @param q          reader handle
  * @param out        where to copy the message: elem_size bytes

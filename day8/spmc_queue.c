@@ -608,6 +608,43 @@ static HOT_INLINE int wait_more(struct spmc_queue *q, struct waiter *w)
     return wait_longer(q, w);
 }
 
+/* Pacing a reader that keeps up with a streaming writer. Each look at head
+ * takes head's line from the writer's core, and the writer's next store of
+ * head must fetch it back before the stores queued behind it can leave
+ * the core. A reader that looks after every message or two does that once
+ * per message; where a line takes 500 ns to cross, it halves the writer's
+ * pace (see day5/README.md). So spmc_queue_pop() waits pace_ns before it
+ * looks, and each look sets pace_ns by what it found:
+ *   - nothing, or only the @p first record's slots: idle, or records one
+ *     at a time: no pacing, so a record pushed onto an idle queue is seen
+ *     at once;
+ *   - more, up to capacity/8 slots: a streaming writer: wait twice as long next time
+ *     (from PACE_FIRST_NS, up to PACE_MAX_NS), and find a bigger batch;
+ *   - more than capacity/4 slots: the ring fills while we wait: halve it. */
+enum { PACE_FIRST_NS = 64, PACE_MAX_NS = 4096 };
+
+static inline void pace_after_look(struct spmc_queue *q, uint64_t found, uint64_t first)
+{
+    if (found <= first)
+        q->pace_ns = 0;
+    else if (found <= q->capacity / 8)
+        q->pace_ns = q->pace_ns == 0            ? PACE_FIRST_NS
+                     : q->pace_ns >= PACE_MAX_NS / 2 ? PACE_MAX_NS
+                                                     : q->pace_ns * 2;
+    else if (found > q->capacity / 4)
+        q->pace_ns /= 2;
+}
+
+/* Spin for q->pace_ns: a few microseconds at most, far too short to sleep. */
+static void pace(const struct spmc_queue *q)
+{
+    const uint64_t until = mono_ns() + q->pace_ns;
+    do {
+        for (int k = 0; k < 8; k++)
+            cpu_relax();
+    } while (mono_ns() < until);
+}
+
 /* ===================================================================== */
 /* Liveness                                                                */
 /* ===================================================================== */
@@ -1992,6 +2029,7 @@ static HOT_INLINE int broadcast_empty(struct spmc_queue *q, uint64_t i)
     q->seen_head = head;
     if (head != i)
         return 0;
+    pace_after_look(q, 0, 0);
     if (q->published != i) /* about to wait: let the writer see us */
         publish_cursor(q);
     return no_message(q, i);
@@ -2012,10 +2050,12 @@ static HOT_INLINE int peek_broadcast(struct spmc_queue *q)
 {
     for (int pads = 0; pads < 2; pads++) {
         const uint64_t i = q->index;
+        int looked = 0;
         if (unlikely(i == q->seen_head)) { /* the head we know says empty */
             int rc = broadcast_empty(q, i);
             if (rc != 0)
                 return rc;
+            looked = 1;
         }
         /* Relaxed: the acquire load of head that showed us a record at i
          * ordered its header before. Loaded once, checked, never again. */
@@ -2023,6 +2063,8 @@ static HOT_INLINE int peek_broadcast(struct spmc_queue *q)
         struct record r;
         if (unlikely(check_record(q, h, i, q->seen_head, &r) != 0))
             return -EPROTO;
+        if (looked)
+            pace_after_look(q, q->seen_head - i, r.slots);
         if (likely(!r.pad)) {
             hold(q, i, r.slots, r.len, 0);
             return 0;
@@ -2085,6 +2127,7 @@ static int claim_batch(struct spmc_queue *q)
     /* Acquire: pairs with the release compare-and-swap of the reader that
      * claimed last, so that we can put its claim on record. */
     uint64_t w = atomic_load_explicit(read_index, memory_order_acquire);
+    int looked = 0;
     for (int tries = 0; tries < MAX_RETRIES; tries++) {
         uint64_t avail = (q->seen_head - w) & POS;
         if (avail == 0 || avail > q->capacity) { /* look at head again */
@@ -2092,7 +2135,9 @@ static int claim_batch(struct spmc_queue *q)
              * every record below head is written. */
             q->seen_head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
             avail = (q->seen_head - w) & POS;
+            looked = 1;
             if (avail == 0) {
+                pace_after_look(q, 0, 0);
                 q->index = q->claim_start = q->claim_end = q->seen_head;
                 return -EAGAIN;
             }
@@ -2119,6 +2164,10 @@ static int claim_batch(struct spmc_queue *q)
                 return -EPROTO;
             w = again;
             continue;
+        }
+        if (looked) {
+            pace_after_look(q, avail, rec.slots);
+            looked = 0;
         }
         const uint64_t n = rec.slots;
         const uint64_t last = w >> 52;
@@ -2239,9 +2288,22 @@ int spmc_queue_try_peek(struct spmc_queue *q, const void **rec, size_t *len)
     return rc;
 }
 
+/* Will the next look at a record look at head? Only then is there a reason
+ * to pace. */
+static inline int looks_next(const struct spmc_queue *q)
+{
+    if (q->peeked != 0)
+        return 0;
+    if (q->fanout == SPMC_BROADCAST)
+        return q->index == q->seen_head;
+    return q->index == q->claim_end && q->seen_head == q->index;
+}
+
 /* Look, waiting while there is nothing: what peek() and pop() share. */
 static int peek_wait(struct spmc_queue *q, int64_t timeout_ns)
 {
+    if (q->pace_ns != 0 && timeout_ns != 0 && looks_next(q))
+        pace(q);
     int rc = peek_once(q);
     if (rc != -EAGAIN)
         return rc;

@@ -267,6 +267,7 @@ struct spmc_queue {
     uint64_t published;              /**< reader, broadcast: cursor last published */
     uint64_t publish_mask;           /**< reader, broadcast: publish when (index & mask) == 0 */
     uint64_t seen_head;              /**< reader: the head it loaded last */
+    uint64_t pace_ns;                /**< reader: how long spmc_queue_peek() and spmc_queue_pop() wait before their next look at head (see pace_after_look()) */
     uint64_t claim_start;            /**< reader, share: start of its claim */
     uint64_t claim_end;              /**< reader, share: end of its claim (index..claim_end is its record to deliver) */
     struct spmc_shm_reader *entry;   /**< reader: its table entry */
@@ -555,6 +556,14 @@ SPMC_MUST_CHECK int spmc_queue_try_peek(struct spmc_queue *q, const void **rec, 
  * briefly, then sleep in the kernel until the writer publishes, closes the
  * queue, or SPMC_SLICE_NS has passed (then it looks whether the writer
  * died).
+ *
+ * A reader that found more than one record at its last look at the
+ * writer's head (a writer streaming faster than it reads) first waits a
+ * little, at most a few microseconds, before it looks again, so that it
+ * takes the line of head from the writer once per batch, not once per
+ * record. A reader that found the queue empty, or one record at a time,
+ * looks at once. spmc_queue_try_peek() and spmc_queue_try_pop() always
+ * look at once; spmc_queue_pop() waits as this does.
  *
  * @param q          reader handle
  * @param rec        where to store the record's address

@@ -517,6 +517,81 @@ START_TEST(test_end_of_stream_in_both_modes)
 END_TEST
 
 /* ===================================================================== */
+/* Pacing: spmc_queue_pop() waits before a look only after a batch         */
+/* ===================================================================== */
+
+static void pop_wait_expect_at(struct spmc_queue *q, uint64_t seq, const char *file, int line)
+{
+    unsigned char m[ELEM];
+    tu_assert_int_at(file, line, spmc_queue_pop(q, m, 2000 * MS), ==, 0);
+    tu_assert_uint_at(file, line, msg_seq(m), ==, seq);
+    tu_assert_true_at(file, line, msg_intact(m, ELEM));
+}
+#define pop_wait_expect(q, seq) pop_wait_expect_at((q), (seq), __FILE__, __LINE__)
+
+/* A reader paces itself by what each look at head finds: one message at a
+ * time, never; batches, a little longer each time, up to a few
+ * microseconds; a batch that fills a quarter of the ring, half as long;
+ * an empty queue, never again until the next batch. */
+START_TEST(test_pacing_follows_what_each_look_finds)
+{
+    const enum spmc_fanout modes[] = {SPMC_BROADCAST, SPMC_SHARE};
+    for (int i = 0; i < 2; i++) {
+        const char *name = tu_name();
+        create_mode(name, modes[i], 4, 1024);
+        ck_assert_int_eq(spmc_queue_attach(&qr[0], name, ELEM, 1024), 0);
+        uint64_t seq = 0;
+        for (int k = 0; k < 10; k++) { /* a ping-pong */
+            push_seq(&qw, seq);
+            pop_wait_expect(&qr[0], seq++);
+            ck_assert_uint_eq(qr[0].pace_ns, 0);
+        }
+        uint64_t first = 0, last = 0;
+        for (int k = 0; k < 20; k++) { /* a stream, in batches of 32 */
+            for (uint64_t j = 0; j < 32; j++)
+                push_seq(&qw, seq + j);
+            for (uint64_t j = 0; j < 32; j++)
+                pop_wait_expect(&qr[0], seq++);
+            ck_assert_uint_gt(qr[0].pace_ns, 0);
+            ck_assert_uint_ge(qr[0].pace_ns, last);
+            ck_assert_uint_le(qr[0].pace_ns, 10000); /* a few microseconds */
+            last = qr[0].pace_ns;
+            if (first == 0)
+                first = last;
+        }
+        ck_assert_uint_gt(last, first); /* it grew */
+        for (uint64_t j = 0; j < 300; j++) /* more than a quarter of the ring */
+            push_seq(&qw, seq + j);
+        for (uint64_t j = 0; j < 300; j++)
+            pop_wait_expect(&qr[0], seq++);
+        ck_assert_uint_eq(qr[0].pace_ns, last / 2);
+        unsigned char m[ELEM];
+        ck_assert_int_eq(spmc_queue_try_pop(&qr[0], m), -EAGAIN); /* idle */
+        ck_assert_uint_eq(qr[0].pace_ns, 0);
+        push_seq(&qw, seq);
+        pop_wait_expect(&qr[0], seq++);
+        ck_assert_uint_eq(qr[0].pace_ns, 0);
+        ck_assert_int_eq(spmc_queue_destroy(&qr[0]), 0);
+        ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+
+        /* A small ring is never paced: a batch is a large part of it. */
+        name = tu_name();
+        create_mode(name, modes[i], 4, 8);
+        ck_assert_int_eq(spmc_queue_attach(&qr[0], name, ELEM, 8), 0);
+        for (int k = 0; k < 10; k++) {
+            for (uint64_t j = 0; j < 4; j++)
+                push_seq(&qw, seq + j);
+            for (uint64_t j = 0; j < 4; j++)
+                pop_wait_expect(&qr[0], seq++);
+            ck_assert_uint_eq(qr[0].pace_ns, 0);
+        }
+        ck_assert_int_eq(spmc_queue_destroy(&qr[0]), 0);
+        ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    }
+}
+END_TEST
+
+/* ===================================================================== */
 /* Hostile headers: the fields day 5 adds                                  */
 /* ===================================================================== */
 
@@ -1145,6 +1220,7 @@ static Suite *day5_suite(void)
     tcase_add_test(tc, test_share_left_messages_come_before_the_end_of_stream);
 #endif
     tcase_add_test(tc, test_end_of_stream_in_both_modes);
+    tcase_add_test(tc, test_pacing_follows_what_each_look_finds);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("faults");

@@ -514,6 +514,40 @@ START_TEST(test_processes_account_for_every_record)
 }
 END_TEST
 
+/* ===================================================================== */
+/* Pacing                                                                  */
+/* ===================================================================== */
+
+/* Pop one record, waiting (the call that paces), expecting record seq. */
+static void expect_pop_wait(uint64_t seq, size_t len)
+{
+    static unsigned char buf[1 << 16];
+    ck_assert_int_eq(spmc_queue_pop(&qr, buf, sizeof buf, 2 * SEC), (long)len);
+    ck_assert_msg(rec_ok(buf, len, seq), "record %ju damaged", (uintmax_t)seq);
+}
+
+/* A record takes several slots: one record at a time is still one at a
+ * time (never paced, however many slots it takes); a batch of them is
+ * paced; an empty look ends the pacing. */
+START_TEST(test_one_large_record_at_a_time_is_not_paced)
+{
+    open_pair(_i ? SPMC_SHARE : SPMC_BROADCAST, 4096, 1024);
+    uint64_t seq = 0;
+    for (int k = 0; k < 10; k++) {
+        push_rec(seq, 1000);
+        expect_pop_wait(seq++, 1000);
+        ck_assert_uint_eq(qr.pace_ns, 0);
+    }
+    for (int k = 0; k < 4; k++)
+        push_rec(seq + (uint64_t)k, 1000);
+    for (int k = 0; k < 4; k++)
+        expect_pop_wait(seq++, 1000);
+    ck_assert_uint_gt(qr.pace_ns, 0);
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, NULL, 0), -EAGAIN);
+    ck_assert_uint_eq(qr.pace_ns, 0);
+}
+END_TEST
+
 static Suite *day8_suite(void)
 {
     Suite *s = suite_create("day8");
@@ -527,6 +561,7 @@ static Suite *day8_suite(void)
     tcase_add_test(tc, test_short_commit_gives_the_rest_back);
     tcase_add_test(tc, test_share_reader_leaving_with_a_peeked_record_hands_it_on);
     tcase_add_loop_test(tc, test_writer_dead_after_padding, 0, 2);
+    tcase_add_loop_test(tc, test_one_large_record_at_a_time_is_not_paced, 0, 2);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("hostile");
