@@ -2040,8 +2040,13 @@ static inline int looks_next(const struct spmc_queue *q)
 
 int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
 {
-    if (q != NULL && q->pace_ns != 0 && timeout_ns != 0 && looks_next(q))
-        pace(q); /* pace_ns is 0 on a writer's handle */
+    if (q != NULL && q->pace_ns != 0 && timeout_ns != 0 && looks_next(q)) {
+        /* pace_ns is 0 on a writer's handle. A writer that has filled the
+         * ring waits for our cursor: publish it before we idle. */
+        if (q->fanout == SPMC_BROADCAST && q->published != q->index)
+            publish_cursor(q);
+        pace(q);
+    }
     int rc = spmc_queue_try_pop(q, out);
     if (rc != -EAGAIN)
         return rc;

@@ -2302,8 +2302,13 @@ static inline int looks_next(const struct spmc_queue *q)
 /* Look, waiting while there is nothing: what peek() and pop() share. */
 static int peek_wait(struct spmc_queue *q, int64_t timeout_ns)
 {
-    if (q->pace_ns != 0 && timeout_ns != 0 && looks_next(q))
+    if (q->pace_ns != 0 && timeout_ns != 0 && looks_next(q)) {
+        /* A writer that has filled the ring waits for our cursor: publish
+         * it before we idle. */
+        if (q->fanout == SPMC_BROADCAST && q->published != q->index)
+            publish_cursor(q);
         pace(q);
+    }
     int rc = peek_once(q);
     if (rc != -EAGAIN)
         return rc;
