@@ -209,6 +209,42 @@ static int wait_more(struct waiter *w)
     return 0;
 }
 
+/* Pacing a reader that keeps up with a streaming writer. Each look at head
+ * takes head's line from the writer's core, and the writer's next store of
+ * head must fetch it back before the stores queued behind it can leave
+ * the core. A reader that looks after every message or two does that once
+ * per message; where a line takes 500 ns to cross, it halves the writer's
+ * pace (see day5/README.md). So spmc_queue_pop() waits pace_ns before it
+ * looks, and each look sets pace_ns by what it found:
+ *   - 0 or 1 new messages: idle, or messages one at a time: no pacing, so
+ *     a message pushed onto an idle queue is seen at once;
+ *   - 2 up to capacity/8: a streaming writer: wait twice as long next time
+ *     (from PACE_FIRST_NS, up to PACE_MAX_NS), and find a bigger batch;
+ *   - more than capacity/4: the ring fills while we wait: halve it. */
+enum { PACE_FIRST_NS = 64, PACE_MAX_NS = 4096 };
+
+static inline void pace_after_look(struct spmc_queue *q, uint64_t found)
+{
+    if (found < 2)
+        q->pace_ns = 0;
+    else if (found <= q->capacity / 8)
+        q->pace_ns = q->pace_ns == 0            ? PACE_FIRST_NS
+                     : q->pace_ns >= PACE_MAX_NS / 2 ? PACE_MAX_NS
+                                                     : q->pace_ns * 2;
+    else if (found > q->capacity / 4)
+        q->pace_ns /= 2;
+}
+
+/* Spin for q->pace_ns: a few microseconds at most, far too short to sleep. */
+static void pace(const struct spmc_queue *q)
+{
+    const uint64_t until = mono_ns() + q->pace_ns;
+    do {
+        for (int k = 0; k < 8; k++)
+            cpu_relax();
+    } while (mono_ns() < until);
+}
+
 /* ===================================================================== */
 /* Mapping                                                                 */
 /* ===================================================================== */
@@ -756,7 +792,9 @@ static int pop_broadcast(struct spmc_queue *q, void *out)
      *   below head is written). If head - i, unsigned, is more than
      *   q->capacity, return -EPROTO: we were overrun, which cannot happen
      *   while our cursor holds the writer back, or head is garbage. Keep
-     *   head in q->seen_head. If head == i there is nothing to read: if our
+     *   head in q->seen_head, and tell pace_after_look() how many messages
+     *   this look found (head - i): it sets how long spmc_queue_pop() waits
+     *   before the next look. If head == i there is nothing to read: if our
      *   published cursor q->published is not i, publish it first
      *   (publish_cursor()), so that a writer waiting for room sees how far
      *   we have read before we wait too; then return nothing_yet(q, i)
@@ -844,7 +882,8 @@ static int claim_batch(struct spmc_queue *q)
      *     loaded last). If avail is 0 or more than q->capacity, load
      *     q->hdr->head again with acquire (pairs with the release store of
      *     head in spmc_queue_try_push(): every slot below head is written),
-     *     keep it in q->seen_head, and compute avail again. Still 0: nothing
+     *     keep it in q->seen_head, compute avail again, and tell
+     *     pace_after_look() that this look found avail messages. Still 0: nothing
      *     to claim; set q->index, q->claim_start and q->claim_end to r (so
      *     that nothing_yet() compares the right index with head) and return
      *     -EAGAIN. More than q->capacity: r is more than a lap old (we were
@@ -923,8 +962,23 @@ int spmc_queue_try_pop(struct spmc_queue *q, void *out)
     return q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
 }
 
+/* Will the next pop look at head? Only then is there a reason to pace. */
+static inline int looks_next(const struct spmc_queue *q)
+{
+    if (q->fanout == SPMC_BROADCAST)
+        return q->index == q->seen_head;
+    return q->index == q->claim_end && q->seen_head == q->index;
+}
+
 int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
 {
+    if (q != NULL && q->pace_ns != 0 && timeout_ns != 0 && looks_next(q)) {
+        /* pace_ns is 0 on a writer's handle. A writer that has filled the
+         * ring waits for our cursor: publish it before we idle. */
+        if (q->fanout == SPMC_BROADCAST && q->published != q->index)
+            publish_cursor(q);
+        pace(q);
+    }
     int rc = spmc_queue_try_pop(q, out);
     if (rc != -EAGAIN)
         return rc;

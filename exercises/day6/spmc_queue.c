@@ -345,6 +345,42 @@ static int wait_more(struct waiter *w)
     return 0;
 }
 
+/* Pacing a reader that keeps up with a streaming writer. Each look at head
+ * takes head's line from the writer's core, and the writer's next store of
+ * head must fetch it back before the stores queued behind it can leave
+ * the core. A reader that looks after every message or two does that once
+ * per message; where a line takes 500 ns to cross, it halves the writer's
+ * pace (see day5/README.md). So spmc_queue_pop() waits pace_ns before it
+ * looks, and each look sets pace_ns by what it found:
+ *   - 0 or 1 new messages: idle, or messages one at a time: no pacing, so
+ *     a message pushed onto an idle queue is seen at once;
+ *   - 2 up to capacity/8: a streaming writer: wait twice as long next time
+ *     (from PACE_FIRST_NS, up to PACE_MAX_NS), and find a bigger batch;
+ *   - more than capacity/4: the ring fills while we wait: halve it. */
+enum { PACE_FIRST_NS = 64, PACE_MAX_NS = 4096 };
+
+static inline void pace_after_look(struct spmc_queue *q, uint64_t found)
+{
+    if (found < 2)
+        q->pace_ns = 0;
+    else if (found <= q->capacity / 8)
+        q->pace_ns = q->pace_ns == 0            ? PACE_FIRST_NS
+                     : q->pace_ns >= PACE_MAX_NS / 2 ? PACE_MAX_NS
+                                                     : q->pace_ns * 2;
+    else if (found > q->capacity / 4)
+        q->pace_ns /= 2;
+}
+
+/* Spin for q->pace_ns: a few microseconds at most, far too short to sleep. */
+static void pace(const struct spmc_queue *q)
+{
+    const uint64_t until = mono_ns() + q->pace_ns;
+    do {
+        for (int k = 0; k < 8; k++)
+            cpu_relax();
+    } while (mono_ns() < until);
+}
+
 /* ===================================================================== */
 /* Liveness                                                                */
 /* ===================================================================== */
@@ -1603,6 +1639,7 @@ static HOT_INLINE int broadcast_empty(struct spmc_queue *q, uint64_t i, void *ou
     if (unlikely((uint64_t)(head - i) > q->capacity))
         return -EPROTO; /* overrun (impossible while our cursor holds) or garbage */
     q->seen_head = head;
+    pace_after_look(q, head - i);
     if (head != i)
         return 0;
     if (q->published != i) /* about to wait: let the writer see us */
@@ -1675,6 +1712,7 @@ static int claim_batch(struct spmc_queue *q)
              * every slot below head is written. */
             q->seen_head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
             avail = (q->seen_head - w) & POS;
+            pace_after_look(q, avail);
             if (avail == 0) {
                 q->index = q->claim_start = q->claim_end = q->seen_head;
                 return -EAGAIN;
@@ -1782,8 +1820,23 @@ int spmc_queue_try_pop(struct spmc_queue *q, void *out)
     return pop_once(q, out);
 }
 
+/* Will the next pop look at head? Only then is there a reason to pace. */
+static inline int looks_next(const struct spmc_queue *q)
+{
+    if (q->fanout == SPMC_BROADCAST)
+        return q->index == q->seen_head;
+    return q->index == q->claim_end && q->seen_head == q->index;
+}
+
 int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
 {
+    if (q != NULL && q->pace_ns != 0 && timeout_ns != 0 && looks_next(q)) {
+        /* pace_ns is 0 on a writer's handle. A writer that has filled the
+         * ring waits for our cursor: publish it before we idle. */
+        if (q->fanout == SPMC_BROADCAST && q->published != q->index)
+            publish_cursor(q);
+        pace(q);
+    }
     int rc = spmc_queue_try_pop(q, out);
     if (rc != -EAGAIN)
         return rc;
