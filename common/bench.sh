@@ -94,8 +94,10 @@ add_row() {
 opts="--size $SIZE --capacity $CAPACITY --csv --runs 1"
 
 add_row ceiling process "$BUILD/common/ceiling" "--mode process --messages $MESSAGES $opts"
-# The same ring storing head after every message, as a queue must (it cannot
-# know which push is the last of a burst): what publishing at once costs.
+# The same ring storing head after every message, as a queue's writer must (it
+# cannot know which push is the last of a burst), its reader looking at head
+# whenever it has caught up: what publishing at once costs when nothing else
+# is done about it (the days' readers pace their looks: day5/README.md).
 add_row "ceiling at once" process "$BUILD/common/ceiling" \
     "--mode process --publish-every 1 --messages $MESSAGES $opts"
 for d in "${days[@]}"; do
@@ -252,8 +254,9 @@ for i in "${!ROW_NAME[@]}"; do
 done
 if [ -n "$line" ]; then
     echo "  x1 rows vs ceiling at once:${line%,}"
-    echo "  (ceiling at once: the ceiling ring storing head after every message, as a queue"
-    echo "   must; its \"vs ceiling\" is what publishing each message at once costs here)"
+    echo "  (ceiling at once: the ceiling ring storing head after every message, as a queue's"
+    echo "   writer must, read by a reader that looks whenever it has caught up; its \"vs"
+    echo "   ceiling\" is what that costs here. The days' readers pace their looks instead)"
 fi
 
 # The medians as CSV, for `make plot` (docs/plot.gp).
