@@ -859,7 +859,8 @@ static int claim_batch(struct spmc_queue *q)
              * every slot below head is written. */
             q->seen_head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
             avail = q->seen_head - r;
-            pace_after_look(q, avail);
+            if (avail <= q->capacity) /* not a count when our r is stale */
+                pace_after_look(q, avail);
             if (avail == 0) {
                 q->index = q->claim_start = q->claim_end = r;
                 return -EAGAIN;
@@ -936,19 +937,24 @@ int spmc_queue_try_pop(struct spmc_queue *q, void *out)
     return q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
 }
 
-/* Will the next pop look at head? Only then is there a reason to pace. */
+/* Will the next pop look at head? Only then is there a reason to pace.
+ * Work-sharing: messages a leaving reader parked come first, with no look
+ * at head (relaxed: a hint; pop_share() looks again, seq_cst). */
 static inline int looks_next(const struct spmc_queue *q)
 {
     if (q->fanout == SPMC_BROADCAST)
         return q->index == q->seen_head;
-    return q->index == q->claim_end && q->seen_head == q->index;
+    return q->index == q->claim_end && q->seen_head == q->index &&
+           atomic_load_explicit(&q->hdr->leaving, memory_order_relaxed) == 0;
 }
 
 int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
 {
-    if (q != NULL && q->pace_ns != 0 && timeout_ns != 0 && looks_next(q)) {
-        /* pace_ns is 0 on a writer's handle. A writer that has filled the
-         * ring waits for our cursor: publish it before we idle. */
+    if (q == NULL || q->mode != SPMC_READER || out == NULL)
+        return -EINVAL;
+    if (q->pace_ns != 0 && timeout_ns != 0 && looks_next(q)) {
+        /* A writer that has filled the ring waits for our cursor: publish
+         * it before we idle. */
         if (q->fanout == SPMC_BROADCAST && q->published != q->index)
             publish_cursor(q);
         pace(q);

@@ -1922,7 +1922,8 @@ static int claim_batch(struct spmc_queue *q)
              * every slot below head is written. */
             q->seen_head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
             avail = (q->seen_head - w) & POS;
-            pace_after_look(q, avail);
+            if (avail <= q->capacity) /* not a count when our w is stale */
+                pace_after_look(q, avail);
             if (avail == 0) {
                 q->index = q->claim_start = q->claim_end = q->seen_head;
                 return -EAGAIN;
@@ -2040,14 +2041,17 @@ static inline int looks_next(const struct spmc_queue *q)
 
 int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
 {
-    if (q != NULL && q->pace_ns != 0 && timeout_ns != 0 && looks_next(q)) {
-        /* pace_ns is 0 on a writer's handle. A writer that has filled the
-         * ring waits for our cursor: publish it before we idle. */
+    if (unlikely(q == NULL || q->role != SPMC_READER || out == NULL ||
+                 q->epoch != process_epoch))
+        return -EINVAL;
+    if (q->pace_ns != 0 && timeout_ns != 0 && looks_next(q)) {
+        /* A writer that has filled the ring waits for our cursor: publish
+         * it before we idle. */
         if (q->fanout == SPMC_BROADCAST && q->published != q->index)
             publish_cursor(q);
         pace(q);
     }
-    int rc = spmc_queue_try_pop(q, out);
+    int rc = pop_once(q, out);
     if (rc != -EAGAIN)
         return rc;
     struct waiter w;

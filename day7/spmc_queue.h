@@ -462,12 +462,14 @@ SPMC_MUST_CHECK int spmc_queue_push(struct spmc_queue *q, const void *msg,
  * in the kernel until the writer pushes, closes the queue, or
  * SPMC_READER_SLICE_NS has passed (then it looks whether the writer died).
  *
- * A reader that found two or more messages at its last look at the
- * writer's head (a writer streaming faster than it reads) first waits a
- * little, at most a few microseconds, before it looks again, so that it
- * takes the line of head from the writer once per batch, not once per
- * message. A reader that found the queue empty, or one message at a time,
- * looks at once. spmc_queue_try_pop() always looks at once.
+ * A reader whose looks at the writer's head keep finding batches of
+ * messages (a writer streaming faster than it reads, on a ring of 16
+ * slots or more) waits a little before its next look, at most a few
+ * microseconds, so that it takes the line of head from the writer once
+ * per batch, not once per message. A look that finds the queue empty, or
+ * one message, ends the pacing: a reader waiting on an idle queue, or
+ * taking one message at a time, looks at once. spmc_queue_try_pop()
+ * always looks at once.
  *
  * @param q          reader handle
  * @param out        where to copy the message: elem_size bytes

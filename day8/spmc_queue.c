@@ -613,8 +613,9 @@ static HOT_INLINE int wait_more(struct spmc_queue *q, struct waiter *w)
  * head must fetch it back before the stores queued behind it can leave
  * the core. A reader that looks after every message or two does that once
  * per message; where a line takes 500 ns to cross, it halves the writer's
- * pace (see day5/README.md). So spmc_queue_pop() waits pace_ns before it
- * looks, and each look sets pace_ns by what it found:
+ * pace (see day5/README.md). So peek_wait() (spmc_queue_peek() and
+ * spmc_queue_pop()) waits pace_ns before it looks, and each look sets
+ * pace_ns by what it found:
  *   - nothing, or only the @p first record's slots: idle, or records one
  *     at a time: no pacing, so a record pushed onto an idle queue is seen
  *     at once;
@@ -2048,14 +2049,16 @@ static HOT_INLINE void advance(struct spmc_queue *q, uint64_t n)
 /* Broadcast: look at our next record, skipping padding. */
 static HOT_INLINE int peek_broadcast(struct spmc_queue *q)
 {
+    int looked = 0;
+    uint64_t from = 0; /* where the slots found by our look at head start */
     for (int pads = 0; pads < 2; pads++) {
         const uint64_t i = q->index;
-        int looked = 0;
         if (unlikely(i == q->seen_head)) { /* the head we know says empty */
             int rc = broadcast_empty(q, i);
             if (rc != 0)
                 return rc;
             looked = 1;
+            from = i;
         }
         /* Relaxed: the acquire load of head that showed us a record at i
          * ordered its header before. Loaded once, checked, never again. */
@@ -2063,9 +2066,9 @@ static HOT_INLINE int peek_broadcast(struct spmc_queue *q)
         struct record r;
         if (unlikely(check_record(q, h, i, q->seen_head, &r) != 0))
             return -EPROTO;
-        if (looked)
-            pace_after_look(q, q->seen_head - i, r.slots);
         if (likely(!r.pad)) {
+            if (looked) /* padding before the record is part of it here */
+                pace_after_look(q, q->seen_head - from, i + r.slots - from);
             hold(q, i, r.slots, r.len, 0);
             return 0;
         }
@@ -2127,7 +2130,8 @@ static int claim_batch(struct spmc_queue *q)
     /* Acquire: pairs with the release compare-and-swap of the reader that
      * claimed last, so that we can put its claim on record. */
     uint64_t w = atomic_load_explicit(read_index, memory_order_acquire);
-    int looked = 0;
+    int fresh = 0, looked = 0;
+    uint64_t from = 0; /* where the slots found by our look at head start */
     for (int tries = 0; tries < MAX_RETRIES; tries++) {
         uint64_t avail = (q->seen_head - w) & POS;
         if (avail == 0 || avail > q->capacity) { /* look at head again */
@@ -2135,7 +2139,7 @@ static int claim_batch(struct spmc_queue *q)
              * every record below head is written. */
             q->seen_head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
             avail = (q->seen_head - w) & POS;
-            looked = 1;
+            fresh = 1;
             if (avail == 0) {
                 pace_after_look(q, 0, 0);
                 q->index = q->claim_start = q->claim_end = q->seen_head;
@@ -2150,6 +2154,11 @@ static int claim_batch(struct spmc_queue *q)
             }
         }
         const uint64_t r = q->seen_head - avail;
+        if (fresh) { /* the first count after a look (w is not stale) */
+            looked = 1;
+            from = r;
+            fresh = 0;
+        }
         /* Relaxed: head's acquire ordered the header. If w is still the
          * read index when we win it below, nobody has claimed the record,
          * so the writer has not reused its slots: the header we read is
@@ -2164,10 +2173,6 @@ static int claim_batch(struct spmc_queue *q)
                 return -EPROTO;
             w = again;
             continue;
-        }
-        if (looked) {
-            pace_after_look(q, avail, rec.slots);
-            looked = 0;
         }
         const uint64_t n = rec.slots;
         const uint64_t last = w >> 52;
@@ -2188,6 +2193,8 @@ static int claim_batch(struct spmc_queue *q)
         q->index = q->claim_start = r;
         q->claim_end = r + n;
         if (likely(!rec.pad)) {
+            if (looked) /* padding we claimed before it is part of it here */
+                pace_after_look(q, q->seen_head - from, r + n - from);
             hold(q, r, n, rec.len, 0);
             return 0;
         }

@@ -557,13 +557,16 @@ SPMC_MUST_CHECK int spmc_queue_try_peek(struct spmc_queue *q, const void **rec, 
  * queue, or SPMC_SLICE_NS has passed (then it looks whether the writer
  * died).
  *
- * A reader that found more than one record at its last look at the
- * writer's head (a writer streaming faster than it reads) first waits a
- * little, at most a few microseconds, before it looks again, so that it
- * takes the line of head from the writer once per batch, not once per
- * record. A reader that found the queue empty, or one record at a time,
- * looks at once. spmc_queue_try_peek() and spmc_queue_try_pop() always
- * look at once; spmc_queue_pop() waits as this does.
+ * A reader whose looks at the writer's head keep finding batches of
+ * records (a writer streaming faster than it reads, on a ring of 16 slots
+ * or more) waits a little before its next look, at most a few
+ * microseconds, so that it takes the line of head from the writer once
+ * per batch, not once per record. A look that finds the queue empty, or
+ * one record (however many slots it and any padding before it take),
+ * ends the pacing: a reader waiting on an idle queue, or taking one
+ * record at a time, looks at once. spmc_queue_try_peek() and
+ * spmc_queue_try_pop() always look at once; spmc_queue_pop() waits as
+ * this does.
  *
  * @param q          reader handle
  * @param rec        where to store the record's address

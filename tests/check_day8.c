@@ -548,6 +548,23 @@ START_TEST(test_one_large_record_at_a_time_is_not_paced)
 }
 END_TEST
 
+/* A record that does not fit before the end of the ring comes after
+ * padding: the look that finds both still found one record. */
+START_TEST(test_one_record_after_padding_is_not_paced)
+{
+    /* 10-slot records in 256 slots: 6 slots of padding every 25 records.
+     * (On a ring this size a look that finds 16 slots or fewer would not
+     * start a pause anyway, whatever it counts as the first record.) */
+    open_pair(_i ? SPMC_SHARE : SPMC_BROADCAST, 640, 256);
+    for (uint64_t seq = 0; seq < 60; seq++) {
+        push_rec(seq, 600);
+        expect_pop_wait(seq, 600);
+        ck_assert_uint_eq(qr.pace_ns, 0);
+    }
+    ck_assert_uint_eq(head_of(&qw), 60 * 10 + 2 * 6); /* the padding was there */
+}
+END_TEST
+
 static Suite *day8_suite(void)
 {
     Suite *s = suite_create("day8");
@@ -562,6 +579,7 @@ static Suite *day8_suite(void)
     tcase_add_test(tc, test_share_reader_leaving_with_a_peeked_record_hands_it_on);
     tcase_add_loop_test(tc, test_writer_dead_after_padding, 0, 2);
     tcase_add_loop_test(tc, test_one_large_record_at_a_time_is_not_paced, 0, 2);
+    tcase_add_loop_test(tc, test_one_record_after_padding_is_not_paced, 0, 2);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("hostile");
