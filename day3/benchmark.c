@@ -369,6 +369,11 @@ static void run_latency(void)
     }
     bench_pin(&opt, 0);
     attach_retry(&in, pong);
+    /* The echo side must have joined ping before the first ping: from day
+     * 5 on, a reader starts where the writer is when it joins, and a
+     * message pushed before that is not for it. */
+    if ((rc = spmc_queue_wait_readers(&out, 1, QUEUE_TIMEOUT_NS)) != 0)
+        die_rc(rc, "the echo side never attached");
     uint64_t *rtt = malloc(opt.latency_count * sizeof *rtt);
     unsigned char *msg = malloc(opt.size), *back = malloc(opt.size);
     if (rtt == NULL || msg == NULL || back == NULL)
