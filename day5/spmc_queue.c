@@ -39,6 +39,18 @@ _Static_assert(sizeof(struct spmc_shm_reader) == SPMC_CACHELINE, "one line per r
 #define SPMC_PAD_SLOTS 1
 #endif
 
+#if defined(__GNUC__)
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define COLD __attribute__((noinline, cold))
+#define HOT_INLINE inline __attribute__((always_inline))
+#else
+#define likely(x) (x)
+#define unlikely(x) (x)
+#define COLD
+#define HOT_INLINE inline
+#endif
+
 /* ===================================================================== */
 /* Names and sizes                                                        */
 /* ===================================================================== */
@@ -701,18 +713,17 @@ static uint64_t refresh_free(struct spmc_queue *q)
 
 int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
 {
-    if (q == NULL || q->mode != SPMC_WRITER || msg == NULL)
+    if (unlikely(q == NULL || q->mode != SPMC_WRITER || msg == NULL))
         return -EINVAL;
     uint64_t i = q->index;
-    if (q->fanout == SPMC_BROADCAST) {
-        if ((int64_t)(i - q->limit) >= 0) { /* the cached limit says full */
+    if (unlikely((int64_t)(i - q->limit) >= 0)) { /* the cached limit says full */
+        if (q->fanout == SPMC_BROADCAST) {
             refresh_limit(q);
             if ((int64_t)(i - q->limit) >= 0)
                 return -EAGAIN;
-        }
-    } else if ((int64_t)(i - q->limit) >= 0) { /* share: look at the words */
-        if (refresh_free(q) == 0)
+        } else if (refresh_free(q) == 0) { /* share: look at the words */
             return -EAGAIN;
+        }
     }
     memcpy(slot_data(q, i), msg, q->elem_size);
     q->index = i + 1;
@@ -757,24 +768,24 @@ static inline void publish_cursor(struct spmc_queue *q)
  * check after it): with work-sharing's check in here too, the compiler
  * stopped inlining it, and broadcast's round trip measured a fifth longer
  * (see day5/README.md, errata). */
-static inline int nothing_yet(struct spmc_queue *q, uint64_t index)
+static HOT_INLINE int nothing_yet(struct spmc_queue *q, uint64_t index)
 {
     /* Pairs with the seq_cst store of closed in spmc_queue_destroy(). */
-    if (!atomic_load_explicit(&q->hdr->closed, memory_order_seq_cst))
+    if (likely(!atomic_load_explicit(&q->hdr->closed, memory_order_seq_cst)))
         return -EAGAIN;
     /* The writer's last head store is ordered before closed. */
     uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_relaxed);
     return (int64_t)(index - head) >= 0 ? -EPIPE : -EAGAIN;
 }
 
-static int pop_broadcast(struct spmc_queue *q, void *out)
+static HOT_INLINE int pop_broadcast(struct spmc_queue *q, void *out)
 {
     uint64_t i = q->index;
-    if (i == q->seen_head) { /* the head we know says empty: look again */
+    if (unlikely(i == q->seen_head)) { /* the head we know says empty: look again */
         /* Pairs with the release store of head in spmc_queue_try_push():
          * every slot below head is written. */
         uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
-        if ((uint64_t)(head - i) > q->capacity)
+        if (unlikely((uint64_t)(head - i) > q->capacity))
             return -EPROTO; /* overrun (impossible while our cursor holds) or garbage */
         q->seen_head = head;
         pace_after_look(q, head - i);
@@ -801,7 +812,7 @@ static int pop_broadcast(struct spmc_queue *q, void *out)
  * since its messages all come after the last leaver's), then the state,
  * then claim_end, which opens the range. So a range we see open is the
  * current leaver's, and its claim_end tells us its messages are there. */
-static int take_leftover(struct spmc_queue *q, uint64_t *index)
+COLD static int take_leftover(struct spmc_queue *q, uint64_t *index)
 {
     /* Pairs with the seq_cst increment of leaving in spmc_queue_destroy(). */
     if (atomic_load_explicit(&q->hdr->leaving, memory_order_seq_cst) == 0)
@@ -898,9 +909,9 @@ static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
         atomic_store_explicit(slot_word(q, j), j + q->capacity, memory_order_release);
 }
 
-static int pop_share(struct spmc_queue *q, void *out)
+static HOT_INLINE int pop_share(struct spmc_queue *q, void *out)
 {
-    if (q->index == q->claim_end) { /* our claim is delivered: claim again */
+    if (unlikely(q->index == q->claim_end)) { /* our claim is delivered: claim again */
         uint64_t left;
         if (take_leftover(q, &left)) { /* the oldest messages first */
             memcpy(out, slot_data(q, left), q->elem_size);
@@ -930,11 +941,16 @@ static int pop_share(struct spmc_queue *q, void *out)
     return 0;
 }
 
+static HOT_INLINE int pop_once(struct spmc_queue *q, void *out)
+{
+    return q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
+}
+
 int spmc_queue_try_pop(struct spmc_queue *q, void *out)
 {
-    if (q == NULL || q->mode != SPMC_READER || out == NULL)
+    if (unlikely(q == NULL || q->mode != SPMC_READER || out == NULL))
         return -EINVAL;
-    return q->fanout == SPMC_BROADCAST ? pop_broadcast(q, out) : pop_share(q, out);
+    return pop_once(q, out);
 }
 
 /* Will the next pop look at head? Only then is there a reason to pace.
@@ -950,7 +966,7 @@ static inline int looks_next(const struct spmc_queue *q)
 
 int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
 {
-    if (q == NULL || q->mode != SPMC_READER || out == NULL)
+    if (unlikely(q == NULL || q->mode != SPMC_READER || out == NULL))
         return -EINVAL;
     if (q->pace_ns != 0 && timeout_ns != 0 && looks_next(q)) {
         /* A writer that has filled the ring waits for our cursor: publish
@@ -959,12 +975,12 @@ int spmc_queue_pop(struct spmc_queue *q, void *out, int64_t timeout_ns)
             publish_cursor(q);
         pace(q);
     }
-    int rc = spmc_queue_try_pop(q, out);
+    int rc = pop_once(q, out);
     if (rc != -EAGAIN)
         return rc;
     struct waiter w;
     wait_start(&w, timeout_ns);
-    while ((rc = spmc_queue_try_pop(q, out)) == -EAGAIN) {
+    while ((rc = pop_once(q, out)) == -EAGAIN) {
         rc = wait_more(&w);
         if (rc != 0)
             return rc;
