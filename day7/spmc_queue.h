@@ -88,6 +88,14 @@
 #ifndef SPMC_FULL_SLICE_NS
 #define SPMC_FULL_SLICE_NS 10000000
 #endif
+/** writer_barrier bit: the writer, before it sleeps, makes every registered
+ *  process pass a memory barrier (membarrier(2)), so registered readers
+ *  skip their fence after giving room back (see wake_writer()). */
+#define SPMC_BARRIER_WRITER_SENDS 1u
+/** writer_barrier bit: the writer's process is registered for the readers'
+ *  barriers and skips its fence after a push; a reader makes every
+ *  registered process pass a barrier before it sleeps (see wake_readers()). */
+#define SPMC_BARRIER_READERS_SEND 2u
 /** Defined from day 7 on: struct spmc_stats counts futex sleeps and wakes. */
 #define SPMC_STATS_SLEEPS 1
 /** Messages a work-sharing reader claims at once, unless spmc_options.claim_max says otherwise. */
@@ -148,7 +156,7 @@ struct spmc_shm_reader {
  * |     64 |   16 | head, gate (own cache line)                 | writer     |
  * |    128 |    8 | read_index (own cache line)                 | readers (share) |
  * |    192 |   16 | reaped, redelivered (own cache line)        | whoever reaps |
- * |    256 |   24 | readers_wake, writer_wake, readers_asleep, writer_asleep (own cache line) | both |
+ * |    256 |   28 | readers_wake, writer_wake, readers_asleep, writer_asleep, writer_fences (own cache line) | both |
  * |    320 | 64 x max_readers | reader table                     | readers    |
  * |    ...  | capacity x slot_size, rounded up to a line | slots: the payload | writer |
  * |    ...  | capacity x 8 | hand-back words, one per slot | readers (share) |
@@ -168,7 +176,11 @@ struct spmc_shm_reader {
  * changes the word and wakes them (FUTEX_WAKE). The writer waiting for room
  * or for readers sleeps on `writer_wake` the same way, counted in
  * `writer_asleep`; readers wake it when they give room back, join or
- * leave. The futex words are 32 bits, as the system call wants.
+ * leave. The futex words are 32 bits, as the system call wants. Where
+ * membarrier(2) works (`writer_barrier`), the side about to sleep sends a
+ * barrier so that the other may skip its fence; the writer fences after
+ * every push only while it wakes readers often, and says so in
+ * `writer_fences` (a reader then sends no barrier).
  * Locks (open file description locks on the segment's file, one byte
  * each): byte 0 is held by the writer, byte 1 + e by the reader of entry e.
  */
@@ -186,7 +198,7 @@ struct spmc_shm_header {
     _Atomic uint32_t ready;  /**< SPMC_READY once the header is complete */
     _Atomic uint32_t closed; /**< 1 once the writer has finished */
     _Atomic uint32_t writer_pid; /**< the writer's pid in its own PID namespace (information only) */
-    uint32_t writer_barrier; /**< 1 when the writer, before it sleeps, makes every registered process pass a memory barrier (membarrier(2)): readers so registered may skip their fence after giving room back (see wake_writer()) */
+    uint32_t writer_barrier; /**< who pays for the sleepers' memory barriers: SPMC_BARRIER_WRITER_SENDS, SPMC_BARRIER_READERS_SEND, both (the usual) or neither (then both sides fence) */
     alignas(SPMC_CACHELINE) _Atomic uint64_t head; /**< next index the writer fills (where a late reader starts) */
     _Atomic uint64_t gate;   /**< broadcast: the highest low point (lowest reader cursor) the writer has relied on; only moves forward (see spmc_queue_attach) */
     alignas(SPMC_CACHELINE) _Atomic uint64_t read_index; /**< share: the next index to claim (mod 2^52, bits 0-51) and 1 + the entry that claimed last (bits 52-63) */
@@ -196,6 +208,7 @@ struct spmc_shm_header {
     _Atomic uint32_t writer_wake;    /**< futex word the writer sleeps on: changed by whoever wakes it */
     _Atomic uint64_t readers_asleep; /**< bits 0-31: readers asleep on readers_wake, or about to be; bits 32-63: how many times one has said so (mod 2^32) */
     _Atomic uint64_t writer_asleep;  /**< the same for the writer and writer_wake */
+    _Atomic uint32_t writer_fences;  /**< 1 while the writer fences after every push (it has been waking readers often): a reader about to sleep then needs no barrier (see wake_readers()) */
 };
 
 /* ===================================================================== */
@@ -252,7 +265,11 @@ struct spmc_queue {
     uint64_t idle_polls;             /**< empty or full polls since the last liveness check */
     uint64_t last_check_ns;          /**< when the peers' liveness was last checked */
     int check_now;                   /**< 1 after a sleep, or after we delivered a dead reader's message (it may have left more): look at the peers at the next chance */
-    int light;                       /**< reader: skip the fence in wake_writer() (see writer_barrier); writer: its own writer_barrier */
+    int light;                       /**< reader: skip the fence in wake_writer(); writer: send a barrier before sleeping (SPMC_BARRIER_WRITER_SENDS) */
+    int unfenced;                    /**< writer: may skip the fence in wake_readers(); reader: send a barrier before sleeping unless writer_fences says 1 (SPMC_BARRIER_READERS_SEND) */
+    int fencing;                     /**< writer: fences after every push for now (its writer_fences) */
+    uint32_t quiet_pushes;           /**< writer, fencing: pushes since it last woke a reader */
+    uint64_t last_wake_ns;           /**< writer: when it last woke readers while not fencing */
     uint64_t covered[2];             /**< announcements (high half of readers_asleep, of writer_asleep) that this handle's last wake of them covered: no need to wake them again */
     uint64_t sleeps;                 /**< futex waits this handle has made */
     uint64_t wakes;                  /**< futex wakes this handle has made */
@@ -550,6 +567,13 @@ extern void (*spmc_crash_hook)(const char *point);
  * A wake-up lost by the queue then shows as a timeout, not as a delay.
  */
 extern int64_t spmc_test_sleep_ns;
+/**
+ * Test builds only: the writer's fencing mode (see wake_readers() in
+ * spmc_queue.c). 0 (the default): its own rule; 1: it fences from the first
+ * push that wakes a reader on; 2: it never fences, so every reader about to
+ * sleep sends a barrier; 3: it starts or stops fencing at every wake.
+ */
+extern int spmc_test_fence_mode;
 #endif
 
 #endif /* SPMC_QUEUE_H */

@@ -70,6 +70,7 @@ void (*spmc_crash_hook)(const char *point);
             spmc_crash_hook(name);                                                             \
     } while (0)
 int64_t spmc_test_sleep_ns;
+int spmc_test_fence_mode;
 #else
 #define SPMC_CRASH_POINT(name) ((void)0)
 #endif
@@ -431,12 +432,110 @@ static inline void wake_if_asleep(struct spmc_queue *q, _Atomic uint32_t *word,
         wake(q, word, how_many, a, covered);
 }
 
+static int barrier_everywhere(void);
+
+/* The writer's two modes (see wake_readers()). Unfenced, a reader about to
+ * sleep pays with a barrier (membarrier(2)), which interrupts the writer's
+ * CPU: cheap while readers sleep rarely (a stream), dear when they sleep
+ * before every message (a trickle). So a writer that wakes readers twice
+ * within FENCE_AFTER_NS starts fencing after every push, and says so in
+ * writer_fences: readers then sleep with their fence alone. It stops once
+ * QUIET_PUSHES pushes in a row have woken nobody. */
+#define FENCE_AFTER_NS 10000000u /* 10 ms: at most ~100 barriers a second */
+enum { QUIET_PUSHES = 4096 };
+
+/* From our next push on we fence. Release: a reader that reads 1 (acquire,
+ * after its own fence, in wait_longer()) sees every head we stored before,
+ * and every push after this fences. */
+COLD static void start_fencing(struct spmc_queue *q)
+{
+    atomic_store_explicit(&q->hdr->writer_fences, 1, memory_order_release);
+    q->fencing = 1;
+    q->quiet_pushes = 0;
+}
+
+/* Stop fencing. Say so first, then pass a barrier to every registered
+ * process: a reader that read 1 before the barrier reached it had counted
+ * itself before that too, and the barrier makes its count visible to our
+ * next, unfenced, look; a reader that reads the word after sees 0 and
+ * sends its own barrier. Should ours fail, we go on fencing. */
+COLD static void stop_fencing(struct spmc_queue *q)
+{
+    atomic_store_explicit(&q->hdr->writer_fences, 0, memory_order_relaxed);
+    if (barrier_everywhere() != 0) {
+        atomic_store_explicit(&q->hdr->writer_fences, 1, memory_order_release);
+        q->quiet_pushes = 0;
+        return;
+    }
+    q->fencing = 0;
+    q->last_wake_ns = 0;
+}
+
+/* The writer has just woken readers after a push. */
+COLD static void woke_readers(struct spmc_queue *q)
+{
+#ifdef SPMC_CRASH_POINTS
+    if (spmc_test_fence_mode == 3) { /* tests: switch at every wake */
+        if (q->fencing)
+            stop_fencing(q);
+        else
+            start_fencing(q);
+        return;
+    }
+#endif
+    q->quiet_pushes = 0;
+    if (q->fencing)
+        return;
+    const uint64_t now = mono_ns();
+#ifdef SPMC_CRASH_POINTS
+    if (spmc_test_fence_mode == 1) { /* tests: fence from the first wake */
+        start_fencing(q);
+        return;
+    }
+    if (spmc_test_fence_mode == 2) /* tests: never fence */
+        return;
+#endif
+    if (q->last_wake_ns != 0 && now - q->last_wake_ns < FENCE_AFTER_NS)
+        start_fencing(q);
+    q->last_wake_ns = now;
+}
+
 /* The writer has published a record, or more: a work-sharing queue needs
- * one more reader awake for it, a broadcast queue all of them. */
+ * one more reader awake for it, a broadcast queue all of them.
+ *
+ * The writer calls this after every push, and its fence there waits until
+ * the push's stores have left its core: the slot's line, which a reader
+ * holds, and head's. On a machine where a line takes hundreds of
+ * nanoseconds to cross, that wait halved the stream. So, as for the
+ * writer's own sleep (see wake_writer()), the side about to sleep pays
+ * instead: a reader makes every registered process pass a full memory
+ * barrier (membarrier(2) in wait_longer()) between its count and its
+ * look, and a writer whose process is registered (q->unfenced) keeps only
+ * the compiler from moving its load of readers_asleep before its store of
+ * head. If that load ran before the barrier reached the writer's CPU, so
+ * did the store, and the barrier made it visible before the reader looks;
+ * if after, the load sees the reader's count. While readers sleep before
+ * nearly every message, the barriers would cost more than the fences: the
+ * writer fences then, and says so (start_fencing()). */
 static inline void wake_readers(struct spmc_queue *q)
 {
-    wake_if_asleep(q, &q->hdr->readers_wake, &q->hdr->readers_asleep,
-                   q->fanout == SPMC_SHARE ? 1 : INT_MAX, &q->covered[ASLEEP_READERS]);
+    _Atomic uint64_t *asleep = &q->hdr->readers_asleep;
+    const int how_many = q->fanout == SPMC_SHARE ? 1 : INT_MAX;
+    if (likely(q->unfenced) && q->role == SPMC_WRITER) {
+        if (unlikely(q->fencing))
+            atomic_thread_fence(memory_order_seq_cst); /* pairs with the reader's fence */
+        else
+            atomic_signal_fence(memory_order_seq_cst); /* the compiler's part only */
+        uint64_t a = atomic_load_explicit(asleep, memory_order_relaxed);
+        if (unlikely(sleepers(a) != 0) && announcements(a) != q->covered[ASLEEP_READERS]) {
+            wake(q, &q->hdr->readers_wake, how_many, a, &q->covered[ASLEEP_READERS]);
+            woke_readers(q);
+        } else if (unlikely(q->fencing) && ++q->quiet_pushes >= QUIET_PUSHES) {
+            stop_fencing(q);
+        }
+        return;
+    }
+    wake_if_asleep(q, &q->hdr->readers_wake, asleep, how_many, &q->covered[ASLEEP_READERS]);
 }
 
 /* A reader has given room back, joined or left: the same, but for the
@@ -466,7 +565,8 @@ static inline void wake_writer(struct spmc_queue *q)
                    &q->covered[ASLEEP_WRITER]);
 }
 
-/* The heavy half of the writer's side (see wake_writer()): 0, or -errno. */
+/* The heavy half of the light paths (see wake_writer(), wake_readers()),
+ * paid by the side about to sleep: 0, or -errno. */
 static int barrier_everywhere(void)
 {
     return syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0) == 0 ? 0 : -errno;
@@ -495,6 +595,18 @@ struct waiter {
  * day5/README.md). A few yields then, which cost little and help when
  * the peer we wait for shares our CPU; then sleep. */
 enum { PLAIN_ROUNDS = 256, SPIN_ROUNDS = 512, YIELD_ROUNDS = 512 + 16 };
+
+/* The longest a waiter sleeps when its barrier failed (see wait_longer()). */
+#define BARRIER_FAILED_NAP_NS 1000000u
+
+/* Must a reader about to sleep, counted and fenced, send a barrier before
+ * it looks? Not while the writer fences after every push: read after our
+ * fence, with acquire (pairs with the release store in start_fencing();
+ * stop_fencing() explains a 1 read just before the writer stops). */
+static int reader_must_send_barrier(const struct spmc_queue *q)
+{
+    return q->unfenced && !atomic_load_explicit(&q->hdr->writer_fences, memory_order_acquire);
+}
 
 /* A reader waits on readers_wake, the writer on writer_wake; for at most
  * @p slice_ns at a time. */
@@ -572,14 +684,18 @@ COLD static int wait_longer(struct spmc_queue *q, struct waiter *w)
             atomic_store_explicit(w->mine, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(w->asleep, ANNOUNCE, memory_order_relaxed);
         /* Our count before the caller's next look. Pairs with the seq_cst
-         * fence in wake_if_asleep(); for the writer, the barrier pairs with
-         * the compiler fence of the readers in wake_writer(). */
+         * fence in wake_if_asleep(); the barrier pairs with the compiler
+         * fence of the other side's light path: the readers' in
+         * wake_writer(), the writer's in wake_readers(). */
         atomic_thread_fence(memory_order_seq_cst);
         /* It worked at creation. Should it fail now (a seccomp filter
-         * installed since), readers on the light path may leave us asleep
-         * for a slice at a time: slower, never stuck. */
-        if (q->role == SPMC_WRITER && q->light)
-            (void)barrier_everywhere();
+         * installed since, or a reader's process that may not use it), a
+         * peer on the light path may not see our count: we sleep a short
+         * nap at a time, and look after each. Slower, never stuck. */
+        if ((q->role == SPMC_WRITER ? q->light : reader_must_send_barrier(q)) &&
+            barrier_everywhere() != 0)
+            w->slice_ns = w->slice_ns < BARRIER_FAILED_NAP_NS ? w->slice_ns
+                                                              : BARRIER_FAILED_NAP_NS;
         w->announced = 1;
         return 0; /* the caller looks once more before we sleep */
     }
@@ -1181,16 +1297,20 @@ static void init_segment(struct spmc_queue *q)
     h->fanout = (uint32_t)q->fanout;
     h->max_readers = q->max_readers;
     h->reserved1 = 0;
-    /* The writer's barrier reaches registered processes only; it needs no
-     * registration itself, only a kernel that has the command. */
-    h->writer_barrier = barrier_everywhere() == 0;
-    q->light = (int)h->writer_barrier;
+    /* A barrier reaches registered processes only. Sending one needs no
+     * registration, only a kernel that has the command; to skip our fence
+     * after a push, the readers' barriers must reach us: we register. */
+    q->light = barrier_everywhere() == 0;
+    q->unfenced = q->light && registered_for_barriers();
+    h->writer_barrier = (q->light ? SPMC_BARRIER_WRITER_SENDS : 0u) |
+                        (q->unfenced ? SPMC_BARRIER_READERS_SEND : 0u);
     /* All relaxed: published by ready. */
     atomic_store_explicit(&h->closed, 0, memory_order_relaxed);
     atomic_store_explicit(&h->writer_pid, (uint32_t)getpid(), memory_order_relaxed);
     atomic_store_explicit(&h->head, 0, memory_order_relaxed);
     atomic_store_explicit(&h->gate, 0, memory_order_relaxed);
     atomic_store_explicit(&h->read_index, 0, memory_order_relaxed);
+    atomic_store_explicit(&h->writer_fences, 0, memory_order_relaxed);
     atomic_store_explicit(&h->reaped, 0, memory_order_relaxed);
     atomic_store_explicit(&h->redelivered, 0, memory_order_relaxed);
     atomic_store_explicit(&h->readers_wake, 0, memory_order_relaxed);
@@ -1580,7 +1700,9 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t max_record,
         return rc;
     }
     q->role = SPMC_READER;
-    q->light = q->hdr->writer_barrier == 1 && registered_for_barriers();
+    const uint32_t barrier = q->hdr->writer_barrier;
+    q->light = (barrier & SPMC_BARRIER_WRITER_SENDS) && registered_for_barriers();
+    q->unfenced = (barrier & SPMC_BARRIER_READERS_SEND) != 0;
     memcpy(q->name, name, strlen(name) + 1);
     return 0;
 }

@@ -18,7 +18,13 @@
 #include "common.h"
 #include "test_util.h"
 
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sched.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 
 #ifndef SPMC_CRASH_POINTS
 #error "check_sleep.c needs the queue built with -DSPMC_CRASH_POINTS (spmc_test_sleep_ns)"
@@ -47,6 +53,7 @@ static void teardown(void)
     (void)spmc_queue_destroy(&qr);
     tu_teardown();
     spmc_test_sleep_ns = 0;
+    spmc_test_fence_mode = 0;
 }
 
 static int create_mode(struct spmc_queue *q, const char *name, enum spmc_fanout f, size_t cap)
@@ -79,6 +86,45 @@ static void wait_asleep_at(struct spmc_queue *q, unsigned n, const char *file, i
     }
 }
 #define wait_asleep(q, n) wait_asleep_at((q), (n), __FILE__, __LINE__)
+
+/* Is process @p pid blocked in the kernel (state S, in /proc/<pid>/stat)?
+ * A reader in pop() is so only in its futex wait. */
+static int blocked(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    const char *end = strrchr(buf, ')'); /* the name may hold anything */
+    return end != NULL && end[1] == ' ' && end[2] == 'S';
+}
+
+/* wait_asleep(), and then until each of the @p n reader processes @p pid
+ * is blocked in its futex wait. A reader counts itself asleep before its
+ * last look, and where it sends a barrier (membarrier(2)) between the two
+ * that takes microseconds: a test that means "act while they sleep" waits
+ * for the sleep itself. Fails after a minute. */
+static void wait_sleeping_at(struct spmc_queue *q, unsigned n, const pid_t *pid, const char *file,
+                             int line)
+{
+    wait_asleep_at(q, n, file, line);
+    uint64_t deadline = tu_now_ns() + (uint64_t)IO_TIMEOUT_MS * 1000000u;
+    for (unsigned k = 0; k < n; k++) {
+        while (!blocked(pid[k])) {
+            tu_assert_at(file, line, tu_now_ns() < deadline,
+                         "reader %u (pid %d) never blocked in its sleep", k, (int)pid[k]);
+            sched_yield();
+        }
+    }
+    wait_asleep_at(q, n, file, line); /* (none woke up meanwhile) */
+}
+#define wait_sleeping(q, n, pid) wait_sleeping_at((q), (n), (pid), __FILE__, __LINE__)
 
 /* What a reader child reports at the end, through a pipe. */
 struct report {
@@ -232,7 +278,7 @@ static void sleep_wake_cycles(enum spmc_fanout f)
     run_start(&r, f, n_msg);
     uint64_t s = 0;
     for (unsigned c = 0; c < cycles; c++) {
-        wait_asleep(&qw, READERS);
+        wait_sleeping(&qw, READERS, r.pid);
         for (uint64_t b = 0; b < burst[c]; b++)
             run_push(&r, s++);
     }
@@ -324,23 +370,29 @@ static void lock_step(enum spmc_fanout f)
         uint64_t deadline = tu_now_ns() + (uint64_t)STUCK_NS;
         while (atomic_load(got) != i + 1)
             ck_assert_msg(tu_now_ns() < deadline,
-                          "%s: message %llu of %llu never arrived: the reader slept through "
-                          "it (a lost wake-up)", mode_name(f), (unsigned long long)i,
-                          (unsigned long long)n_msg);
+                          "%s, fence mode %d: message %llu of %llu never arrived: the reader "
+                          "slept through it (a lost wake-up)", mode_name(f), spmc_test_fence_mode,
+                          (unsigned long long)i, (unsigned long long)n_msg);
     }
     ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
     ck_assert(tu_exited_ok(tu_wait(p, IO_TIMEOUT_MS)));
     munmap((void *)got, sizeof *got);
 }
 
+/* Each in the writer's four fencing modes (spmc_test_fence_mode): its own
+ * rule (in lock step it fences from the second message on), fencing from
+ * the first wake, never fencing (every reader sleep sends a barrier), and
+ * switching at every wake, each switch racing the reader's way to sleep. */
 START_TEST(test_broadcast_lock_step)
 {
+    spmc_test_fence_mode = _i;
     lock_step(SPMC_BROADCAST);
 }
 END_TEST
 
 START_TEST(test_share_lock_step)
 {
+    spmc_test_fence_mode = _i;
     lock_step(SPMC_SHARE);
 }
 END_TEST
@@ -426,7 +478,7 @@ START_TEST(test_destroy_wakes_sleeping_readers)
     }
     /* The writer asleep until the third joins: joining wakes it. */
     ck_assert_int_eq(spmc_queue_wait_readers(&qw, 3, STUCK_NS), 0);
-    wait_asleep(&qw, 3);
+    wait_sleeping(&qw, 3, pid);
     ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
     for (unsigned k = 0; k < 3; k++) {
         struct report rep = read_report(fds[k][0], pid[k]);
@@ -770,6 +822,93 @@ START_TEST(test_scribbled_futex_words_cost_a_slice_at_most)
 }
 END_TEST
 
+/* Make membarrier(2) fail with EPERM in this process from now on: a
+ * seccomp filter on the call's number (the number of this architecture;
+ * enough for a test). 0, or -errno. */
+static int deny_membarrier(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_membarrier, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return -errno;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0 ? 0 : -errno;
+}
+
+/* A reader whose process may not send barriers (a seccomp filter denies
+ * membarrier(2)) while the writer skips its fence after a push, counting
+ * on them (SPMC_BARRIER_READERS_SEND): the writer may not see its count,
+ * so it must not sleep until woken, but nap and look again. Blocked 200 ms
+ * on an empty queue it sleeps more than once (with sleeps of an hour it
+ * would sleep once, then time out); then it gets every message of a lock
+ * step, each pushed while it is counted asleep, and the end of stream. */
+START_TEST(test_reader_that_may_not_send_barriers_naps)
+{
+    const enum spmc_fanout f = _i ? SPMC_SHARE : SPMC_BROADCAST;
+    const uint64_t n_msg = 200;
+    const char *name = tu_name();
+    ck_assert_int_eq(create_mode(&qw, name, f, 8), 0);
+    if ((qw.hdr->writer_barrier & SPMC_BARRIER_READERS_SEND) == 0) {
+        /* No membarrier here (an old kernel, Valgrind): both sides fence,
+         * and there is no light path to test. */
+        fprintf(stderr, "%s: the writer fences (no membarrier): nothing to test\n", __func__);
+        return;
+    }
+    int fds[2], go[2];
+    tu_pipe(fds);
+    tu_pipe(go);
+    pid_t p = tu_fork();
+    if (p == 0) {
+        struct report rep[2] = {{0}};
+        struct spmc_queue q;
+        if (deny_membarrier() != 0)
+            _exit(12);
+        if (spmc_queue_attach(&q, name, ELEM, 0) != 0)
+            _exit(10);
+        unsigned char m[ELEM];
+        struct spmc_stats st;
+        rep[0].rc = spmc_queue_pop(&q, m, 200 * MS);
+        if (spmc_queue_stats(&q, &st) == 0)
+            rep[0].sleeps = st.sleeps;
+        if (write(go[1], "", 1) != 1)
+            _exit(11);
+        while ((rep[1].rc = spmc_queue_pop(&q, m, STUCK_NS)) == 0) {
+            if (!msg_intact(m, ELEM) || msg_seq(m) != rep[1].received)
+                rep[1].errors++;
+            rep[1].received++;
+        }
+        (void)spmc_queue_destroy(&q);
+        _exit(write(fds[1], rep, sizeof rep) == (ssize_t)sizeof rep ? 0 : 11);
+    }
+    tu_close(&fds[1]);
+    tu_close(&go[1]);
+    ck_assert_int_eq(spmc_queue_wait_readers(&qw, 1, STUCK_NS), 0);
+    char c;
+    ck_assert_uint_eq(tu_read_full(go[0], &c, 1, IO_TIMEOUT_MS), 1);
+    unsigned char m[ELEM];
+    for (uint64_t i = 0; i < n_msg; i++) {
+        wait_asleep(&qw, 1);
+        msg_fill(m, ELEM, i);
+        ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0);
+    }
+    ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    struct report rep[2];
+    ck_assert_uint_eq(tu_read_full(fds[0], rep, sizeof rep, IO_TIMEOUT_MS), sizeof rep);
+    ck_assert(tu_exited_ok(tu_wait(p, IO_TIMEOUT_MS)));
+    ck_assert_int_eq(rep[0].rc, -ETIMEDOUT);
+    ck_assert_msg(rep[0].sleeps > 1, "%s: blocked 200 ms, the reader slept %llu time(s): "
+                  "it slept until woken, which its writer may never do", mode_name(f),
+                  (unsigned long long)rep[0].sleeps);
+    ck_assert_int_eq(rep[1].rc, -EPIPE);
+    ck_assert_uint_eq(rep[1].errors, 0);
+    ck_assert_uint_eq(rep[1].received, n_msg);
+}
+END_TEST
+
 /* ===================================================================== */
 /* What sleeping costs                                                     */
 /* ===================================================================== */
@@ -837,8 +976,8 @@ static Suite *sleep_suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_broadcast_sleep_wake_cycles);
     tcase_add_test(tc, test_share_sleep_wake_cycles);
-    tcase_add_test(tc, test_broadcast_lock_step);
-    tcase_add_test(tc, test_share_lock_step);
+    tcase_add_loop_test(tc, test_broadcast_lock_step, 0, 4);
+    tcase_add_loop_test(tc, test_share_lock_step, 0, 4);
     tcase_add_test(tc, test_broadcast_full_speed_stream);
     tcase_add_test(tc, test_share_full_speed_stream);
     tcase_add_test(tc, test_broadcast_ping_pong_asleep);
@@ -856,6 +995,7 @@ static Suite *sleep_suite(void)
 #endif
     tcase_add_test(tc, test_share_sleeper_delivers_what_killed_readers_left);
     tcase_add_loop_test(tc, test_scribbled_futex_words_cost_a_slice_at_most, 0, 2);
+    tcase_add_loop_test(tc, test_reader_that_may_not_send_barriers_naps, 0, 2);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("cost");
