@@ -454,11 +454,13 @@ COLD static void start_fencing(struct spmc_queue *q)
     q->quiet_pushes = 0;
 }
 
-/* Stop fencing. Say so first, then pass a barrier to every registered
- * process: a reader that read 1 before the barrier reached it had counted
- * itself before that too, and the barrier makes its count visible to our
- * next, unfenced, look; a reader that reads the word after sees 0 and
- * sends its own barrier. Should ours fail, we go on fencing. */
+/* Stop fencing. Say so first, then pass a barrier (it starts with a full
+ * fence on our own CPU). A reader that still reads 1 counted itself and
+ * fenced before that read, so its fence came before ours (had ours come
+ * first, it would read 0), and our next, unfenced, look sees its count: the
+ * two-fence argument of wake_if_asleep(). A reader that reads 0 sends its
+ * own barrier. (Our fence alone would do; the barrier also reaches readers
+ * on the light path.) Should it fail, we go on fencing. */
 COLD static void stop_fencing(struct spmc_queue *q)
 {
     atomic_store_explicit(&q->hdr->writer_fences, 0, memory_order_relaxed);
@@ -688,10 +690,11 @@ COLD static int wait_longer(struct spmc_queue *q, struct waiter *w)
          * fence of the other side's light path: the readers' in
          * wake_writer(), the writer's in wake_readers(). */
         atomic_thread_fence(memory_order_seq_cst);
-        /* It worked at creation. Should it fail now (a seccomp filter
-         * installed since, or a reader's process that may not use it), a
-         * peer on the light path may not see our count: we sleep a short
-         * nap at a time, and look after each. Slower, never stuck. */
+        /* It worked in the writer's process at creation. Should it fail
+         * here (a seccomp filter installed since, or a reader's process that
+         * may not use it), a peer on the light path may not see our count:
+         * we sleep a short nap at a time, and look after each. Slower,
+         * never stuck. */
         if ((q->role == SPMC_WRITER ? q->light : reader_must_send_barrier(q)) &&
             barrier_everywhere() != 0)
             w->slice_ns = w->slice_ns < BARRIER_FAILED_NAP_NS ? w->slice_ns
