@@ -906,11 +906,18 @@ END_TEST
 
 /* A reader that joins while the writer is pushing flat out must see a
  * consecutive run from its first message to the end: the join protocol
- * (gate, then re-read) under load. Repeated, because the race is short. */
+ * (gate, then re-read) under load. Repeated, because the race is short.
+ * The writer pushes until the joiner's attach has returned, however long
+ * the joiner waits for a CPU, and then one message more, which the joiner
+ * must get: so every round joins under load, and none can end before the
+ * joiner has attached (it used to, now and then, on a busy machine: the
+ * writer had pushed its last message and removed the queue before the
+ * joiner's thread first ran, and the attach found no queue). */
 struct joiner_arg {
     const char *name;
     struct report r;
     int attach_rc;
+    _Atomic int attached; /* 1 once attach has returned, whatever it returned */
 };
 
 static void *joiner_thread(void *p)
@@ -918,6 +925,7 @@ static void *joiner_thread(void *p)
     struct joiner_arg *a = p;
     struct spmc_queue q;
     a->attach_rc = spmc_queue_attach(&q, a->name, ELEM, 8);
+    atomic_store(&a->attached, 1);
     if (a->attach_rc == 0) {
         a->r = consume_all(&q, 0, NULL);
         (void)spmc_queue_destroy(&q);
@@ -932,15 +940,19 @@ START_TEST(test_broadcast_join_under_load)
         create_mode(name, SPMC_BROADCAST, 4, 8);
         ck_assert_int_eq(spmc_queue_attach(&qr[0], name, ELEM, 8), 0);
         struct reader_arg steady = {&qr[0], 0, NULL, {0, 0, 0, 0}};
-        struct joiner_arg late = {name, {0, 0, 0, 0}, -1};
+        struct joiner_arg late = {name, {0, 0, 0, 0}, -1, 0};
         pthread_t ts, tj;
         ck_assert_int_eq(pthread_create(&ts, NULL, reader_thread, &steady), 0);
-        const uint64_t n = stress_messages(20000);
+        const uint64_t at_least = stress_messages(20000);
         unsigned char m[ELEM];
-        for (uint64_t s = 0; s < n; s++) {
-            if (s == n / 4)
+        uint64_t n = 0; /* pushed */
+        for (int joined = 0; n < at_least || !joined; n++) {
+            if (n == at_least / 4)
                 ck_assert_int_eq(pthread_create(&tj, NULL, joiner_thread, &late), 0);
-            msg_fill(m, ELEM, s);
+            /* Read before this push: if the joiner had attached by then,
+             * it started at or before this message. */
+            joined = n > at_least / 4 && atomic_load(&late.attached);
+            msg_fill(m, ELEM, n);
             ck_assert_int_eq(spmc_queue_push(&qw, m, STUCK_NS), 0);
         }
         ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
@@ -950,9 +962,9 @@ START_TEST(test_broadcast_join_under_load)
         ck_assert_uint_eq(steady.r.received, n);
         ck_assert_int_eq(late.attach_rc, 0);
         ck_assert_uint_eq(late.r.errors, 0);
-        if (late.r.received > 0) /* consecutive up to the very last message */
-            ck_assert_uint_eq(late.r.last, n - 1);
-        ck_assert_uint_eq(late.r.received, late.r.received ? n - late.r.first : 0);
+        ck_assert_uint_gt(late.r.received, 0); /* at least the last message */
+        ck_assert_uint_eq(late.r.last, n - 1); /* consecutive up to the very last one */
+        ck_assert_uint_eq(late.r.received, n - late.r.first);
         ck_assert_int_eq(spmc_queue_destroy(&qr[0]), 0);
     }
 }
