@@ -13,6 +13,8 @@
 #   TEST_WRAP  a command put before each program of the first group
 #              (`make memcheck` puts Valgrind there)
 #   LABEL      the word that begins the summary line (default: test)
+#   TEST_TIMES when 1, end with how long each program of the first group
+#              took, longest first (CI sets it, to show where time goes)
 #
 # Running suites side by side is safe: each names its segments after its own
 # process ID, and no suite depends on timing (more processes than CPUs only
@@ -38,6 +40,7 @@ for a in "$@"; do
 done
 
 failed=""
+times=()
 out=$(mktemp -d "${TMPDIR:-/tmp}/run_tests.XXXXXX")
 trap 'rm -rf "$out"' EXIT
 # On an interrupt, stop every program still running (each is its own
@@ -58,6 +61,7 @@ report() {
   read -r rc secs < "$out/$i.rc"
   echo "== $t"
   cat "$out/$i.log"
+  times+=("$secs $t")
   if [ "$rc" -ne 0 ]; then
     echo "$label: $t failed (exit status $rc, after ${secs}s)"
     failed="$failed $t"
@@ -68,7 +72,9 @@ if [ "$jobs" -eq 1 ]; then
   # One at a time: print as the program writes, as a plain loop would.
   for t in "${progs[@]}"; do
     echo "== $t"
+    start=$SECONDS
     "${wrap[@]}" "$t" || { echo "$label: $t failed (exit status $?)"; failed="$failed $t"; }
+    times+=("$((SECONDS - start)) $t")
   done
 else
   n=${#progs[@]}
@@ -90,6 +96,11 @@ else
     done
   done
   wait
+fi
+
+if [ "${TEST_TIMES:-0}" = 1 ] && [ ${#times[@]} -gt 0 ]; then
+  echo "$label: seconds each program took (${jobs} at a time):"
+  printf '%s\n' "${times[@]}" | sort -rn | awk '{ printf "  %5d  %s\n", $1, $2 }'
 fi
 
 for t in "${alone[@]}"; do

@@ -331,6 +331,14 @@ static inline uint64_t stress_messages(uint64_t def)
     return (uint64_t)v;
 }
 
+/** 1 when SPMC_STRESS_MESSAGES is set: a run under a sanitizer or
+ *  Valgrind, whose every operation costs many times more, and which is
+ *  there to find memory errors and data races, not rare interleavings. */
+static inline int stress_reduced(void)
+{
+    return stress_messages(0) != 0;
+}
+
 /* ===================================================================== */
 /* Segments made by hand                                                  */
 /* ===================================================================== */
