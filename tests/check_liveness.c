@@ -83,14 +83,6 @@ static const char *mode_str(enum spmc_fanout f)
     return f == SPMC_SHARE ? "share" : "broadcast";
 }
 
-/* A message count: @p def, or less when SPMC_STRESS_MESSAGES says less (never
- * more: these tests are about who is alive, not about load). */
-static uint64_t messages(uint64_t def)
-{
-    uint64_t n = stress_messages(def);
-    return n < def ? n : def;
-}
-
 static int create_queue(struct spmc_queue *q, const char *name, enum spmc_fanout f, size_t cap)
 {
     struct spmc_options o = {.fanout = f, .max_readers = 4};
@@ -638,7 +630,7 @@ static int writer_scenario_at(enum spmc_fanout f, enum where ww, enum where rw, 
 {
     int ended;
     const char *name = tu_name_at(file, line);
-    const uint64_t n = messages(2000), extra = 5;
+    const uint64_t n = stress_messages(2000), extra = 5;
     struct tally *t = tally_new_at(n + extra, file, line);
     struct job j = {.name = name, .fanout = f, .capacity = 16, .n = n, .extra = extra,
                     .nap_ms = 20, .forks = forks, .tally = t};
@@ -738,7 +730,7 @@ static uint64_t reader_scenario_at(enum spmc_fanout f, enum where rw, int forks,
                                    int line)
 {
     const char *name = tu_name_at(file, line);
-    const uint64_t n = messages(2000);
+    const uint64_t n = stress_messages(2000);
     struct tally *t = tally_new_at(n, file, line);
     struct job j = {.name = name, .fanout = f, .n = n, .nap_ms = 20, .forks = forks,
                     .tally = t};
@@ -868,7 +860,7 @@ START_TEST(test_programs_across_pid_namespaces)
     const enum spmc_fanout f = modes[_i & 1];
     const int producer_inside = _i >> 1;
     const char *name = tu_name();
-    const uint64_t n = messages(20000);
+    const uint64_t n = stress_messages(20000);
     char count[24];
     snprintf(count, sizeof count, "%" PRIu64, n);
     char *pargs[] = {"--name", (char *)name, "--fanout", (char *)mode_str(f), "--consumers",
@@ -1016,7 +1008,7 @@ START_TEST(test_stopped_reader_in_a_pid_namespace_is_not_reaped)
     const enum spmc_fanout f = modes[_i];
     const int share = f == SPMC_SHARE;
     const char *name = tu_name();
-    const uint64_t n = messages(2000);
+    const uint64_t n = stress_messages(2000);
     struct tally *t = tally_new(n);
     struct job j = {.name = name, .fanout = f, .report_at = 1, .tally = t};
     struct peer r = start_peer(PID_NS, reader_body, j);
