@@ -125,7 +125,7 @@ START_TEST(test_broadcast_dead_consumer_does_not_stall_the_producer)
         ck_assert_uint_eq(tu_read_full(fast[0], &v, sizeof v, IO_TIMEOUT_MS), sizeof v);
         ck_assert_uint_eq(v, i);
     }
-    ck_assert_uint_eq(tu_read_full(fast[0], &v, sizeof v, 1000), 0); /* then EOF */
+    ck_assert_uint_eq(tu_read_full(fast[0], &v, sizeof v, IO_TIMEOUT_MS), 0); /* then EOF */
     ck_assert(tu_exited_ok(tu_wait(f, IO_TIMEOUT_MS)));
 }
 END_TEST
@@ -173,7 +173,7 @@ START_TEST(test_share_dead_consumer_holds_nothing_back)
         ck_assert_uint_eq(tu_read_full(rest[0], &v, sizeof v, IO_TIMEOUT_MS), sizeof v);
         ck_assert_uint_eq(v, i);
     }
-    ck_assert_uint_eq(tu_read_full(rest[0], &v, sizeof v, 1000), 0); /* then EOF */
+    ck_assert_uint_eq(tu_read_full(rest[0], &v, sizeof v, IO_TIMEOUT_MS), 0); /* then EOF */
     ck_assert(tu_exited_ok(tu_wait(r, IO_TIMEOUT_MS)));
 }
 END_TEST
