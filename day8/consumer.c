@@ -96,18 +96,20 @@ static void parse_options(struct options *o, int argc, char **argv)
 
 static volatile sig_atomic_t stop; /* set by SIGINT or SIGTERM: which one */
 
-/* Attach, giving a producer that is just starting up to 5 s to appear;
- * -EINTR when a signal stops the waiting first. */
+/* Attach, giving a producer that is just starting up 5 s to appear (no
+ * segment yet: -ENOENT) and to finish its header (a live creator still
+ * writing it: -ETIMEDOUT, after attach's own wait); -EINTR when a signal
+ * stops the waiting first. */
 static int attach(struct spmc_queue *q, const struct options *o)
 {
     struct timespec nap = {0, 10000000}; /* 10 ms; a signal cuts it short */
     int rc = -ENOENT;
-    for (int i = 0; i < 500 && rc == -ENOENT && !stop; i++) {
+    for (int i = 0; i < 500 && (rc == -ENOENT || rc == -ETIMEDOUT) && !stop; i++) {
         rc = spmc_queue_attach(q, o->name, o->size, o->capacity);
         if (rc == -ENOENT)
             nanosleep(&nap, NULL);
     }
-    return rc == -ENOENT && stop ? -EINTR : rc;
+    return (rc == -ENOENT || rc == -ETIMEDOUT) && stop ? -EINTR : rc;
 }
 
 /* Pop in 100 ms slices, at most 10 s in all. -EINTR only when a signal cut

@@ -58,7 +58,8 @@ static void usage(FILE *f)
             "  --wait-readers N waits for N readers before the first line (broadcast\n"
             "  readers see only what is sent after they attach).\n"
             "recv: one line per record on standard output, read in place, until the\n"
-            "  writer closes; --wait SECONDS (10): how long to wait for the queue to appear.\n",
+            "  writer closes; --wait SECONDS (10): how long to wait for the queue to appear\n"
+            "  and for its writer to finish setting it up.\n",
             SPMC_VERSION, SPMC_SLOT);
 }
 
@@ -601,7 +602,10 @@ static int cmd_recv(int argc, char **argv)
     struct spmc_queue q;
     int rc;
     const uint64_t deadline = mono_ns() + wait_s * 1000000000u;
-    while ((rc = spmc_queue_attach(&q, name, 0, 0)) == -ENOENT && mono_ns() < deadline) {
+    /* -ENOENT: not created yet; -ETIMEDOUT: its creator, alive, has not
+     * finished the header within attach's own wait. */
+    while (((rc = spmc_queue_attach(&q, name, 0, 0)) == -ENOENT || rc == -ETIMEDOUT) &&
+           mono_ns() < deadline) {
         struct timespec nap = {0, 10000000}; /* 10 ms */
         nanosleep(&nap, NULL);
     }
