@@ -323,8 +323,9 @@ START_TEST(test_writer_dead_after_padding)
         }
         _exit(3); /* not reached: killed while it waits for the fourth */
     }
-    int rc;
-    for (int tries = 0; (rc = spmc_queue_attach(&qr, name, len, 16)) == -ENOENT && tries < 6000;
+    int rc; /* the child may not have created it yet, or not finished it */
+    for (int tries = 0; ((rc = spmc_queue_attach(&qr, name, len, 16)) == -ENOENT ||
+                         rc == -ETIMEDOUT) && tries < 6000;
          tries++)
         tu_sleep_ms(10);
     ck_assert_int_eq(rc, 0);

@@ -368,9 +368,13 @@ static int reader_body(const struct job *j)
 {
     struct spmc_queue q;
     int rc = -ENOENT;
-    for (uint64_t deadline = tu_now_ns() + STUCK_NS; rc == -ENOENT && tu_now_ns() < deadline;)
-        if ((rc = spmc_queue_attach(&q, j->name, ELEM, 0)) == -ENOENT)
-            tu_sleep_ms(1); /* not created yet */
+    /* -ENOENT: not created yet; -ETIMEDOUT: created, but its creator (alive)
+     * had not finished the header within attach's own wait, which a busy
+     * machine can make happen. Both mean "try again". */
+    for (uint64_t deadline = tu_now_ns() + STUCK_NS;
+         (rc == -ENOENT || rc == -ETIMEDOUT) && tu_now_ns() < deadline;)
+        if ((rc = spmc_queue_attach(&q, j->name, ELEM, 0)) == -ENOENT || rc == -ETIMEDOUT)
+            tu_sleep_ms(1);
     say(j, REP_READY, rc, 0, 0);
     if (rc != 0)
         return 1;
