@@ -15,10 +15,12 @@
 #define CONSUMER DAY_BUILD "/consumer"
 
 /* How long the producer keeps the segment after sending. Day 1 has no
- * handshake: the consumer must run within this window, so it is the one
- * place where these tests depend on the scheduler. Two seconds is ample
- * even on a loaded machine; the producer's own default is five. */
+ * handshake: the consumer must run within this window. The test does not
+ * bet on the scheduler: once the producer has said "sent" it is stopped
+ * (SIGSTOP) until the consumer has read, and a round in which it had
+ * already removed the segment by then is run again. */
 #define HOLD_SECONDS "2"
+#define HOLD_ROUNDS 5
 /* Deadline for any one child or read, so that a hang fails instead of
  * blocking the run (Check's timeouts are off with CK_FORK=no). */
 #define IO_TIMEOUT_MS 30000u
@@ -30,26 +32,55 @@
 /* Lifecycle                                                               */
 /* ===================================================================== */
 
+/* Start the producer and wait until it says it has sent the message; then
+ * stop it there (SIGSTOP). 1 with *producer stopped and the segment there;
+ * 0 if the producer had already removed it (this machine was slower than
+ * HOLD_SECONDS): then it has been reaped and the caller tries again. */
+static int start_and_hold_producer(const char *name, pid_t *producer, int pout[2], char *ptext,
+                                   size_t cap, size_t *plen)
+{
+    tu_pipe(pout);
+    char *const pargv[] = {(char *)PRODUCER, (char *)name, (char *)HOLD_SECONDS, NULL};
+    *producer = tu_spawn(pargv, pout[1], -1);
+    tu_close(&pout[1]);
+    *plen = 0;
+    int sent = tu_read_until(pout[0], ptext, cap, plen, SENT_LINE, IO_TIMEOUT_MS);
+    ck_assert_msg(sent, "the producer ended without saying it sent the message; it printed:\n%s",
+                  ptext);
+    ck_assert_int_eq(kill(*producer, SIGSTOP), 0);
+    int status;
+    ck_assert_int_eq(waitpid(*producer, &status, WUNTRACED), *producer);
+    if (WIFSTOPPED(status) && tu_segment_size(name) > 0)
+        return 1;
+    if (WIFSTOPPED(status)) { /* stopped after it removed the segment */
+        ck_assert_int_eq(kill(*producer, SIGCONT), 0);
+        status = tu_wait(*producer, IO_TIMEOUT_MS);
+    }
+    ck_assert_msg(tu_exited_ok(status), "producer: %s; it printed:\n%s", tu_status_str(status),
+                  ptext);
+    tu_close(&pout[0]);
+    return 0;
+}
+
 START_TEST(test_producer_and_consumer_exchange_the_message)
 {
     const char *name = tu_name();
 
     /* Start the producer; its stdout tells us when the message is there. */
     int pout[2];
-    tu_pipe(pout);
-    char *const pargv[] = {(char *)PRODUCER, (char *)name, (char *)HOLD_SECONDS, NULL};
-    pid_t producer = tu_spawn(pargv, pout[1], -1);
-    tu_close(&pout[1]);
+    pid_t producer;
     char ptext[4096];
-    size_t plen = 0;
-    int sent = tu_read_until(pout[0], ptext, sizeof ptext, &plen, SENT_LINE, IO_TIMEOUT_MS);
-    ck_assert_msg(sent, "the producer ended without saying it sent the message; it printed:\n%s",
-                  ptext);
+    size_t plen;
+    int rounds = 1;
+    while (!start_and_hold_producer(name, &producer, pout, ptext, sizeof ptext, &plen))
+        ck_assert_msg(++rounds <= HOLD_ROUNDS, "%d times the producer had removed the segment "
+                      "before the test could stop it after its \"sent\" line", HOLD_ROUNDS);
 
-    /* Now the consumer, as a second process. */
+    /* Now the consumer, as a second process; then let the producer go on. */
     char cout[4096], cerr[4096];
     char *const cargv[] = {(char *)CONSUMER, (char *)name, NULL};
     int cstatus = tu_run(cargv, cout, sizeof cout, cerr, sizeof cerr, IO_TIMEOUT_MS);
+    ck_assert_int_eq(kill(producer, SIGCONT), 0);
     ck_assert_msg(tu_exited_ok(cstatus), "consumer: %s; stderr:\n%s", tu_status_str(cstatus),
                   cerr);
     ck_assert_msg(strstr(cout, READ_LINE) != NULL,
