@@ -497,7 +497,7 @@ static int claim_of(const struct spmc_queue *q, unsigned e, uint64_t *start, uin
     const uint64_t last = atomic_load_explicit(&q->hdr->read_index, memory_order_acquire);
     if (!(c & ON_RECORD) && last != read_index_word(c + n, e))
         return 0; /* it lost the race for read_index: no claim */
-    /* Pairs with the release store of head in spmc_queue_try_push(). */
+    /* Pairs with the release store of head in push_once(). */
     const uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
     *start = full_index(head, c & POS);
     *end = *start + n;
@@ -1413,11 +1413,13 @@ COLD static int share_full(struct spmc_queue *q)
     return refresh_free(q) != 0 ? 0 : -EAGAIN;
 }
 
-int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
+/* One push once the handle is checked: spmc_queue_try_push(), and inline in
+ * the wait loop of spmc_queue_push() too, as pop_once() is for a reader. A
+ * push through spmc_queue_push() is then one call with the check made once,
+ * not a call of spmc_queue_try_push() from it (see day5/README.md, "The hot
+ * path marked"). */
+static HOT_INLINE int push_once(struct spmc_queue *q, const void *msg)
 {
-    if (unlikely(q == NULL || q->role != SPMC_WRITER || msg == NULL ||
-                 q->epoch != process_epoch))
-        return -EINVAL;
     if (unlikely((int64_t)(q->index - q->limit) >= 0)) { /* the cached limit says full */
         if (q->fanout == SPMC_BROADCAST ? broadcast_full(q) != 0
                                         : refresh_free(q) == 0 && share_full(q) != 0)
@@ -1436,14 +1438,25 @@ int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
     return 0;
 }
 
+int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
+{
+    if (unlikely(q == NULL || q->role != SPMC_WRITER || msg == NULL ||
+                 q->epoch != process_epoch))
+        return -EINVAL;
+    return push_once(q, msg);
+}
+
 int spmc_queue_push(struct spmc_queue *q, const void *msg, int64_t timeout_ns)
 {
-    int rc = spmc_queue_try_push(q, msg);
+    if (unlikely(q == NULL || q->role != SPMC_WRITER || msg == NULL ||
+                 q->epoch != process_epoch))
+        return -EINVAL;
+    int rc = push_once(q, msg);
     if (rc != -EAGAIN)
         return rc;
     struct waiter w;
     wait_start(&w, timeout_ns);
-    while ((rc = spmc_queue_try_push(q, msg)) == -EAGAIN) {
+    while ((rc = push_once(q, msg)) == -EAGAIN) {
         rc = wait_more(&w);
         if (rc != 0)
             return rc;
@@ -1468,7 +1481,7 @@ static inline void publish_cursor(struct spmc_queue *q)
  * slot's word with one compare-and-swap. 1 if we got it. */
 static int take_orphan(struct spmc_queue *q, unsigned e, uint64_t j)
 {
-    /* Pairs with the release store of head in spmc_queue_try_push(): the
+    /* Pairs with the release store of head in push_once(): the
      * payload of a message below head is there to be copied. */
     uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
     if ((int64_t)(head - j) <= 0)
@@ -1573,7 +1586,7 @@ static HOT_INLINE int no_message(struct spmc_queue *q, uint64_t i, void *out)
  * there is one now. */
 static HOT_INLINE int broadcast_empty(struct spmc_queue *q, uint64_t i, void *out)
 {
-    /* Pairs with the release store of head in spmc_queue_try_push(): every
+    /* Pairs with the release store of head in push_once(): every
      * slot below head is written. */
     uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
     if (unlikely((uint64_t)(head - i) > q->capacity))
@@ -1648,7 +1661,7 @@ static int claim_batch(struct spmc_queue *q)
     for (int tries = 0; tries < MAX_RETRIES; tries++) {
         uint64_t avail = (q->seen_head - w) & POS;
         if (avail == 0 || avail > q->capacity) { /* look at head again */
-            /* Pairs with the release store of head in spmc_queue_try_push():
+            /* Pairs with the release store of head in push_once():
              * every slot below head is written. */
             q->seen_head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
             avail = (q->seen_head - w) & POS;

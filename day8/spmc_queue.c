@@ -906,7 +906,7 @@ static int claim_of(const struct spmc_queue *q, unsigned e, uint64_t *start, uin
     const uint64_t n = record_n(c);
     if (n == 0 || n > q->capacity / 2)
         return 0;
-    /* Pairs with the release store of head in spmc_queue_commit(). */
+    /* Pairs with the release store of head in commit_once(). */
     const uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
     *start = record_start(head, c);
     *end = *start + n;
@@ -1917,13 +1917,14 @@ static HOT_INLINE int room_for(struct spmc_queue *q, uint64_t n)
     return refresh_free(q, n);
 }
 
-int spmc_queue_try_reserve(struct spmc_queue *q, size_t max_len, void **rec)
+/* The writer's hot path, once the handle and the length are checked:
+ * reserve_once() finds room for a record of up to max_len bytes, and
+ * commit_once() publishes it. spmc_queue_try_reserve(), spmc_queue_commit()
+ * and the wait loops call them; spmc_queue_try_push() and
+ * spmc_queue_push() make one call with them inline, the check made once, as
+ * pop_once() is for a reader (see day5/README.md, "The hot path marked"). */
+static HOT_INLINE int reserve_once(struct spmc_queue *q, size_t max_len, void **rec)
 {
-    if (unlikely(q == NULL || q->role != SPMC_WRITER || rec == NULL ||
-                 q->epoch != process_epoch))
-        return -EINVAL;
-    if (unlikely(max_len > q->max_record))
-        return -EMSGSIZE;
     const uint64_t n = slots_for(max_len), i = q->index;
     const uint64_t to_end = q->capacity - (i & q->mask);
     q->reserved = 0;
@@ -1940,27 +1941,8 @@ int spmc_queue_try_reserve(struct spmc_queue *q, size_t max_len, void **rec)
     return 0;
 }
 
-int spmc_queue_reserve(struct spmc_queue *q, size_t max_len, void **rec, int64_t timeout_ns)
+static HOT_INLINE int commit_once(struct spmc_queue *q, size_t len)
 {
-    int rc = spmc_queue_try_reserve(q, max_len, rec);
-    if (rc != -EAGAIN)
-        return rc;
-    struct waiter w;
-    wait_start(&w, q, timeout_ns, SPMC_FULL_SLICE_NS);
-    while ((rc = spmc_queue_try_reserve(q, max_len, rec)) == -EAGAIN &&
-           (rc = wait_more(q, &w)) == 0)
-        ;
-    wait_end(&w);
-    return rc;
-}
-
-int spmc_queue_commit(struct spmc_queue *q, size_t len)
-{
-    if (unlikely(q == NULL || q->role != SPMC_WRITER || q->reserved == 0 ||
-                 q->epoch != process_epoch))
-        return -EINVAL;
-    if (unlikely(len > q->max_record || slots_for(len) > q->reserved))
-        return -EMSGSIZE;
     const uint64_t i = q->index;
     /* Relaxed: published by head's release store below. */
     atomic_store_explicit(header_of(q, i), header_word(i, len), memory_order_relaxed);
@@ -1977,30 +1959,82 @@ int spmc_queue_commit(struct spmc_queue *q, size_t len)
     return 0;
 }
 
+static inline int writer_ok(const struct spmc_queue *q)
+{
+    return q != NULL && q->role == SPMC_WRITER && q->epoch == process_epoch;
+}
+
+/* Reserve with the wait of spmc_queue_reserve(); the handle and max_len are
+ * checked. */
+static HOT_INLINE int reserve_waiting(struct spmc_queue *q, size_t max_len, void **rec,
+                                      int64_t timeout_ns)
+{
+    int rc = reserve_once(q, max_len, rec);
+    if (rc != -EAGAIN)
+        return rc;
+    struct waiter w;
+    wait_start(&w, q, timeout_ns, SPMC_FULL_SLICE_NS);
+    while ((rc = reserve_once(q, max_len, rec)) == -EAGAIN && (rc = wait_more(q, &w)) == 0)
+        ;
+    wait_end(&w);
+    return rc;
+}
+
+int spmc_queue_try_reserve(struct spmc_queue *q, size_t max_len, void **rec)
+{
+    if (unlikely(!writer_ok(q) || rec == NULL))
+        return -EINVAL;
+    if (unlikely(max_len > q->max_record))
+        return -EMSGSIZE;
+    return reserve_once(q, max_len, rec);
+}
+
+int spmc_queue_reserve(struct spmc_queue *q, size_t max_len, void **rec, int64_t timeout_ns)
+{
+    if (unlikely(!writer_ok(q) || rec == NULL))
+        return -EINVAL;
+    if (unlikely(max_len > q->max_record))
+        return -EMSGSIZE;
+    return reserve_waiting(q, max_len, rec, timeout_ns);
+}
+
+int spmc_queue_commit(struct spmc_queue *q, size_t len)
+{
+    if (unlikely(!writer_ok(q) || q->reserved == 0))
+        return -EINVAL;
+    if (unlikely(len > q->max_record || slots_for(len) > q->reserved))
+        return -EMSGSIZE;
+    return commit_once(q, len);
+}
+
 int spmc_queue_try_push(struct spmc_queue *q, const void *msg, size_t len)
 {
-    if (unlikely(msg == NULL && len != 0))
+    if (unlikely(!writer_ok(q) || (msg == NULL && len != 0)))
         return -EINVAL;
+    if (unlikely(len > q->max_record))
+        return -EMSGSIZE;
     void *rec;
-    int rc = spmc_queue_try_reserve(q, len, &rec);
+    int rc = reserve_once(q, len, &rec);
     if (rc != 0)
         return rc;
     if (len != 0)
         memcpy(rec, msg, len);
-    return spmc_queue_commit(q, len);
+    return commit_once(q, len);
 }
 
 int spmc_queue_push(struct spmc_queue *q, const void *msg, size_t len, int64_t timeout_ns)
 {
-    if (unlikely(msg == NULL && len != 0))
+    if (unlikely(!writer_ok(q) || (msg == NULL && len != 0)))
         return -EINVAL;
+    if (unlikely(len > q->max_record))
+        return -EMSGSIZE;
     void *rec;
-    int rc = spmc_queue_reserve(q, len, &rec, timeout_ns);
+    int rc = reserve_waiting(q, len, &rec, timeout_ns);
     if (rc != 0)
         return rc;
     if (len != 0)
         memcpy(rec, msg, len);
-    return spmc_queue_commit(q, len);
+    return commit_once(q, len);
 }
 
 /* ===================================================================== */
@@ -2032,7 +2066,7 @@ static inline void hold(struct spmc_queue *q, uint64_t at, uint64_t slots, size_
  * in its first slot's word with one compare-and-swap. 1 if we got it. */
 static int take_orphan(struct spmc_queue *q, unsigned e, uint64_t j)
 {
-    /* Pairs with the release store of head in spmc_queue_commit(): a
+    /* Pairs with the release store of head in commit_once(): a
      * record below head is there to be read. */
     uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
     if ((int64_t)(head - j) <= 0)
@@ -2056,7 +2090,7 @@ static int take_orphan(struct spmc_queue *q, unsigned e, uint64_t j)
  * it (padding goes straight back: -EAGAIN, nothing to deliver). */
 static int deliver_orphan(struct spmc_queue *q, uint64_t j)
 {
-    /* Pairs with the release store of head in spmc_queue_commit(). */
+    /* Pairs with the release store of head in commit_once(). */
     const uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
     const uint64_t h = atomic_load_explicit(header_of(q, j), memory_order_relaxed);
     struct record r;
@@ -2147,7 +2181,7 @@ static HOT_INLINE int no_message(struct spmc_queue *q, uint64_t i)
  * again. 0 when there is one now. */
 static HOT_INLINE int broadcast_empty(struct spmc_queue *q, uint64_t i)
 {
-    /* Pairs with the release store of head in spmc_queue_commit(): every
+    /* Pairs with the release store of head in commit_once(): every
      * record below head is written, header and payload. */
     uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
     if (unlikely((uint64_t)(head - i) > q->capacity))
@@ -2260,7 +2294,7 @@ static int claim_batch(struct spmc_queue *q)
     for (int tries = 0; tries < MAX_RETRIES; tries++) {
         uint64_t avail = (q->seen_head - w) & POS;
         if (avail == 0 || avail > q->capacity) { /* look at head again */
-            /* Pairs with the release store of head in spmc_queue_commit():
+            /* Pairs with the release store of head in commit_once():
              * every record below head is written. */
             q->seen_head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
             avail = (q->seen_head - w) & POS;

@@ -722,10 +722,13 @@ static uint64_t refresh_free(struct spmc_queue *q)
     return j - q->index;
 }
 
-int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
+/* One push once the handle is checked: spmc_queue_try_push(), and inline in
+ * the wait loop of spmc_queue_push() too, as pop_once() is for a reader. A
+ * push through spmc_queue_push() is then one call with the check made once,
+ * not a call of spmc_queue_try_push() from it (see day5/README.md, "The hot
+ * path marked"). */
+static HOT_INLINE int push_once(struct spmc_queue *q, const void *msg)
 {
-    if (unlikely(q == NULL || q->mode != SPMC_WRITER || msg == NULL))
-        return -EINVAL;
     uint64_t i = q->index;
     if (unlikely((int64_t)(i - q->limit) >= 0)) { /* the cached limit says full */
         if (q->fanout == SPMC_BROADCAST) {
@@ -746,14 +749,23 @@ int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
     return 0;
 }
 
+int spmc_queue_try_push(struct spmc_queue *q, const void *msg)
+{
+    if (unlikely(q == NULL || q->mode != SPMC_WRITER || msg == NULL))
+        return -EINVAL;
+    return push_once(q, msg);
+}
+
 int spmc_queue_push(struct spmc_queue *q, const void *msg, int64_t timeout_ns)
 {
-    int rc = spmc_queue_try_push(q, msg);
+    if (unlikely(q == NULL || q->mode != SPMC_WRITER || msg == NULL))
+        return -EINVAL;
+    int rc = push_once(q, msg);
     if (rc != -EAGAIN)
         return rc;
     struct waiter w;
     wait_start(&w, timeout_ns);
-    while ((rc = spmc_queue_try_push(q, msg)) == -EAGAIN) {
+    while ((rc = push_once(q, msg)) == -EAGAIN) {
         rc = wait_more(&w);
         if (rc != 0)
             return rc;
@@ -799,7 +811,7 @@ static HOT_INLINE int pop_broadcast(struct spmc_queue *q, void *out)
      * - i = q->index. q->seen_head caches the head this reader loaded
      *   last; while i is below it, no shared access is needed at all.
      * - When i == q->seen_head, load q->hdr->head with acquire (pairs with
-     *   the release store of head in spmc_queue_try_push(): every slot
+     *   the release store of head in push_once(): every slot
      *   below head is written). If head - i, unsigned, is more than
      *   q->capacity, return -EPROTO: we were overrun, which cannot happen
      *   while our cursor holds the writer back, or head is garbage. Keep
@@ -892,7 +904,7 @@ static int claim_batch(struct spmc_queue *q)
      *   - avail = q->seen_head - r (seen_head caches the head this reader
      *     loaded last). If avail is 0 or more than q->capacity, load
      *     q->hdr->head again with acquire (pairs with the release store of
-     *     head in spmc_queue_try_push(): every slot below head is written),
+     *     head in push_once(): every slot below head is written),
      *     keep it in q->seen_head, compute avail again, and tell
      *     pace_after_look() that this look found avail messages (unless
      *     avail is more than q->capacity: then it is no count). Still 0: nothing
