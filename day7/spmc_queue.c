@@ -2113,7 +2113,7 @@ COLD static int adopt_next(struct spmc_queue *q, void *out)
     return -EAGAIN;
 }
 
-static int pop_share(struct spmc_queue *q, void *out)
+static HOT_INLINE int pop_share(struct spmc_queue *q, void *out)
 {
     if (q->index == q->claim_end) { /* our claim is delivered: claim again */
         if (unlikely(q->adopting)) {
