@@ -375,8 +375,11 @@ layout: deps-docs
 	$(Q)BUILD=$(BUILD) CC="$(CC)" ./docs/layout/draw.sh $(filter $(SEL),$(LAYOUT_DAYS))
 
 SOAK_SECONDS ?= 60
-soak: $(BUILD)/day6/soak
-	$(Q)$(BUILD)/day6/soak --seconds $(SOAK_SECONDS)
+# Day 6's soak, built against day 7 and day 8 too (their soak.c are links).
+SOAK_DAYS := day6 day7 day8
+soak: $(foreach d,$(SOAK_DAYS),$(BUILD)/$(d)/soak)
+	$(Q)for d in $(SOAK_DAYS); do echo "== $$d soak"; \
+	  $(BUILD)/$$d/soak --seconds $(SOAK_SECONDS) || exit 1; done
 
 # Fuzzing: every day with a queue library, under ASan+UBSan (clang).
 FUZZ_DAYS    = $(filter-out day1,$(DAYS))
@@ -533,7 +536,7 @@ help:
 	@echo "make docs                 Doxygen HTML in build/docs, fails on any warning"
 	@echo "make linkcheck            make docs, then check every link of build/docs offline"
 	@echo "make diff FROM=dayA TO=dayB   unified diff of two days' sources"
-	@echo "make soak                 day 6 for SOAK_SECONDS (60): consumers killed at random"
+	@echo "make soak                 days 6-8, SOAK_SECONDS (60) each: consumers killed at random"
 	@echo "make plot                 docs/throughput.svg and records.svg from the last make bench (gnuplot), then make layout"
 	@echo "make layout               docs/layout/dayN.dot and .svg from each day's offsetof() (graphviz)"
 	@echo "make fuzz                 hostile segment bytes into attach/pop of days 2-8 (clang)"

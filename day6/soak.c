@@ -1,4 +1,4 @@
-/* soak.c - day 6 under abuse: one producer streams for a given time while
+/* soak.c - day 6 (and days 7 and 8) under abuse: one producer streams for a given time while
  * consumer processes attach, detach (SIGTERM), stop (SIGSTOP, then SIGCONT
  * or SIGKILL) and are killed (SIGKILL) at random, in both fan-out modes;
  * then every message is accounted for.
@@ -39,6 +39,29 @@
 #define MAX_LIVE 6          /* consumers alive at once */
 #define MAX_CONSUMERS 4096  /* consumers started over a whole run */
 #define MAX_MESSAGES (1ull << 31)
+
+/* The same soak runs against day 7, whose calls are these, and day 8,
+ * whose push and pop take a length (day7/soak.c and day8/soak.c are links
+ * to this file, built with their day's header: `make soak` runs all three). */
+static int push_msg(struct spmc_queue *q, const void *m, int64_t timeout_ns)
+{
+#if SPMC_VERSION >= 8
+    return spmc_queue_push(q, m, ELEM, timeout_ns);
+#else
+    return spmc_queue_push(q, m, timeout_ns);
+#endif
+}
+
+/* 0 with a whole message in @p buf, or a negative errno. */
+static int pop_msg(struct spmc_queue *q, void *buf, int64_t timeout_ns)
+{
+#if SPMC_VERSION >= 8
+    long n = spmc_queue_pop(q, buf, ELEM, timeout_ns);
+    return n < 0 ? (int)n : n == ELEM ? 0 : -EBADMSG; /* a record of another length */
+#else
+    return spmc_queue_pop(q, buf, timeout_ns);
+#endif
+}
 
 /* ===================================================================== */
 /* What consumers report, in memory shared with the parent                 */
@@ -88,7 +111,7 @@ static void consumer(const char *name, unsigned id)
     const int share = q.fanout == SPMC_SHARE;
     int rc = 0;
     uint64_t next = 0, n = 0;
-    while (!detach_now && (rc = spmc_queue_pop(&q, r->inflight, 100000000ll)) != -EPIPE) {
+    while (!detach_now && (rc = pop_msg(&q, r->inflight, 100000000ll)) != -EPIPE) {
         if (rc == -ETIMEDOUT)
             continue;
         if (rc != 0) {
@@ -215,7 +238,7 @@ static int stream(struct spmc_queue *q, const char *name, double seconds, unsign
             }
         }
         msg_fill(m, ELEM, t->sent);
-        rc = spmc_queue_push(q, m, 10000000ll); /* 10 ms, then look again */
+        rc = push_msg(q, m, 10000000ll); /* 10 ms, then look again */
         if (rc == 0)
             t->sent++;
         else if (rc != -ETIMEDOUT)
