@@ -388,13 +388,22 @@ FUZZ_CC      ?= clang
 FUZZ_FLAGS   = -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                -DSPMC_ATTACH_WAIT_NS=0 -DSPMC_CRASH_POINTS
 
-fuzz: deps-fuzz $(foreach d,$(FUZZ_DAYS),$(BUILD)/fuzz/fuzz_$(d))
+# The seeds: real segments of each day, made by its own code at each run
+# (tests/fuzz_seeds.c), so that they never go stale.
+SEED_FLAGS   = -std=c11 -g -O1 $(WARN) -DSPMC_ATTACH_WAIT_NS=0 -DSPMC_CRASH_POINTS
+
+fuzz: deps-fuzz $(foreach d,$(FUZZ_DAYS),$(BUILD)/fuzz/fuzz_$(d) $(BUILD)/fuzz/seeds_$(d))
 	@BUILD=$(BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) ./common/fuzz.sh $(FUZZ_DAYS)
 
 $(BUILD)/fuzz/fuzz_%: tests/fuzz_segment.c %/spmc_queue.c %/spmc_queue.h | deps-fuzz
 	$(quiet) FUZZ $@
 	$(Q)mkdir -p $(dir $@)
 	$(Q)$(FUZZ_CC) $(FUZZ_FLAGS) -I$* tests/fuzz_segment.c $*/spmc_queue.c -o $@ -pthread
+
+$(BUILD)/fuzz/seeds_%: tests/fuzz_seeds.c %/spmc_queue.c %/spmc_queue.h | deps-fuzz
+	$(quiet) SEEDS $@
+	$(Q)mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(SEED_FLAGS) -I$* tests/fuzz_seeds.c $*/spmc_queue.c -o $@ -pthread
 
 deps-fuzz:
 	@./common/deps.sh fuzz

@@ -6,7 +6,7 @@
  * pop() that waits as well: the futex words and sleeper counts are in the
  * segment too.
  *
- * make fuzz runs it; tests/fuzz-corpus/dayN/ holds the seeds: real
+ * make fuzz runs it, from seeds that tests/fuzz_seeds.c makes: real
  * segments of each day, which the fuzzer mutates. */
 #define _GNU_SOURCE
 #include "spmc_queue.h"
