@@ -141,22 +141,25 @@ static size_t segment_size(uint64_t slot_size, uint64_t capacity, uint64_t max_r
 /* What a queue looks like: chosen by the creator, checked by an attacher. */
 struct geometry {
     uint64_t max_record, capacity;
-    uint32_t slot_size, fanout, max_readers;
+    uint32_t slot_size, fanout, max_readers, claim_max;
     size_t map_size;
 };
 
 /* The geometry of a queue with these parameters; 0 or -EINVAL. */
 static int geometry_for(struct geometry *g, uint64_t max_record, uint64_t capacity,
-                        uint64_t fanout, uint64_t max_readers)
+                        uint64_t fanout, uint64_t max_readers, uint64_t claim_max)
 {
     if ((fanout != SPMC_BROADCAST && fanout != SPMC_SHARE) ||
-        !capacity_fits_records(capacity, max_record))
+        !capacity_fits_records(capacity, max_record) || claim_max == 0 ||
+        claim_max > SPMC_CLAIM_MAX)
         return -EINVAL;
     size_t size = segment_size(SPMC_SLOT, capacity, max_readers);
     if (size == 0)
         return -EINVAL;
-    *g = (struct geometry){max_record, capacity, SPMC_SLOT, (uint32_t)fanout,
-                           (uint32_t)max_readers, size};
+    *g = (struct geometry){max_record,          capacity,
+                           SPMC_SLOT,           (uint32_t)fanout,
+                           (uint32_t)max_readers, (uint32_t)claim_max,
+                           size};
     return 0;
 }
 
@@ -176,6 +179,7 @@ static void set_geometry(struct spmc_queue *q, const struct geometry *g, void *b
     q->capacity = g->capacity;
     q->mask = g->capacity - 1;
     q->max_readers = g->max_readers;
+    q->claim_max = g->claim_max;
     q->fanout = (enum spmc_fanout)g->fanout;
 }
 
@@ -288,9 +292,9 @@ static inline uint64_t read_index_word(uint64_t pos, unsigned e)
     return (pos & POS) | (uint64_t)(e + 1) << 52;
 }
 
-/* Share: a reader's claim record, one record's slots [start, start + n):
- * start mod 2^40 in bits 0-39, n in bits 40-62 (a record of up to 2^23 - 1
- * slots), bit 63 once the claim is on record (it won read_index). */
+/* Share: a reader's claim record, the slots [start, start + n) of the
+ * records it claimed: start mod 2^40 in bits 0-39, n in bits 40-62 (up to
+ * 2^23 - 1 slots), bit 63 once the claim is on record (it won read_index). */
 #define CPOS ((1ull << 40) - 1)
 #define ON_RECORD (1ull << 63)
 #define CLAIM_SLOTS_MAX ((1ull << 23) - 1)
@@ -881,16 +885,22 @@ static unsigned free_dead_entry(struct spmc_queue *q, unsigned e)
     return 1;
 }
 
-/* Share: hand the slots [from, to) of a record this reader (or the dead
+/* Share: hand the slots [from, to) of records this reader (or the dead
  * reader whose claim it settles) has released back to the writer: "free
- * for index j + capacity". */
+ * for index j + capacity". The last slot first: whoever sees a record's
+ * first slot handed back knows that all its slots are (orphan_of() walks
+ * a dead reader's claim on that rule). */
 static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
 {
-    for (uint64_t j = from; j != to; j++)
-        /* Pairs with the acquire loads of the word in refresh_free(): the
-         * copy is done before the writer reuses the slot. Only the claim's
-         * holder moves this word on (or, once it is dead, its reaper). */
+    for (uint64_t j = to; j != from;) {
+        j--;
+        /* Pairs with the acquire loads of the word in refresh_free() and
+         * orphan_of(): the copy is done before the writer reuses the slot,
+         * and the later slots' words are stored before this one. Only the
+         * claim's holder moves this word on (or, once it is dead, its
+         * reaper). */
         atomic_store_explicit(slot_word(q, j), j + q->capacity, memory_order_release);
+    }
     wake_writer(q); /* it may be asleep waiting for these slots */
 }
 
@@ -919,7 +929,8 @@ static int claim_of(const struct spmc_queue *q, unsigned e, uint64_t *start, uin
 }
 
 /* Entry e's holder is dead and we hold its lock: hand back the slots of the
- * record it released but had not handed back yet (it died in between). */
+ * records of its claim it released but had not handed back yet (it died
+ * before the claim's last release, or in the middle of the hand-back). */
 static void settle_delivered(struct spmc_queue *q, unsigned e)
 {
     uint64_t start, end;
@@ -941,10 +952,19 @@ static void settle_delivered(struct spmc_queue *q, unsigned e)
 }
 
 /* Entry e's holder is dead and we hold its lock: did it leave a record
- * unreleased? Its claim, if `done` does not say released and nobody has
- * taken it over (or one it had taken over from another dead reader
- * itself: `held`, or its claim, named by the record's first slot). 1 with
- * *index, the record's first index, set if so. */
+ * unreleased? The one it had taken over from another dead reader itself
+ * (`held`, named by the record's first slot), or one of its claim that
+ * `done` does not say released and nobody has taken over. 1 with *index,
+ * the record's first index, set if so.
+ *
+ * The records of the claim from `done` on are walked by their first
+ * slots' words. A record that a live reader has taken over (the word names
+ * that reader) is skipped by its header, which nobody rewrites while the
+ * record is held. A slot handed back is skipped alone: the record it was
+ * part of has all its slots handed back (hand_back() stores the first slot
+ * last), and the writer may have reused them since, header included, for
+ * a record that lies within them (the slots after them are not handed
+ * back, so it cannot go further). */
 static int orphan_of(const struct spmc_queue *q, unsigned e, uint64_t *index)
 {
     /* Relaxed: the holder is dead, its last stores are all visible. */
@@ -956,12 +976,38 @@ static int orphan_of(const struct spmc_queue *q, unsigned e, uint64_t *index)
     uint64_t start, end;
     if (!claim_of(q, e, &start, &end))
         return 0;
-    if (atomic_load_explicit(&q->readers[e].done, memory_order_relaxed) == end)
-        return 0; /* released */
-    uint64_t s = atomic_load_explicit(slot_word(q, start), memory_order_relaxed);
-    if (s == start || s == claim_word(start, e)) {
-        *index = start;
-        return 1;
+    uint64_t k = atomic_load_explicit(&q->readers[e].done, memory_order_relaxed);
+    if ((uint64_t)(k - start) > end - start)
+        return 0; /* not a value the reader wrote */
+    for (int tries = 0; k != end && tries < MAX_RETRIES; tries++) {
+        /* Pairs with the release stores of the word in hand_back(). */
+        const uint64_t s = atomic_load_explicit(slot_word(q, k), memory_order_acquire);
+        if (s == k || s == claim_word(k, e)) {
+            *index = k;
+            return 1;
+        }
+        if (is_claim(s)) { /* another reader has it: skip its slots */
+            if ((s & POS) != ((k + 1) & POS))
+                return 0; /* not a value the queue writes */
+            const uint64_t hw = atomic_load_explicit(header_of(q, k), memory_order_relaxed);
+            /* The header is the record's if the word still names its
+             * taker after it: the writer rewrites a header only after it
+             * has seen the word handed back (acquire), so had we read its
+             * new header, this load would see that hand-back. */
+            atomic_thread_fence(memory_order_acquire);
+            if (atomic_load_explicit(slot_word(q, k), memory_order_relaxed) != s)
+                continue; /* handed back meanwhile: look again */
+            struct record r;
+            if (check_record(q, hw, k, end, &r) != 0)
+                return 0;
+            k += r.slots;
+            continue;
+        }
+        if ((int64_t)(s - k) > 0 && (s - k) % q->capacity == 0) {
+            k++; /* handed back (and perhaps reused since) */
+            continue;
+        }
+        return 0; /* not a value the queue writes */
     }
     return 0;
 }
@@ -1299,7 +1345,7 @@ static void init_segment(struct spmc_queue *q)
     h->slot_size = (uint32_t)q->slot_size;
     h->fanout = (uint32_t)q->fanout;
     h->max_readers = q->max_readers;
-    h->reserved1 = 0;
+    h->claim_max = q->claim_max;
     /* A barrier reaches registered processes only. Sending one needs no
      * registration, only a kernel that has the command; to skip our fence
      * after a push, the readers' barriers must reach us: we register. */
@@ -1363,7 +1409,8 @@ int spmc_queue_create_opts(struct spmc_queue *q, const char *name, size_t max_re
     struct geometry g = {0};
     int rc = check_name(name);
     if (rc == 0)
-        rc = o.perm <= 0777 ? geometry_for(&g, max_record, capacity, o.fanout, o.max_readers)
+        rc = o.perm <= 0777 ? geometry_for(&g, max_record, capacity, o.fanout, o.max_readers,
+                                           o.claim_max != 0 ? o.claim_max : SPMC_CLAIM_DEFAULT)
                             : -EINVAL;
     if (rc != 0)
         return rc;
@@ -1461,7 +1508,7 @@ int spmc_queue_wait_readers(struct spmc_queue *q, unsigned count, int64_t timeou
 struct header_copy {
     uint32_t magic, version, header_size, cacheline;
     uint64_t max_record, capacity;
-    uint32_t slot_size, fanout, max_readers, reserved1;
+    uint32_t slot_size, fanout, max_readers, claim_max;
 };
 
 /* Check a header the creator has published; 0 (and its geometry) or -EPROTO. */
@@ -1474,8 +1521,8 @@ static int check_header(const struct header_copy *c, size_t max_record, size_t c
     if ((max_record != 0 && c->max_record != max_record) ||
         (capacity != 0 && c->capacity != capacity))
         return -EPROTO;
-    if (geometry_for(g, c->max_record, c->capacity, c->fanout, c->max_readers) != 0 ||
-        g->slot_size != c->slot_size || c->reserved1 != 0 ||
+    if (geometry_for(g, c->max_record, c->capacity, c->fanout, c->max_readers, c->claim_max) != 0 ||
+        g->slot_size != c->slot_size ||
         (uint64_t)file_size < g->map_size)
         return -EPROTO;
     return 0;
@@ -1515,7 +1562,7 @@ static int read_header(int fd, size_t max_record, size_t capacity, struct geomet
         struct header_copy c = {h->magic,     h->version,    h->header_size,
                                 h->cacheline, h->max_record, h->capacity,
                                 h->slot_size, h->fanout,     h->max_readers,
-                                h->reserved1};
+                                h->claim_max};
         rc = check_header(&c, max_record, capacity, st.st_size, g);
     }
     if (h != NULL)
@@ -1814,12 +1861,13 @@ static int refresh_free(struct spmc_queue *q, uint64_t n)
 }
 
 /* Share: the entry whose claim holds the record at index j (not handed
- * back), or max_readers if none does: then nobody has claimed it yet. */
+ * back; one of the claim's records), or max_readers if none does: then
+ * nobody has claimed it yet. */
 static unsigned owner_of(const struct spmc_queue *q, uint64_t j)
 {
     for (unsigned e = 0; e < q->max_readers; e++) {
         uint64_t start, end;
-        if (claim_of(q, e, &start, &end) && start == j)
+        if (claim_of(q, e, &start, &end) && (uint64_t)(j - start) < end - start)
             return e;
     }
     return q->max_readers;
@@ -1879,9 +1927,11 @@ COLD static int share_full(struct spmc_queue *q)
                       atomic_compare_exchange_strong_explicit(slot_word(q, b), &s, b,
                                                               memory_order_relaxed,
                                                               memory_order_relaxed);
-    if (moved)
+    if (moved) {
         for (uint64_t k = 1; k < r.slots; k++) /* its other slots: ours, we hold e's lock */
             atomic_store_explicit(slot_word(q, b + k), b + k, memory_order_relaxed);
+        q->check_now = 1; /* its claim may hold more records: look again at once */
+    }
     if (moved && !r.pad) {
         atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed); /* a statistic */
         if (b != q->index)
@@ -2279,15 +2329,43 @@ static void put_on_record(struct spmc_queue *q, unsigned e, uint64_t r)
                                                   memory_order_relaxed, memory_order_relaxed);
 }
 
-/* Share: claim the next record the writer has published, with one
- * compare-and-swap on read_index, which then names our entry. Before it,
- * our entry says what we claim and that it is not released yet; after
- * it, that the claim is on record. Should we die in between, a reaper
- * tells won from lost by read_index (see claim_of()). Padding we claim is
- * handed back at once, and we claim on. 0 with the record held, or
- * -EAGAIN: nothing to claim (then q->index is head), or no agreement
- * after many tries (heavy contention, or a peer scribbling over
- * read_index); -EPROTO: a record header no writer wrote. */
+/* Share: the records after the first one of a claim at r, whose first
+ * record takes n slots: as many as the writer has published (below head,
+ * as we last saw it), up to claim_max slots in all (a claim also
+ * stays within half the ring, the bound claim_of() trusts), up to the
+ * first padding. Their lengths go to claim_lens, after the first record's
+ * (set by the caller). Their headers are read before the claim is won, all
+ * together (their lines are fetched at once, where one record at a time
+ * would wait for each); if it is won, nobody has claimed them, so the
+ * writer has not reused their slots since and the headers were its own.
+ * The claim's slots in all. */
+static uint64_t claim_more(struct spmc_queue *q, uint64_t r, uint64_t n)
+{
+    const uint64_t most = q->claim_max < q->capacity / 2 ? q->claim_max : q->capacity / 2;
+    unsigned k = 1;
+    while (n < most && r + n != q->seen_head) {
+        /* Relaxed: head's acquire ordered the header. */
+        const uint64_t h = atomic_load_explicit(header_of(q, r + n), memory_order_relaxed);
+        struct record more;
+        if (check_record(q, h, r + n, q->seen_head, &more) != 0 || more.pad ||
+            more.slots > most - n)
+            break;
+        q->claim_lens[k++] = (uint32_t)more.len;
+        n += more.slots;
+    }
+    return n;
+}
+
+/* Share: claim the next records the writer has published, up to
+ * claim_max slots, with one compare-and-swap on read_index, which then
+ * names our entry. Before it, our entry says what we claim and that
+ * nothing of it is released yet; after it, that the claim is on record.
+ * Should we die in between, a reaper tells won from lost by read_index
+ * (see claim_of()). Padding we claim is handed back at once, and we claim
+ * on. 0 with the claim's first record held, or -EAGAIN: nothing to claim
+ * (then q->index is head), or no agreement after many tries (heavy
+ * contention, or a peer scribbling over read_index); -EPROTO: a record
+ * header no writer wrote. */
 static int claim_batch(struct spmc_queue *q)
 {
     _Atomic uint64_t *read_index = &q->hdr->read_index;
@@ -2338,7 +2416,8 @@ static int claim_batch(struct spmc_queue *q)
             w = again;
             continue;
         }
-        const uint64_t n = rec.slots;
+        q->claim_lens[0] = (uint32_t)rec.len;
+        const uint64_t n = rec.pad ? rec.slots : claim_more(q, r, rec.slots);
         const uint64_t last = w >> 52;
         if (last != 0 && last - 1 != q->entry_index && last - 1 < q->max_readers)
             put_on_record(q, (unsigned)(last - 1), r);
@@ -2356,10 +2435,11 @@ static int claim_batch(struct spmc_queue *q)
                               memory_order_relaxed);
         q->index = q->claim_start = r;
         q->claim_end = r + n;
+        q->claim_next = 0;
         if (likely(!rec.pad)) {
             if (looked) /* padding we claimed before it is part of it here */
-                pace_after_look(q, q->seen_head - from, r + n - from);
-            hold(q, r, n, rec.len, 0);
+                pace_after_look(q, q->seen_head - from, r + rec.slots - from);
+            hold(q, r, rec.slots, rec.len, 0);
             return 0;
         }
         /* Padding: released at once, as a record would be. */
@@ -2389,8 +2469,19 @@ COLD static int adopt_next(struct spmc_queue *q)
     return -EAGAIN;
 }
 
+/* Share: the next record of our claim, at q->index: its length is the one
+ * we read from its header, checked, when we claimed it. */
+static int next_in_claim(struct spmc_queue *q)
+{
+    const size_t len = q->claim_lens[++q->claim_next];
+    hold(q, q->index, slots_for(len), len, 0);
+    return 0;
+}
+
 static int peek_share(struct spmc_queue *q)
 {
+    if (q->index != q->claim_end)
+        return next_in_claim(q);
     if (unlikely(q->adopting)) {
         int rc = adopt_next(q);
         if (rc != -ENOENT)
@@ -2403,7 +2494,9 @@ static int peek_share(struct spmc_queue *q)
     return 0;
 }
 
-/* Share: done with the record we looked at: released, its slots back. */
+/* Share: done with the record we looked at: released. Its slots go back
+ * with the claim's last release, all of the claim's together (one burst of
+ * stores, as in day 5's pop_share()). */
 static int release_share(struct spmc_queue *q)
 {
     SPMC_CRASH_POINT("pop:copied");
@@ -2413,11 +2506,12 @@ static int release_share(struct spmc_queue *q)
         hand_back(q, at, at + n);
         return 0;
     }
+    q->index = at + n;
     /* Delivered: should we die from here on, it is not delivered again. */
-    atomic_store_explicit(&q->entry->done, q->claim_end, memory_order_relaxed);
+    atomic_store_explicit(&q->entry->done, q->index, memory_order_relaxed);
     SPMC_CRASH_POINT("pop:delivered");
-    hand_back(q, q->claim_start, q->claim_end);
-    q->index = q->claim_end;
+    if (q->index == q->claim_end)
+        hand_back(q, q->claim_start, q->claim_end);
     return 0;
 }
 

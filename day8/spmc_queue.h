@@ -25,9 +25,10 @@
  *   its entry of the reader table; the writer never overwrites a slot that
  *   a live reader has not released (the slowest live reader holds it back).
  * - **work-sharing** (SPMC_SHARE): each record goes to exactly one reader.
- *   A reader claims the next record with one compare-and-swap on the shared
- *   read index, after recording the claim in its table entry, and hands its
- *   slots back when it releases it.
+ *   A reader claims the next records (up to `claim_max` slots) with one
+ *   compare-and-swap on the shared read index, after recording the
+ *   claim in its table entry, and hands their slots back when it has
+ *   released the last of them.
  *
  * **Liveness.** Whether a peer is alive is decided by the kernel, never by
  * a pid: the writer holds an open-file-description lock (F_OFD_SETLK) on
@@ -114,6 +115,14 @@
 #define SPMC_PAD_BIT 0x80000000u
 /** Largest max_record: a length fits in the 31 bits below SPMC_PAD_BIT. */
 #define SPMC_RECORD_MAX 0x7fffffffu
+/** Slots a work-sharing reader claims at once, unless spmc_options.claim_max
+ *  says otherwise: so many records of up to SPMC_SLOT bytes, fewer longer
+ *  ones; a record longer than that is claimed alone. */
+#ifndef SPMC_CLAIM_DEFAULT
+#define SPMC_CLAIM_DEFAULT 16u
+#endif
+/** Largest spmc_options.claim_max. */
+#define SPMC_CLAIM_MAX 64u
 /** Reader-table entries of a queue made by spmc_queue_create(). */
 #define SPMC_DEFAULT_READERS 16u
 /** Largest reader table a queue may have. */
@@ -147,8 +156,8 @@ struct spmc_shm_reader {
     alignas(SPMC_CACHELINE) _Atomic uint64_t cursor; /**< broadcast: next index this reader takes, published each time it passes a quarter of the ring, and before it waits */
     _Atomic uint64_t word;                           /**< state, generation and pid: see above */
     _Atomic uint64_t held;                           /**< share: the dead reader's record (its first index) this reader takes over, or is about to */
-    _Atomic uint64_t claim;                          /**< share: this reader's claim, one record: its first slot (mod 2^40) in bits 0-39, its slots in bits 40-62, bit 63 once it is on record (see claim_record()) */
-    _Atomic uint64_t done;                           /**< share: the claim's slots below this index are delivered (the claim's start, or its end once the record is released) */
+    _Atomic uint64_t claim;                          /**< share: this reader's claim, one or more records: its first slot (mod 2^40) in bits 0-39, its slots in bits 40-62, bit 63 once it is on record (see claim_record()) */
+    _Atomic uint64_t done;                           /**< share: the claim's slots below this index are delivered (the claim's start, then the end of each record it releases) */
     _Atomic uint64_t asleep;                         /**< 1 while this reader is counted in the header's readers_asleep (a reaper uncounts a dead one) */
 };
 
@@ -161,7 +170,7 @@ struct spmc_shm_reader {
  *
  * | offset | size | field                                       | written by |
  * |-------:|-----:|---------------------------------------------|------------|
- * |      0 |   48 | magic, version, header_size, cacheline, max_record, capacity, slot_size, fanout, max_readers, reserved1 | creator, once |
+ * |      0 |   48 | magic, version, header_size, cacheline, max_record, capacity, slot_size, fanout, max_readers, claim_max | creator, once |
  * |     48 |   16 | ready, closed, writer_pid, writer_barrier    | writer     |
  * |     64 |   16 | head, gate (own cache line)                 | writer     |
  * |    128 |    8 | read_index (own cache line)                 | readers (share) |
@@ -215,7 +224,7 @@ struct spmc_shm_header {
     uint32_t slot_size;      /**< bytes from one slot to the next: SPMC_SLOT */
     uint32_t fanout;         /**< enum spmc_fanout */
     uint32_t max_readers;    /**< entries in the reader table */
-    uint32_t reserved1;      /**< zero */
+    uint32_t claim_max;      /**< share: most slots a reader claims at once */
     _Atomic uint32_t ready;  /**< SPMC_READY once the header is complete */
     _Atomic uint32_t closed; /**< 1 once the writer has finished */
     _Atomic uint32_t writer_pid; /**< the writer's pid in its own PID namespace (information only) */
@@ -248,6 +257,7 @@ struct spmc_options {
     enum spmc_fanout fanout; /**< SPMC_BROADCAST or SPMC_SHARE */
     unsigned max_readers;    /**< reader-table entries, 1..SPMC_MAX_READERS */
     unsigned perm;           /**< permission bits of the segment: 0 means 0600; 0660 opens it to the group */
+    unsigned claim_max;      /**< share: most slots a reader claims at once (a longer record alone), 1..SPMC_CLAIM_MAX; 0 means SPMC_CLAIM_DEFAULT. A reader that stops reading holds the rest of its claim back from the others until it reads again or leaves: choose 1 when each record is long work. */
 };
 
 /** A process's handle on a queue. The caller owns the storage; the
@@ -282,7 +292,10 @@ struct spmc_queue {
     uint64_t seen_head;              /**< reader: the head it loaded last */
     uint64_t pace_ns;                /**< reader: how long spmc_queue_peek() and spmc_queue_pop() wait before their next look at head (see pace_after_look()) */
     uint64_t claim_start;            /**< reader, share: start of its claim */
-    uint64_t claim_end;              /**< reader, share: end of its claim (index..claim_end is its record to deliver) */
+    uint64_t claim_end;              /**< reader, share: end of its claim (index..claim_end: its records still to deliver) */
+    unsigned claim_max;              /**< share: most slots a reader claims at once (validated copy) */
+    uint32_t claim_lens[SPMC_CLAIM_MAX]; /**< reader, share: the lengths of its claim's records, from the headers it checked when it claimed them */
+    unsigned claim_next;             /**< reader, share: which of claim_lens is the record at index */
     struct spmc_shm_reader *entry;   /**< reader: its table entry */
     unsigned entry_index;            /**< reader: which one */
     uint64_t entry_word;             /**< reader, broadcast: our entry's word while it is ours */

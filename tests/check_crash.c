@@ -680,11 +680,7 @@ START_TEST(test_share_writer_resumed_with_an_old_look)
         struct spmc_queue q;
         /* One message per claim, so that each reader holds exactly the
          * message this scenario names. */
-        struct spmc_options o = {.fanout = SPMC_SHARE, .max_readers = 1,
-#ifdef SPMC_CLAIM_DEFAULT /* (from day 8 a claim is one record anyway) */
-                                 .claim_max = 1
-#endif
-        };
+        struct spmc_options o = {.fanout = SPMC_SHARE, .max_readers = 1, .claim_max = 1};
         int rc = spmc_queue_create_opts(&q, name, ELEM, CAP, &o);
         atomic_store(&bd->create_rc, rc);
         if (rc != 0 || spmc_queue_wait_readers(&q, 1, STUCK_NS) != 0)

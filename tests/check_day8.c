@@ -266,7 +266,9 @@ START_TEST(test_short_commit_gives_the_rest_back)
 END_TEST
 
 /* Work-sharing: a reader that leaves holding a record it peeked at and
- * never released leaves it to the others; one of them gets it, whole. */
+ * never released leaves it to the others; one of them gets it, whole. Its
+ * claim took both records (the default claim is 16 slots): the other
+ * reader delivers both, once each, whichever first. */
 START_TEST(test_share_reader_leaving_with_a_peeked_record_hands_it_on)
 {
     open_pair(SPMC_SHARE, 500, 64);
@@ -281,7 +283,11 @@ START_TEST(test_share_reader_leaving_with_a_peeked_record_hands_it_on)
     ck_assert_uint_eq(len, 300);
     ck_assert_int_eq(spmc_queue_destroy(&qr), 0); /* leaves without releasing it */
     unsigned char buf[512];
-    long n1 = spmc_queue_try_pop(&other, buf, sizeof buf);
+    long n1;
+    for (int tries = 0; (n1 = spmc_queue_pop(&other, buf, sizeof buf, SEC)) == -ETIMEDOUT &&
+                        tries < 30;
+         tries++)
+        ;
     /* Record 1 first or record 0 first, but both, once each, intact. */
     uint64_t first = n1 == 300 ? 0 : 1;
     ck_assert_msg(n1 == 300 || n1 == 20, "first pop: %ld", n1);
@@ -294,6 +300,78 @@ START_TEST(test_share_reader_leaving_with_a_peeked_record_hands_it_on)
     ck_assert_int_eq(n2, first == 0 ? 20 : 300);
     ck_assert(rec_ok(buf, (size_t)n2, 1 - first));
     ck_assert_int_eq(spmc_queue_try_pop(&other, buf, sizeof buf), -EAGAIN);
+    (void)spmc_queue_destroy(&other);
+}
+END_TEST
+
+/* Work-sharing: a reader dies in the middle of a claim of six records: it
+ * released the first and holds the second (peeked at); it never looked at
+ * the rest. Every record it did not release is delivered once: the second
+ * by a reader that takes it over and holds it, the other four by a third
+ * reader, which walks past the held one to them. Then every slot is back:
+ * the writer goes round the ring twice. */
+START_TEST(test_share_dead_reader_mid_claim)
+{
+    static const size_t lens[] = {100, 10, 200, 64, 30, 150}; /* 12 slots: one claim */
+    enum { N = 6 };
+    const size_t max = 4 * SPMC_SLOT;
+    open_pair(SPMC_SHARE, max, 64);
+    for (uint64_t s = 0; s < N; s++)
+        push_rec(s, lens[s]);
+    int fds[2];
+    tu_pipe(fds);
+    pid_t c = tu_fork();
+    if (c == 0) {
+        struct spmc_queue q;
+        memset(&q, 0, sizeof q);
+        unsigned char buf[512];
+        const void *rec;
+        size_t len;
+        if (spmc_queue_attach(&q, qw.name, max, 64) != 0 ||
+            spmc_queue_try_pop(&q, buf, sizeof buf) != 100 ||
+            spmc_queue_try_peek(&q, &rec, &len) != 0 || len != 10)
+            _exit(1);
+        if (write(fds[1], "x", 1) != 1)
+            _exit(2);
+        pause();
+        _exit(3);
+    }
+    char x = 0;
+    ck_assert_int_eq(read(fds[0], &x, 1), 1);
+    ck_assert_int_eq(kill(c, SIGKILL), 0);
+    int status = tu_wait(c, IO_TIMEOUT_MS);
+    ck_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    const void *rec;
+    size_t len;
+    ck_assert_int_eq(spmc_queue_peek(&qr, &rec, &len, 30 * SEC), 0); /* taken over, held */
+    ck_assert_uint_eq(len, lens[1]);
+    ck_assert(rec_ok(rec, len, 1));
+    struct spmc_queue other;
+    memset(&other, 0, sizeof other);
+    ck_assert_int_eq(spmc_queue_attach(&other, qw.name, max, 64), 0);
+    int seen[N] = {0};
+    unsigned char buf[512];
+    for (int k = 2; k < N; k++) {
+        long n = spmc_queue_pop(&other, buf, sizeof buf, 30 * SEC);
+        ck_assert_int_gt(n, 0);
+        uint64_t s = 2;
+        while (s < N && lens[s] != (size_t)n)
+            s++;
+        ck_assert_msg(s < N, "a record of %ld bytes was not left by the dead reader", n);
+        ck_assert_msg(rec_ok(buf, (size_t)n, s), "record %ju damaged", (uintmax_t)s);
+        seen[s]++;
+    }
+    for (uint64_t s = 2; s < N; s++)
+        ck_assert_msg(seen[s] == 1, "record %ju delivered %d times", (uintmax_t)s, seen[s]);
+    ck_assert_int_eq(spmc_queue_release(&qr), 0);
+    ck_assert_int_eq(spmc_queue_try_pop(&other, buf, sizeof buf), -EAGAIN);
+    for (uint64_t s = N; s < N + 128; s++) {
+        push_rec(s, 10);
+        expect_pop(s, 10);
+    }
+    ck_assert_int_eq(spmc_queue_try_pop(&other, buf, sizeof buf), -EAGAIN);
+    close(fds[0]);
+    close(fds[1]);
     (void)spmc_queue_destroy(&other);
 }
 END_TEST
@@ -364,8 +442,8 @@ START_TEST(test_hostile_header_is_refused)
     const int kind = _i % 6;
     open_pair(f, 4 * SPMC_SLOT, 32);
     push_rec(0, 100);
-    push_rec(1, 100); /* the victim: index 2 */
     expect_pop(0, 100);
+    push_rec(1, 100); /* the victim: index 2 (pushed after the first claim) */
     _Atomic uint64_t *h = &qw.headers[2];
     const uint64_t tag = (uint64_t)2 << 32;
     uint64_t bad = 0;
@@ -388,6 +466,22 @@ START_TEST(test_hostile_header_is_refused)
     /* The writer goes on; once the header is right again, so do readers. */
     atomic_store(h, tag | 100);
     expect_pop(1, 100);
+}
+END_TEST
+
+/* Work-sharing: a reader checks the headers of the records it claims when
+ * it claims them, and delivers each with the length it checked; a header
+ * scribbled over after the claim changes nothing it delivers. */
+START_TEST(test_share_header_checked_once_at_the_claim)
+{
+    open_pair(SPMC_SHARE, 4 * SPMC_SLOT, 32);
+    push_rec(0, 100);
+    push_rec(1, 100); /* index 2: claimed with record 0 */
+    expect_pop(0, 100);
+    atomic_store(&qw.headers[2], ((uint64_t)2 << 32) | 0x7fffffffu);
+    expect_pop(1, 100);
+    unsigned char buf[1024];
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, buf, sizeof buf), -EAGAIN);
 }
 END_TEST
 
@@ -578,6 +672,7 @@ static Suite *day8_suite(void)
     tcase_add_loop_test(tc, test_peek_holds_the_record_across_the_wrap, 0, 2);
     tcase_add_test(tc, test_short_commit_gives_the_rest_back);
     tcase_add_test(tc, test_share_reader_leaving_with_a_peeked_record_hands_it_on);
+    tcase_add_test(tc, test_share_dead_reader_mid_claim);
     tcase_add_loop_test(tc, test_writer_dead_after_padding, 0, 2);
     tcase_add_loop_test(tc, test_one_large_record_at_a_time_is_not_paced, 0, 2);
     tcase_add_loop_test(tc, test_one_record_after_padding_is_not_paced, 0, 2);
@@ -586,6 +681,7 @@ static Suite *day8_suite(void)
     tc = tcase_create("hostile");
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_loop_test(tc, test_hostile_header_is_refused, 0, 12);
+    tcase_add_test(tc, test_share_header_checked_once_at_the_claim);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("processes");

@@ -611,7 +611,6 @@ static void assert_drained_at(int fd, pid_t pid, uint64_t expect, const char *fi
 }
 #define assert_drained(fd, pid, expect) assert_drained_at((fd), (pid), (expect), __FILE__, __LINE__)
 
-#ifdef SPMC_CLAIM_DEFAULT /* claims of many messages (days 5-7); day 8 claims one record */
 /* A work-sharing reader that leaves in the middle of a claim leaves its
  * messages to the others; a reader asleep meanwhile must deliver every one
  * of them, without sleeping in between. */
@@ -659,7 +658,6 @@ START_TEST(test_share_sleeper_delivers_what_a_leaver_left)
     munmap(seen, 16);
 }
 END_TEST
-#endif
 
 /* A work-sharing reader that takes a message and never delivers it: on
  * day 8 it peeks a record and never releases it; before, it pops the first
@@ -694,7 +692,7 @@ START_TEST(test_share_sleeper_delivers_what_killed_readers_left)
 {
     const char *name = tu_name();
 #if SPMC_VERSION >= 8
-    const uint64_t per_holder = 1; /* a claim is one record */
+    const uint64_t per_holder = 1; /* it peeks at it: its claim, all there was */
     struct spmc_options o = {.fanout = SPMC_SHARE, .max_readers = 4};
 #else
     const uint64_t per_holder = 2; /* it delivers the first, holds the second */
@@ -1012,9 +1010,7 @@ static Suite *sleep_suite(void)
     tcase_add_loop_test(tc, test_destroy_wakes_sleeping_readers, 0, 2);
     tcase_add_loop_test(tc, test_sigkill_of_the_writer_ends_the_sleep, 0, 2);
     tcase_add_loop_test(tc, test_reader_killed_asleep_is_uncounted, 0, 2);
-#ifdef SPMC_CLAIM_DEFAULT
     tcase_add_test(tc, test_share_sleeper_delivers_what_a_leaver_left);
-#endif
     tcase_add_test(tc, test_share_sleeper_delivers_what_killed_readers_left);
     tcase_add_loop_test(tc, test_scribbled_futex_words_cost_a_slice_at_most, 0, 2);
     tcase_add_loop_test(tc, test_reader_that_may_not_send_barriers_naps, 0, 2);

@@ -71,7 +71,7 @@ reader() { # reader NAME OUTFILE: spmc recv in the background
 echo "== list and stat: live queues, both modes"
 live_writer "$P-b" --capacity 64 --size 128
 reader "$P-b" "$tmp/b1"; reader "$P-b" "$tmp/b2"
-live_writer "$P-s" --fanout share --capacity 32 --size 1024
+live_writer "$P-s" --fanout share --capacity 32 --size 1024 --claim 3
 reader "$P-s" "$tmp/s1"
 check "two readers seen attached to $P-b" until_ok readers_are "$P-b" 2/16
 check "one reader seen attached to $P-s" until_ok readers_are "$P-s" 1/16
@@ -90,7 +90,7 @@ check "stat: writer alive with its pid" has "$s" "^writer    alive, pid [0-9]"
 check "stat: 2 readers alive" has "$s" "^readers   2 alive, 2 entries held, 16 in the table"
 check "stat: two active, alive entries" test "$(grep -c '^  entry .* active   alive .* pid [0-9]' <<<"$s")" -eq 2
 s=$("$SPMC" stat "$P-s")
-check "stat: share claims one record at a time" has "$s" "^claims    one record at a time"
+check "stat: share claims up to 3 slots at a time (--claim 3)" has "$s" "^claims    up to 3 slots at a time"
 check "stat: share, 1 reader alive" has "$s" "^readers   1 alive"
 w=$(timeout 2.5 "$SPMC" stat "$P-b" --watch)
 check "stat --watch prints again every second (2 or 3 frames in 2.5 s)" \
@@ -224,6 +224,11 @@ check "an unknown command exits 2" test $? -eq 2
 "$SPMC" send "$P-x" --capacity 3 < /dev/null > /dev/null 2>&1
 check "a capacity that is not a power of two: exit 1, nothing created" \
   bash -c "[ $? -eq 1 ] && [ ! -e /dev/shm/${P#/}-x ]"
+for c in 0 65; do
+  "$SPMC" send "$P-x" --fanout share --claim $c < /dev/null > /dev/null 2>&1
+  check "--claim $c: exit 2, nothing created" \
+    bash -c "[ $? -eq 2 ] && [ ! -e /dev/shm/${P#/}-x ]"
+done
 "$SPMC" stat nameless > /dev/null 2>&1
 check "a name without its slash: exit 1" test $? -eq 1
 

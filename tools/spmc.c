@@ -48,7 +48,7 @@ static void usage(FILE *f)
             "       spmc stat NAME [--watch]\n"
             "       spmc rm NAME [--force]\n"
             "       spmc send NAME [--fanout broadcast|share] [--size BYTES] [--capacity N]\n"
-            "                      [--readers N] [--wait-readers N]\n"
+            "                      [--readers N] [--wait-readers N] [--claim N]\n"
             "       spmc recv NAME [--wait SECONDS]\n"
             "Queues of wire-format version %u (NAME is /name, as in /dev/shm/name).\n"
             "send: one record per line of standard input, as long as the line without\n"
@@ -56,11 +56,12 @@ static void usage(FILE *f)
             "  %u bytes in the ring, a power of two (default 1024), at least twice the\n"
             "  slots of the longest record; end of input closes the queue;\n"
             "  --wait-readers N waits for N readers before the first line (broadcast\n"
-            "  readers see only what is sent after they attach).\n"
+            "  readers see only what is sent after they attach); --claim N (share):\n"
+            "  most slots a reader takes at once, 1-%u (default %u; 1: a line at a time).\n"
             "recv: one line per record on standard output, read in place, until the\n"
             "  writer closes; --wait SECONDS (10): how long to wait for the queue to appear\n"
             "  and for its writer to finish setting it up.\n",
-            SPMC_VERSION, SPMC_SLOT);
+            SPMC_VERSION, SPMC_SLOT, SPMC_CLAIM_MAX, SPMC_CLAIM_DEFAULT);
 }
 
 static int bad_usage(const char *fmt, const char *arg)
@@ -121,7 +122,7 @@ static int look(int fd, struct view *v, int want_entries)
     struct header_copy c = {h->magic,     h->version,    h->header_size,
                             h->cacheline, h->max_record, h->capacity,
                             h->slot_size, h->fanout,     h->max_readers,
-                            h->reserved1};
+                            h->claim_max};
     /* Pairs with the release store of ready in spmc_queue_create_opts(). */
     int ready = atomic_load_explicit(&h->ready, memory_order_acquire) == SPMC_READY;
     munmap((void *)h, sizeof *h);
@@ -313,7 +314,7 @@ static int stat_once(const char *name)
     printf("records   up to %" PRIu64 " bytes\n", v.g.max_record);
     printf("capacity  %" PRIu64 " slots of %u bytes\n", v.g.capacity, v.g.slot_size);
     if (v.g.fanout == SPMC_SHARE)
-        printf("claims    one record at a time\n");
+        printf("claims    up to %u slots at a time (a longer record alone)\n", v.g.claim_max);
     printf("segment   %zu bytes\n", v.g.map_size);
     printf("writer    %s", writer_word(&v));
     if (v.writer_alive)
@@ -472,6 +473,7 @@ static int cmd_send(int argc, char **argv)
     const char *name = NULL;
     struct spmc_options o = {.fanout = SPMC_BROADCAST, .max_readers = SPMC_DEFAULT_READERS};
     uint64_t size = 4096, capacity = 1024, wait_for = 0, readers = SPMC_DEFAULT_READERS;
+    uint64_t claim = SPMC_CLAIM_DEFAULT;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -496,6 +498,9 @@ static int cmd_send(int argc, char **argv)
         } else if (strcmp(a, "--wait-readers") == 0 && val != NULL) {
             bad = parse_count(a, val, SPMC_MAX_READERS, &wait_for);
             i++;
+        } else if (strcmp(a, "--claim") == 0 && val != NULL) {
+            bad = parse_count(a, val, SPMC_CLAIM_MAX, &claim);
+            i++;
         } else if (a[0] == '-') {
             return bad_usage("send: unknown option, or one without its value: '%s'", a);
         } else if (name == NULL) {
@@ -517,7 +522,12 @@ static int cmd_send(int argc, char **argv)
                 wait_for, readers);
         return EXIT_USAGE;
     }
+    if (claim == 0) {
+        fprintf(stderr, "spmc: --claim must be 1 or more (slots a reader takes at once)\n");
+        return EXIT_USAGE;
+    }
     o.max_readers = (unsigned)readers;
+    o.claim_max = (unsigned)claim;
     struct spmc_queue q;
     int rc = spmc_queue_create_opts(&q, name, (size_t)size, (size_t)capacity, &o);
     if (rc != 0) {
