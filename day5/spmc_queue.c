@@ -482,7 +482,10 @@ static int check_header(const struct header_copy *c, size_t elem_size,
         c->claim_max > SPMC_CLAIM_MAX)
         return -EPROTO;
     size_t size = segment_size(c->slot_size, c->capacity, c->max_readers);
-    if (size == 0 || (uint64_t)file_size < size)
+    /* Exactly the size its creator made: fields lowered after the fact
+     * would describe a smaller layout, inside the file, that is not the
+     * one the writer uses. */
+    if (size == 0 || (uint64_t)file_size != size)
         return -EPROTO;
     return 0;
 }
@@ -870,7 +873,8 @@ COLD static int take_leftover(struct spmc_queue *q, uint64_t *index)
  * has published, with one compare-and-swap on read_index. 0 with
  * [q->index, q->claim_end) ours, or -EAGAIN: nothing to claim (then
  * q->index is read_index), or no agreement after many tries (heavy
- * contention, or a peer scribbling over read_index). */
+ * contention, or a peer scribbling over read_index); -EPROTO: read_index
+ * more than a lap from head, and not moving (a peer wrote it). */
 static int claim_batch(struct spmc_queue *q)
 {
     _Atomic uint64_t *read_index = &q->hdr->read_index;
@@ -891,8 +895,14 @@ static int claim_batch(struct spmc_queue *q)
             if (avail > q->capacity) {
                 /* More than a lap apart: our r is stale (we were slow and
                  * the others have claimed on), or a peer scribbled. Read
-                 * read_index again. */
-                r = atomic_load_explicit(read_index, memory_order_relaxed);
+                 * read_index again: if it has not moved, the latter. (Had
+                 * the readers claimed past r, the claims would be ordered
+                 * before the head we just loaded: they came before the
+                 * hand-backs that let the writer go a lap further.) */
+                const uint64_t again = atomic_load_explicit(read_index, memory_order_relaxed);
+                if (again == r)
+                    return -EPROTO;
+                r = again;
                 continue;
             }
         }

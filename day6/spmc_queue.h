@@ -337,6 +337,8 @@ SPMC_MUST_CHECK int spmc_queue_create_opts(struct spmc_queue *q, const char *nam
  *                       size, fan-out, table size, a capacity that is not a
  *                       power of two, sizes that differ from the expected
  *                       ones, or a segment smaller than its header says
+ * @retval -ENOSPC       the segment is sparse (its creator did not reserve its
+ *                       pages) and /dev/shm has no room left to give them
  * @retval -EUSERS       every reader-table entry is held by a live reader, or
  *                       by a process reaping a dead reader's entry at this
  *                       moment (then trying again later succeeds)

@@ -410,6 +410,53 @@ START_TEST(test_full_dev_shm_fails_at_create)
 }
 END_TEST
 
+#if SPMC_VERSION >= 6
+/* A segment made sparse by someone else (its header and reader table
+ * written, its slots never given pages) in a full /dev/shm: attach
+ * reserves the pages first and refuses with -ENOSPC, rather than map it
+ * and die with SIGBUS at the first slot it touches. */
+START_TEST(test_sparse_segment_in_full_dev_shm_is_refused)
+{
+    if (geteuid() != 0) {
+        fprintf(stderr, "skipped: mounting a small /dev/shm needs root\n");
+        return;
+    }
+    pid_t p = tu_fork();
+    if (p == 0) { /* a private mount namespace with a 1 MiB /dev/shm */
+        if (unshare(CLONE_NEWNS) != 0 ||
+            mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) != 0 ||
+            mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=1m") != 0)
+            _exit(77);
+        static unsigned char copy[1 << 18];
+        struct spmc_queue q;
+        if (t_create(&q, "/spmc-t-whole", 64, 1024) != 0) /* 64 KiB of slots */
+            _exit(2);
+        const size_t written = (size_t)((unsigned char *)(q.readers + q.max_readers) -
+                                        (unsigned char *)q.hdr);
+        long size = tu_read_segment("/spmc-t-whole", copy, sizeof copy);
+        if (size <= (long)written + 8192 || spmc_queue_destroy(&q) != 0)
+            _exit(3);
+        /* The same bytes up to the end of the reader table; the rest holes. */
+        if (tu_make_segment("/spmc-t-sparse", (size_t)size, copy, written) != 0)
+            _exit(4);
+        int fill = open("/dev/shm/filler", O_CREAT | O_WRONLY, 0600);
+        while (fill >= 0 && write(fill, copy, 4096) == 4096)
+            ;
+        struct spmc_queue r;
+        int rc = t_attach(&r, "/spmc-t-sparse", 64, 1024);
+        _exit(rc == -ENOSPC ? 0 : rc == 0 ? 5 : 6);
+    }
+    int status = tu_wait(p, IO_TIMEOUT_MS);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
+        fprintf(stderr, "skipped: cannot mount a tmpfs here\n");
+        return;
+    }
+    ck_assert_msg(tu_exited_ok(status), "attach to a sparse segment in a full /dev/shm: %s",
+                  tu_status_str(status));
+}
+END_TEST
+#endif
+
 START_TEST(test_attach_to_a_missing_segment)
 {
     ck_assert_int_eq(t_attach(&qr, tu_name(), ELEM, CAP), -ENOENT);
@@ -561,6 +608,25 @@ START_TEST(test_hostile_other_capacity)
 {
     take_snapshot()->capacity = CAP / 2; /* still fits the segment */
     ck_assert_int_eq(attach_copy(0, ELEM, CAP), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_hostile_lowered_capacity_with_nothing_expected)
+{
+    /* An attacher that takes the header's sizes (0, 0): a capacity lowered
+     * after creation describes a smaller ring inside the file, not the one
+     * the writer uses, and the reader would find its messages stale and
+     * out of order. */
+    take_snapshot()->capacity = CAP / 2;
+    ck_assert_int_eq(attach_copy(0, 0, 0), -EPROTO);
+}
+END_TEST
+
+START_TEST(test_hostile_segment_larger_than_header_says)
+{
+    take_snapshot();
+    ck_assert_int_eq(attach_copy(snap_size + 4096, ELEM, CAP), -EPROTO);
+    ck_assert_int_eq(attach_copy(snap_size + 4096, 0, 0), -EPROTO);
 }
 END_TEST
 
@@ -1012,6 +1078,9 @@ static Suite *contract_suite(void)
     tcase_add_test(tc, test_null_buffers_are_refused_and_lose_nothing);
     tcase_add_test(tc, test_create_refuses_an_existing_name);
     tcase_add_test(tc, test_full_dev_shm_fails_at_create);
+#if SPMC_VERSION >= 6
+    tcase_add_test(tc, test_sparse_segment_in_full_dev_shm_is_refused);
+#endif
     tcase_add_test(tc, test_attach_to_a_missing_segment);
 #if SPMC_VERSION >= 3
     tcase_add_test(tc, test_blocking_pop_times_out_on_empty);
@@ -1031,6 +1100,8 @@ static Suite *contract_suite(void)
     tcase_add_test(tc, test_hostile_bad_cacheline);
     tcase_add_test(tc, test_hostile_other_element_size);
     tcase_add_test(tc, test_hostile_other_capacity);
+    tcase_add_test(tc, test_hostile_lowered_capacity_with_nothing_expected);
+    tcase_add_test(tc, test_hostile_segment_larger_than_header_says);
     tcase_add_test(tc, test_hostile_segment_smaller_than_header_says);
     tcase_add_test(tc, test_hostile_sizes_with_nothing_expected);
     tcase_add_test(tc, test_half_written_empty_segment);

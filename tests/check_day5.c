@@ -598,17 +598,19 @@ END_TEST
 static alignas(64) unsigned char snap[1 << 16];
 static size_t snap_size;
 
-static struct spmc_shm_header *snapshot_at(enum spmc_fanout fanout, const char *file, int line)
+static struct spmc_shm_header *snapshot_at(enum spmc_fanout fanout, size_t cap, const char *file,
+                                           int line)
 {
     const char *name = tu_name_at(file, line);
-    create_mode_at(name, fanout, 4, 8, file, line);
+    create_mode_at(name, fanout, 4, cap, file, line);
     long size = tu_read_segment(name, snap, sizeof snap);
     tu_assert_at(file, line, size > 0, "snapshot: %ld", size);
     snap_size = (size_t)size;
     tu_assert_int_at(file, line, spmc_queue_destroy(&qw), ==, 0);
     return (struct spmc_shm_header *)snap;
 }
-#define snapshot(fanout) snapshot_at((fanout), __FILE__, __LINE__)
+#define snapshot(fanout) snapshot_at((fanout), 8, __FILE__, __LINE__)
+#define snapshot_cap(fanout, cap) snapshot_at((fanout), (cap), __FILE__, __LINE__)
 
 static int attach_copy_at(const char *file, int line)
 {
@@ -647,15 +649,26 @@ START_TEST(test_hostile_day5_fields)
     ck_assert_int_eq(attach_copy(), -EPROTO);
     snapshot(SPMC_BROADCAST)->capacity = 6; /* not a power of two */
     ck_assert_int_eq(attach_copy(), -EPROTO);
-    /* One slot is enough to broadcast, not to share: a work-sharing reader
-     * hands slot i back as seq i + capacity, with one slot the same value
-     * as "holds message i". */
-    snapshot(SPMC_BROADCAST)->capacity = 1;
-    ck_assert_int_eq(attach_copy(), MIN_CAP == 1 ? 0 : -EPROTO);
-    snapshot(SPMC_SHARE)->capacity = 1;
+    /* A capacity lowered after creation: the file is bigger than the
+     * header says, and a smaller ring inside it is not the writer's. */
+    snapshot(SPMC_BROADCAST)->capacity = 4;
     ck_assert_int_eq(attach_copy(), -EPROTO);
 }
 END_TEST
+
+#if SPMC_VERSION < 8
+START_TEST(test_hostile_one_slot_share)
+{
+    /* One slot is enough to broadcast, not to share: a work-sharing reader
+     * hands slot i back as seq i + capacity, with one slot the same value
+     * as "holds message i". */
+    snapshot_cap(SPMC_BROADCAST, 1);
+    ck_assert_int_eq(attach_copy(), 0); /* the control */
+    snapshot_cap(SPMC_BROADCAST, 1)->fanout = SPMC_SHARE;
+    ck_assert_int_eq(attach_copy(), -EPROTO);
+}
+END_TEST
+#endif
 
 START_TEST(test_hostile_indices_cannot_make_a_reader_misbehave)
 {
@@ -1239,6 +1252,9 @@ static Suite *day5_suite(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_hostile_day5_fields);
+#if SPMC_VERSION < 8
+    tcase_add_test(tc, test_hostile_one_slot_share);
+#endif
 #ifdef SPMC_CLAIM_DEFAULT
     tcase_add_test(tc, test_hostile_claim_max);
 #endif

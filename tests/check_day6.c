@@ -487,6 +487,45 @@ END_TEST
 /* Looking at a queue                                                      */
 /* ===================================================================== */
 
+/* A dead reader's entry whose `held` names a message beyond head, and
+ * that slot's word says "taken over by this entry": a peer's scribble, no
+ * message. The reader that gets the entry must not spend its looks on it
+ * (each look used to retry it many thousand times and never give up): it
+ * takes the messages in the queue. */
+START_TEST(test_scribbled_held_beyond_head_is_no_message)
+{
+    const char *name = tu_name();
+    struct spmc_options o = {.fanout = SPMC_SHARE, .max_readers = 1};
+    ck_assert_int_eq(spmc_queue_create_opts(&qw, name, ELEM, 16, &o), 0);
+    int fds[2];
+    tu_pipe(fds);
+    pid_t c = tu_fork();
+    if (c == 0) { /* takes entry 0, then is killed */
+        struct spmc_queue q;
+        if (spmc_queue_attach(&q, name, ELEM, 0) != 0 || write(fds[1], "a", 1) != 1)
+            _exit(10);
+        pause();
+        _exit(11);
+    }
+    char x;
+    ck_assert_uint_eq(tu_read_full(fds[0], &x, 1, IO_TIMEOUT_MS), 1);
+    kill_and_reap(c);
+    for (uint64_t s = 0; s < 3; s++)
+        push_seq(&qw, s);
+    const uint64_t beyond = 3 + 5; /* head is 3 */
+    atomic_store(&qw.readers[0].held, beyond);
+    atomic_store(&qw.words[beyond & 15], (1ull << 63) | (beyond + 1)); /* "taken by entry 0" */
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 0), 0); /* the dead entry, the only one */
+    unsigned char m[ELEM];
+    for (uint64_t s = 0; s < 3; s++) {
+        ck_assert_int_eq(spmc_queue_pop(&qr, m, 30 * SEC), 0);
+        ck_assert_uint_eq(msg_seq(m), s);
+    }
+    tu_close(&fds[0]);
+    tu_close(&fds[1]);
+}
+END_TEST
+
 START_TEST(test_stats_describe_the_queue)
 {
     const char *name = tu_name();
@@ -550,6 +589,7 @@ static Suite *day6_suite(void)
     tcase_add_test(tc, test_other_user_cannot_attach_by_default);
     tcase_add_test(tc, test_bad_permissions_are_refused);
     tcase_add_test(tc, test_reader_whose_entry_was_taken_returns_no_message);
+    tcase_add_test(tc, test_scribbled_held_beyond_head_is_no_message);
     tcase_add_test(tc, test_stats_describe_the_queue);
     suite_add_tcase(s, tc);
     return s;

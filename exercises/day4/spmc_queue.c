@@ -329,7 +329,10 @@ static int check_header(const struct header_copy *c, size_t elem_size,
         (capacity != 0 && c->capacity != capacity))
         return -EPROTO;
     size_t size = segment_size(c->elem_size, c->capacity);
-    if (size == 0 || (uint64_t)file_size < size)
+    /* Exactly the size its creator made: fields lowered after the fact
+     * would describe a smaller layout, inside the file, that is not the
+     * one the writer uses. */
+    if (size == 0 || (uint64_t)file_size != size)
         return -EPROTO;
     return 0;
 }

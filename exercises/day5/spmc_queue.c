@@ -493,7 +493,10 @@ static int check_header(const struct header_copy *c, size_t elem_size,
         c->claim_max > SPMC_CLAIM_MAX)
         return -EPROTO;
     size_t size = segment_size(c->slot_size, c->capacity, c->max_readers);
-    if (size == 0 || (uint64_t)file_size < size)
+    /* Exactly the size its creator made: fields lowered after the fact
+     * would describe a smaller layout, inside the file, that is not the
+     * one the writer uses. */
+    if (size == 0 || (uint64_t)file_size != size)
         return -EPROTO;
     return 0;
 }
@@ -892,7 +895,8 @@ COLD static int take_leftover(struct spmc_queue *q, uint64_t *index)
  * has published, with one compare-and-swap on read_index. 0 with
  * [q->index, q->claim_end) ours, or -EAGAIN: nothing to claim (then
  * q->index is read_index), or no agreement after many tries (heavy
- * contention, or a peer scribbling over read_index). */
+ * contention, or a peer scribbling over read_index); -EPROTO: read_index
+ * more than a lap from head, and not moving (a peer wrote it). */
 static int claim_batch(struct spmc_queue *q)
 {
     /* To write. A work-sharing reader claims the next messages for itself;
@@ -912,7 +916,9 @@ static int claim_batch(struct spmc_queue *q)
      *     that nothing_yet() compares the right index with head) and return
      *     -EAGAIN. More than q->capacity: r is more than a lap old (we were
      *     slow, others claimed on) or a peer wrote garbage: load read_index
-     *     into r again and go round.
+     *     again; if it has not moved, it is garbage (claims past r would be
+     *     ordered before the head you loaded): return -EPROTO; else keep it
+     *     in r and go round.
      *   - n = avail, at most q->claim_max. Compare-and-swap read_index from
      *     r to r + n (atomic_compare_exchange_weak_explicit(), relaxed on
      *     success and failure: head's acquire already ordered the data; the

@@ -581,7 +581,12 @@ static int orphan_of(const struct spmc_queue *q, unsigned e, uint64_t *index)
 {
     /* Relaxed: the holder is dead, its last stores are all visible. */
     const uint64_t h = atomic_load_explicit(&q->readers[e].held, memory_order_relaxed);
-    if (atomic_load_explicit(slot_word(q, h), memory_order_relaxed) == claim_word(h, e)) {
+    /* Pairs with the release stores of head: a message taken over is
+     * below head, within a lap (a word that says otherwise, next to a
+     * `held` beyond head, is a peer's scribble: nothing to take). */
+    const uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
+    if ((uint64_t)(head - h - 1) < q->capacity &&
+        atomic_load_explicit(slot_word(q, h), memory_order_relaxed) == claim_word(h, e)) {
         *index = h;
         return 1;
     }
@@ -1076,8 +1081,11 @@ static int check_header(const struct header_copy *c, size_t elem_size, size_t ca
     if ((elem_size != 0 && c->elem_size != elem_size) ||
         (capacity != 0 && c->capacity != capacity))
         return -EPROTO;
+    /* The file is exactly the size its creator made: fields lowered after
+     * the fact would describe a smaller layout, inside the file, that is
+     * not the one the writer uses. */
     if (geometry_for(g, c->elem_size, c->capacity, c->fanout, c->max_readers, c->claim_max) != 0 ||
-        g->slot_size != c->slot_size || (uint64_t)file_size < g->map_size)
+        g->slot_size != c->slot_size || (uint64_t)file_size != g->map_size)
         return -EPROTO;
     return 0;
 }
@@ -1277,6 +1285,14 @@ int spmc_queue_attach(struct spmc_queue *q, const char *name, size_t elem_size,
     int remembered = (rc = remember_fd(fd)) == 0; /* at once: see open_new_segment() */
     if (rc == 0)
         rc = read_header(fd, elem_size, capacity, &g);
+    /* A creator reserves every page of its segment (size_segment()). One
+     * made otherwise may be sparse, and a page that a full /dev/shm cannot
+     * give would be SIGBUS at our first touch: reserve them now, or refuse.
+     * (For a segment already reserved, nothing to do.) */
+    while (rc == 0 && (rc = posix_fallocate(fd, 0, (off_t)g.map_size)) == EINTR)
+        rc = 0;
+    if (rc > 0)
+        rc = rc == EFBIG ? -ENOSPC : -rc;
     if (rc == 0 && (base = map_segment(name, fd, g.map_size)) == NULL)
         rc = -errno;
     if (rc == 0) {
@@ -1711,7 +1727,8 @@ static void put_on_record(struct spmc_queue *q, unsigned e, uint64_t r)
  * between, a reaper tells won from lost by read_index (see claim_of()).
  * 0 with [q->index, q->claim_end) ours, or -EAGAIN: nothing to claim (then
  * q->index is head), or no agreement after many tries (heavy contention,
- * or a peer scribbling over read_index). */
+ * or a peer scribbling over read_index); -EPROTO: read_index more than a
+ * lap from head, and not moving (a peer wrote it). */
 static int claim_batch(struct spmc_queue *q)
 {
     _Atomic uint64_t *read_index = &q->hdr->read_index;
@@ -1734,8 +1751,14 @@ static int claim_batch(struct spmc_queue *q)
             if (avail > q->capacity) {
                 /* More than a lap apart: our w is stale (we were slow and
                  * the others have claimed on), or a peer scribbled. Read
-                 * read_index again. */
-                w = atomic_load_explicit(read_index, memory_order_acquire);
+                 * read_index again: if it has not moved, the latter. (Had
+                 * the readers claimed past w, the claims would be ordered
+                 * before the head we just loaded: they came before the
+                 * hand-backs that let the writer go a lap further.) */
+                const uint64_t again = atomic_load_explicit(read_index, memory_order_acquire);
+                if (again == w)
+                    return -EPROTO;
+                w = again;
                 continue;
             }
         }
