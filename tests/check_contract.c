@@ -381,32 +381,46 @@ START_TEST(test_create_refuses_an_existing_name)
 }
 END_TEST
 
-/* A capacity larger than /dev/shm can hold fails at creation with -ENOSPC
- * and leaves nothing behind, rather than making a sparse segment that dies
- * with SIGBUS at the first write to a page tmpfs cannot give. */
-START_TEST(test_full_dev_shm_fails_at_create)
+/* Run @p body in a child process with a private 1 MiB /dev/shm (a mount
+ * namespace of its own); the child's exit status is the body's, 0 for a
+ * pass. Skipped, with a note, where a tmpfs cannot be mounted (not root). */
+static void in_small_dev_shm_at(int (*body)(void), const char *what, const char *file, int line)
 {
     if (geteuid() != 0) {
         fprintf(stderr, "skipped: mounting a small /dev/shm needs root\n");
         return;
     }
     pid_t p = tu_fork();
-    if (p == 0) { /* a private mount namespace with a 1 MiB /dev/shm */
+    if (p == 0) {
         if (unshare(CLONE_NEWNS) != 0 ||
             mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) != 0 ||
             mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=1m") != 0)
             _exit(77);
-        struct spmc_queue q;
-        int rc = t_create(&q, "/spmc-t-full", 64, 1u << 16); /* 4 MiB of slots */
-        int left = access("/dev/shm/spmc-t-full", F_OK) == 0;
-        _exit(rc == -ENOSPC && !left ? 0 : 1);
+        _exit(body());
     }
-    int status = tu_wait(p, IO_TIMEOUT_MS);
+    int status = tu_wait_at(p, IO_TIMEOUT_MS, file, line);
     if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
         fprintf(stderr, "skipped: cannot mount a tmpfs here\n");
         return;
     }
-    ck_assert_msg(tu_exited_ok(status), "create on a full /dev/shm: %s", tu_status_str(status));
+    tu_assert_at(file, line, tu_exited_ok(status), "%s: %s", what, tu_status_str(status));
+}
+#define in_small_dev_shm(body, what) in_small_dev_shm_at((body), (what), __FILE__, __LINE__)
+
+/* A capacity larger than /dev/shm can hold fails at creation with -ENOSPC
+ * and leaves nothing behind, rather than making a sparse segment that dies
+ * with SIGBUS at the first write to a page tmpfs cannot give. */
+static int create_too_large(void)
+{
+    struct spmc_queue q;
+    int rc = t_create(&q, "/spmc-t-full", 64, 1u << 16); /* 4 MiB of slots */
+    int left = access("/dev/shm/spmc-t-full", F_OK) == 0;
+    return rc == -ENOSPC && !left ? 0 : 1;
+}
+
+START_TEST(test_full_dev_shm_fails_at_create)
+{
+    in_small_dev_shm(create_too_large, "create on a full /dev/shm");
 }
 END_TEST
 
@@ -415,44 +429,31 @@ END_TEST
  * written, its slots never given pages) in a full /dev/shm: attach
  * reserves the pages first and refuses with -ENOSPC, rather than map it
  * and die with SIGBUS at the first slot it touches. */
+static int attach_sparse_in_full(void)
+{
+    static unsigned char copy[1 << 18];
+    struct spmc_queue q;
+    if (t_create(&q, "/spmc-t-whole", 64, 1024) != 0) /* 64 KiB of slots */
+        return 2;
+    const size_t written =
+        (size_t)((unsigned char *)(q.readers + q.max_readers) - (unsigned char *)q.hdr);
+    long size = tu_read_segment("/spmc-t-whole", copy, sizeof copy);
+    if (size <= (long)written + 8192 || spmc_queue_destroy(&q) != 0)
+        return 3;
+    /* The same bytes up to the end of the reader table; the rest holes. */
+    if (tu_make_segment("/spmc-t-sparse", (size_t)size, copy, written) != 0)
+        return 4;
+    int fill = open("/dev/shm/filler", O_CREAT | O_WRONLY, 0600);
+    while (fill >= 0 && write(fill, copy, 4096) == 4096)
+        ;
+    struct spmc_queue r;
+    int rc = t_attach(&r, "/spmc-t-sparse", 64, 1024);
+    return rc == -ENOSPC ? 0 : rc == 0 ? 5 : 6;
+}
+
 START_TEST(test_sparse_segment_in_full_dev_shm_is_refused)
 {
-    if (geteuid() != 0) {
-        fprintf(stderr, "skipped: mounting a small /dev/shm needs root\n");
-        return;
-    }
-    pid_t p = tu_fork();
-    if (p == 0) { /* a private mount namespace with a 1 MiB /dev/shm */
-        if (unshare(CLONE_NEWNS) != 0 ||
-            mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) != 0 ||
-            mount("tmpfs", "/dev/shm", "tmpfs", 0, "size=1m") != 0)
-            _exit(77);
-        static unsigned char copy[1 << 18];
-        struct spmc_queue q;
-        if (t_create(&q, "/spmc-t-whole", 64, 1024) != 0) /* 64 KiB of slots */
-            _exit(2);
-        const size_t written = (size_t)((unsigned char *)(q.readers + q.max_readers) -
-                                        (unsigned char *)q.hdr);
-        long size = tu_read_segment("/spmc-t-whole", copy, sizeof copy);
-        if (size <= (long)written + 8192 || spmc_queue_destroy(&q) != 0)
-            _exit(3);
-        /* The same bytes up to the end of the reader table; the rest holes. */
-        if (tu_make_segment("/spmc-t-sparse", (size_t)size, copy, written) != 0)
-            _exit(4);
-        int fill = open("/dev/shm/filler", O_CREAT | O_WRONLY, 0600);
-        while (fill >= 0 && write(fill, copy, 4096) == 4096)
-            ;
-        struct spmc_queue r;
-        int rc = t_attach(&r, "/spmc-t-sparse", 64, 1024);
-        _exit(rc == -ENOSPC ? 0 : rc == 0 ? 5 : 6);
-    }
-    int status = tu_wait(p, IO_TIMEOUT_MS);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
-        fprintf(stderr, "skipped: cannot mount a tmpfs here\n");
-        return;
-    }
-    ck_assert_msg(tu_exited_ok(status), "attach to a sparse segment in a full /dev/shm: %s",
-                  tu_status_str(status));
+    in_small_dev_shm(attach_sparse_in_full, "attach to a sparse segment in a full /dev/shm");
 }
 END_TEST
 #endif
