@@ -12,6 +12,9 @@
  *   - 64-byte slots; head, tail and data each on their own cache lines;
  *   - each side caches the other's index and re-reads it only when the cache
  *     says full (producer) or empty (consumer);
+ *   - each side asks for the slot it will need PREFETCH_AHEAD messages
+ *     from now (the consumer to read, once it is published; the producer
+ *     to write, with PREFETCHW, once it is free), as the days do from day 5;
  *   - each side publishes its own index only every PUBLISH_EVERY messages
  *     (the producer: every --publish-every messages, 16 by default; 1 makes
  *     it publish each message at once, as a queue must, since it cannot
@@ -43,11 +46,15 @@
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 enum {
     LINE = 64,           /* cache-line size, also the slot granule */
     PUBLISH_EVERY = 16,  /* messages between two stores of an index */
     SPIN_LIMIT = 1024,   /* polls before a wait yields the CPU */
+    PREFETCH_AHEAD = 8,  /* slots between the one we use and the one we ask for */
 };
 
 /* The start of the shared mapping; the slots follow it. */
@@ -105,6 +112,28 @@ static void relax(unsigned *spins)
     }
 }
 
+/* Does this x86 processor have PREFETCHW? Set in main(), before fork(). */
+static int have_prefetchw;
+
+static void find_prefetchw(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    have_prefetchw = __get_cpuid(0x80000001, &a, &b, &c, &d) && (c & bit_PRFCHW);
+#endif
+}
+
+/* The line at p, to be written soon: ask for it in the exclusive state. */
+static inline void prefetch_write(void *p)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    if (have_prefetchw)
+        __asm__ __volatile__("prefetchw %0" : : "m"(*(const char *)p));
+#else
+    __builtin_prefetch(p, 1, 3);
+#endif
+}
+
 /* A message buffer of the process (or thread) that calls it. */
 static unsigned char *msg_buffer(void)
 {
@@ -139,6 +168,8 @@ static void consume(void)
             if (tail == head)
                 relax(&spins);
         }
+        if (head - tail > PREFETCH_AHEAD) /* published: its line can come */
+            __builtin_prefetch(slots + ((tail + PREFETCH_AHEAD) & mask) * slot_size, 0, 3);
         memcpy(buf, slots + (tail & mask) * slot_size, o.size);
         if (msg_seq(buf) != tail)
             die("consumer: expected message %llu, got sequence number %llu",
@@ -173,6 +204,8 @@ static uint64_t produce(uint64_t *sum)
                 relax(&spins);
         }
         msg_fill(buf, o.size, head);
+        if (head + PREFETCH_AHEAD - tail < o.capacity) /* free: the consumer has passed it */
+            prefetch_write(slots + ((head + PREFETCH_AHEAD) & mask) * slot_size);
         memcpy(slots + (head & mask) * slot_size, buf, o.size);
         *sum += head;
         head++;
@@ -406,6 +439,7 @@ int main(int argc, char **argv)
         die("--capacity %llu of %zu-byte slots is too large",
             (unsigned long long)o.capacity, slot_size);
     mask = o.capacity - 1;
+    find_prefetchw();
 
     bench_pin(&o, 0);
     if (o.latency) {
