@@ -70,9 +70,9 @@
 #ifndef SPMC_ATTACH_WAIT_NS
 #define SPMC_ATTACH_WAIT_NS 1000000000
 #endif
-/** Messages a work-sharing reader claims at once, unless spmc_options.claim_max says otherwise. */
+/** Most messages a work-sharing reader claims at once, unless spmc_options.claim_max says otherwise. */
 #ifndef SPMC_CLAIM_DEFAULT
-#define SPMC_CLAIM_DEFAULT 16u
+#define SPMC_CLAIM_DEFAULT 64u
 #endif
 /** Largest spmc_options.claim_max. */
 #define SPMC_CLAIM_MAX 64u

@@ -98,9 +98,9 @@
 #define SPMC_BARRIER_READERS_SEND 2u
 /** Defined from day 7 on: struct spmc_stats counts futex sleeps and wakes. */
 #define SPMC_STATS_SLEEPS 1
-/** Messages a work-sharing reader claims at once, unless spmc_options.claim_max says otherwise. */
+/** Most messages a work-sharing reader claims at once, unless spmc_options.claim_max says otherwise. */
 #ifndef SPMC_CLAIM_DEFAULT
-#define SPMC_CLAIM_DEFAULT 16u
+#define SPMC_CLAIM_DEFAULT 64u
 #endif
 /** Largest spmc_options.claim_max. */
 #define SPMC_CLAIM_MAX 64u

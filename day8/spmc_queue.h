@@ -119,7 +119,7 @@
  *  says otherwise: so many records of up to SPMC_SLOT bytes, fewer longer
  *  ones; a record longer than that is claimed alone. */
 #ifndef SPMC_CLAIM_DEFAULT
-#define SPMC_CLAIM_DEFAULT 16u
+#define SPMC_CLAIM_DEFAULT 64u
 #endif
 /** Largest spmc_options.claim_max. */
 #define SPMC_CLAIM_MAX 64u

@@ -267,7 +267,7 @@ END_TEST
 
 /* Work-sharing: a reader that leaves holding a record it peeked at and
  * never released leaves it to the others; one of them gets it, whole. Its
- * claim took both records (the default claim is 16 slots): the other
+ * claim took both records (the default claim is 64 slots): the other
  * reader delivers both, once each, whichever first. */
 START_TEST(test_share_reader_leaving_with_a_peeked_record_hands_it_on)
 {
