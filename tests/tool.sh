@@ -169,6 +169,31 @@ for f in hostile hostile-max short v6 noise; do
   "$SPMC" stat "$P-$f" > /dev/null 2>&1
   check "stat of $f ends with exit 1, not a signal" test $? -eq 1
 done
+if [ "$(id -u)" = 0 ] && unshare --mount true 2>/dev/null; then
+  # A queue whose reader table (200 entries, 12.8 KiB) lies in pages the
+  # file does not have, in a /dev/shm with no room left for them: a load
+  # from a mapping of those pages would be SIGBUS; list and stat read the
+  # segment with pread(), where such a page reads as zeros.
+  echo "== a sparse segment in a full /dev/shm (a private 1 MiB tmpfs)"
+  live_writer "$P-big" --readers 200
+  { kill -9 "$writer"; wait "$writer"; } 2>/dev/null
+  until_ok writer_is "$P-big" dead
+  head -c 4096 /dev/shm/"${P#/}"-big > "$tmp/big-head"
+  out=$(unshare --mount sh -c '
+    mount -t tmpfs -o size=1M tmpfs /dev/shm || exit 3
+    cp "$2" "/dev/shm/$1" && truncate -s "$3" "/dev/shm/$1" || exit 3
+    dd if=/dev/zero of=/dev/shm/fill bs=4096 2>/dev/null # until it is full
+    "$4" stat "/$1"; echo "stat exit=$?"
+    "$4" list; echo "list exit=$?"' \
+    sh "${P#/}-big" "$tmp/big-head" "$(stat -c %s /dev/shm/"${P#/}"-big)" "$SPMC" 2>&1)
+  check "stat of it exits 0, no signal ($(grep '^stat exit' <<<"$out"))" has "$out" "^stat exit=0"
+  check "... and reads its header: writer dead" has "$out" "^writer    dead"
+  check "list of it exits 0 and shows it ($(grep '^list exit' <<<"$out"))" \
+    test "$(grep -c -e "^$P-big .* dead " -e "^list exit=0" <<<"$out")" = 2
+  "$SPMC" rm "$P-big" > /dev/null
+else
+  echo "== (not root, or no unshare: the full-/dev/shm case is skipped)"
+fi
 check "rm removes the dead queue" exits_with 0 "removed $P-d" "$SPMC" rm "$P-d"
 check "... and it is gone" test ! -e /dev/shm/"${P#/}"-d
 

@@ -8,8 +8,9 @@
  *   spmc send NAME [options]       standard input, one record per line
  *   spmc recv NAME [options]       records to standard output, one per line
  *
- * `list`, `stat` and `rm` only read the segment: opened read-only, mapped
- * read-only, checked field by field exactly as an attaching reader checks
+ * `list`, `stat` and `rm` only read the segment: opened read-only, read
+ * with pread() (never mapped, so a page tmpfs cannot back reads as zeros,
+ * not SIGBUS), checked field by field exactly as an attaching reader checks
  * it, before anything past the header is read. That is why this file
  * includes the queue's source instead of linking the library: the checks,
  * the layout and the lock bytes are the queue's own static functions, not
@@ -113,19 +114,22 @@ static int look(int fd, struct view *v, int want_entries)
         v->problem = "shorter than a header (being created, or left half-made)";
         return 0;
     }
-    const struct spmc_shm_header *h = mmap(NULL, sizeof *h, PROT_READ, MAP_SHARED, fd, 0);
-    if (h == MAP_FAILED) {
-        v->problem = "cannot be mapped";
+    /* Read with pread(), never mapped: a page of a segment that tmpfs
+     * cannot back (a sparse segment in a full /dev/shm) reads as zeros
+     * here, where a load from a mapping of it would kill us with SIGBUS.
+     * The copies are snapshots; relaxed loads of the live segment would
+     * give no more than that. */
+    struct spmc_shm_header h;
+    if (pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h) {
+        v->problem = "cannot be read";
         return 0;
     }
-    v->version = h->version;
-    struct header_copy c = {h->magic,     h->version,    h->header_size,
-                            h->cacheline, h->max_record, h->capacity,
-                            h->slot_size, h->fanout,     h->max_readers,
-                            h->claim_max};
-    /* Pairs with the release store of ready in spmc_queue_create_opts(). */
-    int ready = atomic_load_explicit(&h->ready, memory_order_acquire) == SPMC_READY;
-    munmap((void *)h, sizeof *h);
+    v->version = h.version;
+    struct header_copy c = {h.magic,     h.version,    h.header_size,
+                            h.cacheline, h.max_record, h.capacity,
+                            h.slot_size, h.fanout,     h.max_readers,
+                            h.claim_max};
+    int ready = atomic_load_explicit(&h.ready, memory_order_relaxed) == SPMC_READY;
     if (!ready) {
         v->problem = v->writer_alive ? "being created" : "left half-made by a creator that died";
         return 0;
@@ -138,17 +142,22 @@ static int look(int fd, struct view *v, int want_entries)
         v->problem = "header fields that do not fit together (damaged or hostile)";
         return 0;
     }
-    /* Checked: map the whole segment, read-only. */
-    void *base = mmap(NULL, v->g.map_size, PROT_READ, MAP_SHARED, fd, 0);
-    if (base == MAP_FAILED) {
-        v->problem = "cannot be mapped";
+    /* Checked: read the header again and the reader table after it. The
+     * creator stored ready last (release): the fence orders this read
+     * after the one that found ready set, so it sees every field. */
+    atomic_thread_fence(memory_order_acquire);
+    const size_t table_bytes = (size_t)v->g.max_readers * sizeof(struct spmc_shm_reader);
+    struct spmc_shm_reader *table = malloc(table_bytes);
+    if (table == NULL || pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h ||
+        pread(fd, table, table_bytes, sizeof h) != (ssize_t)table_bytes) {
+        free(table);
+        v->problem = table == NULL ? "cannot be read (out of memory)" : "cannot be read";
         return 0;
     }
-    const struct spmc_shm_header *hh = base;
-    const struct spmc_shm_reader *table = (const struct spmc_shm_reader *)(hh + 1);
+    const struct spmc_shm_header *hh = &h;
     v->writer_pid = (int)atomic_load_explicit(&hh->writer_pid, memory_order_relaxed);
-    v->closed = atomic_load_explicit(&hh->closed, memory_order_acquire) != 0;
-    v->head = atomic_load_explicit(&hh->head, memory_order_acquire);
+    v->closed = atomic_load_explicit(&hh->closed, memory_order_relaxed) != 0;
+    v->head = atomic_load_explicit(&hh->head, memory_order_relaxed);
     /* read_index keeps 52 bits of the next position: the one nearest
      * below head with those bits (a hostile value gives a far one, which
      * the "behind" test below leaves out). */
@@ -161,7 +170,7 @@ static int look(int fd, struct view *v, int want_entries)
     uint64_t slowest = v->head;
     int any = 0;
     for (unsigned e = 0; e < v->g.max_readers; e++) {
-        uint64_t w = atomic_load_explicit(&table[e].word, memory_order_acquire);
+        uint64_t w = atomic_load_explicit(&table[e].word, memory_order_relaxed);
         unsigned state = entry_state(w);
         int alive = state != SPMC_ENTRY_FREE && held_elsewhere(fd, reader_lock(e));
         uint64_t cursor = atomic_load_explicit(&table[e].cursor, memory_order_relaxed);
@@ -183,7 +192,7 @@ static int look(int fd, struct view *v, int want_entries)
     else
         v->behind = (v->head - v->read_pos) <= v->g.capacity ? (int64_t)(v->head - v->read_pos)
                                                              : -1;
-    munmap(base, v->g.map_size);
+    free(table);
     return 0;
 }
 
