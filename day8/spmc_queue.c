@@ -212,6 +212,10 @@ static inline unsigned char *slot_data(const struct spmc_queue *q, uint64_t i)
  * is asked for: the processor's own prefetcher follows a longer message. */
 enum { PREFETCH_AHEAD = 8 };
 
+/* Share: how many cache lines of hand-back words refresh_free() reads at
+ * most beyond the ones it must (eight words a line). */
+enum { FREE_SCAN_LINES = 8 };
+
 /* Bring the line at p into this core's cache, to be read. A hint only: it
  * never faults (even on an address outside the mapping) and changes no
  * value, so it is not a memory access for the C memory model. */
@@ -1910,18 +1914,21 @@ COLD static int broadcast_full(struct spmc_queue *q, uint64_t n)
 }
 
 /* Share: the cached limit says there is no room for @p n more slots; read
- * the hand-back words from the limit on, up to index + n and then to the
- * end of their cache line, and push freely up to the first slot not handed
- * back yet. The words of one line are read together, so that the readers'
- * hand-backs into that line (right behind us when they keep up) do not take
- * it from us record by record. 0 when there is room now. */
+ * the hand-back words from the limit on, up to index + n, then to the end
+ * of their cache line and FREE_SCAN_LINES - 1 lines more, and push freely
+ * up to the first slot not handed back yet. The words of a line are read
+ * together, so that the readers' hand-backs into that line (right behind us
+ * when they keep up) do not take it from us record by record; and eight
+ * lines are as many as one claim of SPMC_CLAIM_MAX slots hands back. The
+ * limit then runs far enough ahead for reserve_once() to ask for slot
+ * lines early. 0 when there is room now. */
 static int refresh_free(struct spmc_queue *q, uint64_t n)
 {
     const uint64_t per_line = SPMC_CACHELINE / sizeof(uint64_t);
     const uint64_t want = q->index + n;
     uint64_t j = (int64_t)(q->limit - q->index) > 0 ? q->limit : q->index;
     uint64_t end = (want - 1) | (per_line - 1);
-    end++;
+    end += 1 + (FREE_SCAN_LINES - 1) * per_line;
     /* Pairs with the release stores of the word in hand_back() and
      * settle_delivered(): the reader of the record that last used slot j
      * has released it (the word says j - capacity until then). */
@@ -1932,10 +1939,14 @@ static int refresh_free(struct spmc_queue *q, uint64_t n)
     for (uint64_t k = q->index + 1; (int64_t)(j - k) > 0 && k - q->index <= PREFETCH_AHEAD; k++)
         prefetch_write(slot_data(q, k));
     q->limit = j;
-    /* Fetch the line after next now, while no reader writes it: it was
-     * last written a lap ago, and fetching it takes a cache-line transfer
-     * we would otherwise wait for when we get there. */
-    __builtin_prefetch((const void *)slot_word(q, end + per_line), 0, 3);
+    /* Every word we read was free, so the ring is far from full: fetch
+     * the words the next call will read now. They were last written most
+     * of a lap ago, and each line takes a cache-line transfer we would
+     * otherwise wait for when we get there. (When the ring is full, those
+     * are the words the readers are about to hand back: reading them now
+     * would only take their lines from the readers, so we do not.) */
+    for (uint64_t k = end; j == end && k != end + FREE_SCAN_LINES * per_line; k += per_line)
+        __builtin_prefetch((const void *)slot_word(q, k), 0, 3);
     return (int64_t)(want - j) <= 0 ? 0 : -EAGAIN;
 }
 

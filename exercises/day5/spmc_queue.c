@@ -165,6 +165,10 @@ static inline unsigned char *slot_data(const struct spmc_queue *q, uint64_t i)
  * is asked for: the processor's own prefetcher follows a longer message. */
 enum { PREFETCH_AHEAD = 8 };
 
+/* Share: how many cache lines of hand-back words refresh_free() reads at
+ * most, from the writer's index on (eight words a line). */
+enum { FREE_SCAN_LINES = 8 };
+
 /* Bring the line at p into this core's cache, to be read. A hint only: it
  * never faults (even on an address outside the mapping) and changes no
  * value, so it is not a memory access for the C memory model. */
@@ -764,14 +768,17 @@ static void refresh_limit(struct spmc_queue *q)
 }
 
 /* Share: the cached limit says full; read the hand-back words from index
- * on, to the end of their cache line, and push freely up to the first slot
- * not handed back yet. The words of one line are read together, so that the
- * readers' hand-backs into that line (right behind us when they keep up)
- * do not take it from us message by message. Returns how many are free. */
+ * on, to the end of their cache line and FREE_SCAN_LINES - 1 lines more,
+ * and push freely up to the first slot not handed back yet. The words of a
+ * line are read together, so that the readers' hand-backs into that line
+ * (right behind us when they keep up) do not take it from us message by
+ * message. Eight lines are as many as one claim of SPMC_CLAIM_MAX hands
+ * back, and the limit then runs far enough ahead for push_once() to ask
+ * for slot lines early. Returns how many are free. */
 static uint64_t refresh_free(struct spmc_queue *q)
 {
     const uint64_t per_line = SPMC_CACHELINE / sizeof(uint64_t);
-    uint64_t j = q->index, end = (j | (per_line - 1)) + 1;
+    uint64_t j = q->index, end = (j | (per_line - 1)) + 1 + (FREE_SCAN_LINES - 1) * per_line;
     /* Pairs with the release store of the word in hand_back(): the reader of
      * slot j's last message, j - capacity, has copied it out (the word
      * says j - capacity until then). Only that slot can hold us back. */
@@ -782,10 +789,14 @@ static uint64_t refresh_free(struct spmc_queue *q)
     for (uint64_t k = q->index + 1; (int64_t)(j - k) > 0 && k - q->index <= PREFETCH_AHEAD; k++)
         prefetch_write(slot_data(q, k));
     q->limit = j;
-    /* Fetch the line after next now, while no reader writes it: it was
-     * last written a lap ago, and fetching it takes a cache-line transfer
-     * we would otherwise wait for when we get there. */
-    __builtin_prefetch((const void *)slot_word(q, end + per_line), 0, 3);
+    /* Every word we read was free, so the ring is far from full: fetch
+     * the words the next call will read now. They were last written most
+     * of a lap ago, and each line takes a cache-line transfer we would
+     * otherwise wait for when we get there. (When the ring is full, those
+     * are the words the readers are about to hand back: reading them now
+     * would only take their lines from the readers, so we do not.) */
+    for (uint64_t k = end; j == end && k != end + FREE_SCAN_LINES * per_line; k += per_line)
+        __builtin_prefetch((const void *)slot_word(q, k), 0, 3);
     return j - q->index;
 }
 
