@@ -885,6 +885,13 @@ static HOT_INLINE int pop_broadcast(struct spmc_queue *q, void *out)
         q->seen_head = head;
         pace_after_look(q, head - i);
         if (head == i) {
+            /* About to wait for message i: ask for its slot's line now,
+             * and at every look while we wait. The writer takes the line
+             * back to write it, and our next look asks again; when head
+             * shows the message, its line is on its way or here, so the
+             * copy below does not wait a transfer of its own after head's.
+             * It cut the round trip by about a tenth (day5/README.md). */
+            prefetch_read(slot_data(q, i));
             if (q->published != i) /* about to wait: let the writer see us */
                 publish_cursor(q);
             return nothing_yet(q, i);

@@ -2344,6 +2344,11 @@ static HOT_INLINE int broadcast_empty(struct spmc_queue *q, uint64_t i)
     if (head != i)
         return 0;
     pace_after_look(q, 0, 0);
+    /* About to wait for record i: ask for the lines of its header and
+     * first slot now, and at every look while we wait, as day 5's
+     * pop_broadcast() does for its slot. */
+    prefetch_read((const void *)header_of(q, i));
+    prefetch_read(slot_data(q, i));
     if (q->published != i) /* about to wait: let the writer see us */
         publish_cursor(q);
     return no_message(q, i);
