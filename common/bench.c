@@ -39,7 +39,10 @@ static void usage(const char *prog, unsigned flags, int status)
         fprintf(f, "  --publish-every N  the producer stores head after every N\n"
                    "                     messages (a power of two up to the\n"
                    "                     capacity; default 16; 1: each message\n"
-                   "                     at once, as a queue must)\n");
+                   "                     at once, as a queue must)\n"
+                   "  --in-slot          with --latency: no head; each slot is one\n"
+                   "                     line, the message (--size at most 56) and\n"
+                   "                     a sequence word the reader waits on\n");
     exit(status);
 }
 
@@ -73,6 +76,7 @@ void bench_parse(struct bench_opts *o, int argc, char **argv, unsigned flags)
         {"fanout", required_argument, 0, 'f'},
         {"kind", required_argument, 0, 'K'},
         {"publish-every", required_argument, 0, 'P'},
+        {"in-slot", no_argument, 0, 'I'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -124,6 +128,10 @@ void bench_parse(struct bench_opts *o, int argc, char **argv, unsigned flags)
         case 'P':
             if (!(flags & BENCH_PUBLISH)) usage(argv[0], flags, 2);
             o->publish_every = parse_u64(optarg, "--publish-every", UINT64_MAX);
+            break;
+        case 'I':
+            if (!(flags & BENCH_PUBLISH)) usage(argv[0], flags, 2);
+            o->in_slot = 1;
             break;
         case 'h': usage(argv[0], flags, 0); break;
         default: usage(argv[0], flags, 2);

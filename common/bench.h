@@ -34,6 +34,7 @@ struct bench_opts {
     int share;               /**< --fanout share (1) or broadcast (0) */
     const char *kind;        /**< --kind (baselines) */
     uint64_t publish_every;  /**< --publish-every (ceiling): pushes per store of head, default 16 */
+    int in_slot;             /**< --in-slot (ceiling, with --latency): publish in the slot's own line */
 };
 
 /** Parse argv into @p o (defaults: 64 bytes, capacity 1024, 2^26 messages,

@@ -197,11 +197,18 @@ for ((r = 1; r <= LAT_ROUNDS; r++)); do
     [ ${#days[@]} -gt 0 ] || break
     lat_rounds+=("$r")
     lat_c2c+=("$(c2c)")
-    for d in ceiling "${days[@]}"; do
+    for d in "cache line" "one line" ceiling "${days[@]}"; do
         bin=$BUILD/$d/benchmark
         [ "$d" = ceiling ] && bin=$BUILD/common/ceiling
-        run "$bin" --latency --mode process --count "$LAT_COUNT" \
-            --size "$SIZE" --capacity "$CAPACITY" --csv
+        if [ "$d" = "cache line" ]; then
+            run "$BUILD/common/c2c" --timed
+        elif [ "$d" = "one line" ]; then
+            run "$BUILD/common/ceiling" --latency --in-slot --mode process --count "$LAT_COUNT" \
+                --size $((SIZE < 56 ? SIZE : 56)) --capacity "$CAPACITY" --csv
+        else
+            run "$bin" --latency --mode process --count "$LAT_COUNT" \
+                --size "$SIZE" --capacity "$CAPACITY" --csv
+        fi
         status=$?
         if [ $status -ne 0 ]; then
             fail "$d latency, round $r" $status
@@ -293,13 +300,17 @@ if [ ${#days[@]} -gt 0 ]; then
         "$LAT_ROUNDS rounds; c2c median $(num "$c2c_med" 1 %.1f) ns"
     printf '%-20s %9s %9s %9s %8s %12s\n' day "p50 ns" "p99 ns" "p99.9 ns" "p50/c2c" \
         "p50/ceiling"
-    for d in ceiling "${days[@]}"; do
+    for d in "cache line" "one line" ceiling "${days[@]}"; do
         p50=$(series P50 "$d" "${lat_rounds[@]}" | median)
         printf '%-20s %9s %9s %9s %8s %12s\n' "$d" "$(num "$p50" 1 %.0f)" \
             "$(num "$(series P99 "$d" "${lat_rounds[@]}" | median)" 1 %.0f)" \
             "$(num "$(series P999 "$d" "${lat_rounds[@]}" | median)" 1 %.0f)" \
             "$(ratio "$p50" "$c2c_med")" "$(ratio "$p50" "$lat_ceiling")"
     done
+    echo "  (cache line: the c2c probe's one line, each round trip timed with the" \
+        "same two clock reads as the rows below; the floor of this table)"
+    echo "  (one line: a ring with no head, each message of $((SIZE < 56 ? SIZE : 56)) bytes and its" \
+        "sequence word in one line: the floor of any queue that publishes in the slot)"
     echo "  (ceiling: the same head-and-slot ring publishing each message at once:" \
         "two lines each way, the floor of the days' design; c2c moves one line)"
 fi

@@ -8,6 +8,13 @@
  *
  * Prints one line, e.g. "c2c_ns=63.4": the median over BATCHES batches of
  * round trips, each batch on a line of its own.
+ *
+ * With --timed, each round trip is timed on its own, with a clock read
+ * before and after it, exactly as the benchmarks' --latency round trips
+ * are; it prints their percentiles as a latency CSV line, row "cache line":
+ * the floor under a queue's round trip as that table measures it, clock
+ * reads included. It sits above c2c_ns: a clock read takes tens of
+ * nanoseconds, and it holds up the store that starts the round trip.
  */
 #define _GNU_SOURCE
 #include "bench.h"
@@ -36,6 +43,7 @@ static struct {
 
 static uint64_t per_batch; /* round trips per batch: WARMUP + iters */
 static int cpu_b;
+static uint64_t *trips; /* --timed: each timed round trip's ns, or NULL */
 
 /* Wait until @p line holds @p want. Spin (the fast path we measure), but
  * yield after SPIN_LIMIT polls so a busy CPU cannot make us hang. */
@@ -75,12 +83,26 @@ static void ping(_Atomic uint64_t *line, uint64_t k, uint64_t end)
     }
 }
 
+/* Thread A with --timed: the same round trips, each between two clock
+ * reads, as the benchmarks' --latency loops time theirs; into *out. */
+static void ping_timed(_Atomic uint64_t *line, uint64_t k, uint64_t end, uint64_t *out)
+{
+    for (; k < end; k++) {
+        const uint64_t t0 = now_ns();
+        atomic_store_explicit(line, 2 * k + 1, memory_order_release);
+        wait_for(line, 2 * k + 2); /* acquire: pairs with B's release */
+        *out++ = now_ns() - t0;
+    }
+}
+
 static void usage(const char *prog, int status)
 {
     fprintf(status ? stderr : stdout,
-            "usage: %s [--iters N] [--pin A,B]\n"
+            "usage: %s [--iters N] [--pin A,B] [--timed]\n"
             "  --iters N   round trips per batch (default 5000; %d batches)\n"
-            "  --pin A,B   the two CPUs (default 0,1)\n",
+            "  --pin A,B   the two CPUs (default 0,1)\n"
+            "  --timed     time each round trip with two clock reads, as the\n"
+            "              benchmarks' --latency does; print a latency CSV line\n",
             prog, BATCHES);
     exit(status);
 }
@@ -88,11 +110,12 @@ static void usage(const char *prog, int status)
 int main(int argc, char **argv)
 {
     uint64_t iters = 5000;
-    int cpu_a = 0;
+    int cpu_a = 0, timed = 0;
     cpu_b = 1;
     static const struct option longopts[] = {
         {"iters", required_argument, 0, 'i'},
         {"pin", required_argument, 0, 'p'},
+        {"timed", no_argument, 0, 't'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -108,6 +131,7 @@ int main(int argc, char **argv)
                     optarg);
             break;
         }
+        case 't': timed = 1; break;
         case 'h': usage(argv[0], 0); break;
         default: usage(argv[0], 2);
         }
@@ -119,9 +143,11 @@ int main(int argc, char **argv)
 
     /* With one CPU the two threads would take turns, not share a line. */
     if (usable_cpus() < 2) {
-        printf("c2c_ns=nan\n");
+        printf(timed ? "latency,cache line,thread,8,0,nan,nan,nan,nan\n" : "c2c_ns=nan\n");
         return 0;
     }
+    if (timed && (trips = malloc((size_t)(BATCHES * iters) * sizeof *trips)) == NULL)
+        die("out of memory:");
 
     per_batch = WARMUP + iters;
     int rc = pin_to_cpu(cpu_a);
@@ -136,13 +162,22 @@ int main(int argc, char **argv)
     for (int i = 0; i < BATCHES; i++) {
         ping(&lines[i].v, 0, WARMUP);
         uint64_t t0 = now_ns();
-        ping(&lines[i].v, WARMUP, per_batch);
+        if (trips != NULL)
+            ping_timed(&lines[i].v, WARMUP, per_batch, trips + (size_t)i * iters);
+        else
+            ping(&lines[i].v, WARMUP, per_batch);
         ns[i] = (double)(now_ns() - t0) / (double)iters;
     }
 
     rc = pthread_join(b, NULL);
     if (rc != 0)
         die_rc(rc, "pthread_join");
+    if (trips != NULL) {
+        struct bench_opts o = {.size = sizeof(uint64_t), .csv = 1};
+        bench_report_latency(&o, "cache line", trips, (size_t)(BATCHES * iters));
+        free(trips);
+        return 0;
+    }
     printf("c2c_ns=%.1f\n", bench_median(ns, BATCHES));
     return 0;
 }

@@ -32,7 +32,14 @@
  * (tail still every PUBLISH_EVERY). Each direction then moves two lines,
  * head and the slot, as every day does: this is the floor of that design on
  * this machine, to set beside the c2c figure (one line, no payload).
- */
+ *
+ * --latency --in-slot: the round trip with no head at all. Each slot is one
+ * line: the message (at most 56 bytes) and, in its last 8 bytes, a sequence
+ * word; the writer stores the word last (release), the reader waits on the
+ * word of the slot it wants (acquire). Publication and payload then travel
+ * in one line each way: the floor of any design that puts its publication
+ * in the slot (Vyukov's, for one), on this machine. It has no tail: a round
+ * trip has one message in flight, so the writer is never a lap ahead. */
 #define _GNU_SOURCE
 #include "bench.h"
 #include "common.h"
@@ -274,6 +281,48 @@ static void ring_pop(struct end *e, unsigned char *buf)
         atomic_store_explicit(&e->shm->tail, e->pos, memory_order_release);
 }
 
+/* --in-slot: the sequence word of the slot of message @p pos. */
+static inline _Atomic uint64_t *slot_seq(const struct end *e, uint64_t pos)
+{
+    return (_Atomic uint64_t *)(e->slots + (pos & mask) * LINE + LINE - sizeof(uint64_t));
+}
+
+/* --in-slot: copy @p buf into the next slot, then store its sequence word. */
+static void slot_push(struct end *e, const unsigned char *buf)
+{
+    memcpy(e->slots + (e->pos & mask) * LINE, buf, o.size);
+    e->pos++;
+    /* release: pairs with slot_pop()'s acquire of the same word */
+    atomic_store_explicit(slot_seq(e, e->pos - 1), e->pos, memory_order_release);
+}
+
+/* --in-slot: wait for the next slot's sequence word, then copy it out. */
+static void slot_pop(struct end *e, unsigned char *buf)
+{
+    unsigned spins = 0;
+    /* acquire: pairs with slot_push()'s release of the same word */
+    while (atomic_load_explicit(slot_seq(e, e->pos), memory_order_acquire) != e->pos + 1)
+        poll_gap(&spins);
+    memcpy(buf, e->slots + (e->pos & mask) * LINE, o.size);
+    e->pos++;
+}
+
+static void push_one(struct end *e, const unsigned char *buf)
+{
+    if (o.in_slot)
+        slot_push(e, buf);
+    else
+        ring_push(e, buf);
+}
+
+static void pop_one(struct end *e, unsigned char *buf)
+{
+    if (o.in_slot)
+        slot_pop(e, buf);
+    else
+        ring_pop(e, buf);
+}
+
 /* A fresh ring in an anonymous shared mapping of @p len bytes. */
 static struct end map_ring(size_t len)
 {
@@ -292,8 +341,8 @@ static void echo(struct end in, struct end out, uint64_t total)
     bench_pin(&o, 1);
     unsigned char *buf = msg_buffer();
     for (uint64_t i = 0; i < total; i++) {
-        ring_pop(&in, buf);
-        ring_push(&out, buf);
+        pop_one(&in, buf);
+        push_one(&out, buf);
     }
 }
 
@@ -341,8 +390,8 @@ static void run_latency(void)
     for (uint64_t i = 0; i < total; i++) {
         msg_fill(msg, o.size, i);
         uint64_t t0 = now_ns();
-        ring_push(&ping, msg);
-        ring_pop(&pong, back);
+        push_one(&ping, msg);
+        pop_one(&pong, back);
         uint64_t t1 = now_ns();
         if (msg_seq(back) != i || !msg_intact(back, o.size))
             die("round trip %llu came back as %llu", (unsigned long long)i,
@@ -362,7 +411,7 @@ static void run_latency(void)
         if (rc != 0)
             die_rc(rc, "pthread_join");
     }
-    bench_report_latency(&o, "ceiling", rtt, o.latency_count);
+    bench_report_latency(&o, o.in_slot ? "one line" : "ceiling", rtt, o.latency_count);
     free(rtt);
     free(msg);
     if (munmap(ping.shm, len) != 0 || munmap(pong.shm, len) != 0)
@@ -439,6 +488,9 @@ int main(int argc, char **argv)
         die("--capacity %llu of %zu-byte slots is too large",
             (unsigned long long)o.capacity, slot_size);
     mask = o.capacity - 1;
+    if (o.in_slot && (!o.latency || o.size > LINE - sizeof(uint64_t)))
+        die("--in-slot: only with --latency, and --size at most %zu, got %zu",
+            LINE - sizeof(uint64_t), o.size);
     find_prefetchw();
 
     bench_pin(&o, 0);
