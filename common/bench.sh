@@ -21,6 +21,14 @@
 # is unstable. The medians use the largest set of stable rounds at one c2c
 # level (within 30% of each other) when it holds at least 3 rounds
 # (pick_rounds, in bench_lib.sh): a stable round at another level is left out.
+# "vs ceiling" pairs each run with the ceiling: every row's run comes between
+# two ceiling runs (C R1 C R2 C ...), and its ratio is its figure over the
+# mean of those two; the column is the median of a row's ratios over the
+# rounds used. The guest's speed can change within a round (the ceiling
+# moved 47 -> 90 M msgs/s between two rounds of one run), so a ratio of the
+# rows' medians compared runs up to a round apart; a paired run is a few
+# hundred milliseconds away. The ceiling's own row is its first run of the
+# round. Every run, with its pair, is in $BUILD/bench/rounds.csv.
 # A run that exits non-zero (a message check failed) fails the script.
 #
 # shellcheck disable=SC2034 # MSGS, CONS, P50... are read through series()
@@ -145,12 +153,41 @@ echo "Messages:  $SIZE bytes, capacity $CAPACITY, $MESSAGES per run" \
 # ---------------------------------------------------------------------------
 declare -A MSGS MIB CONS # [row,round] and, per consumer, [row,consumer,round]
 declare -A FUTW FUTR     # [row,round]: day 7 on, the futex calls of the writer, of the readers
+declare -A PAIRC         # [row,round]: the ceiling run just before that row's run
+# pair_run ROW ROUND: a ceiling run into PAIRC[ROW,ROUND] (see "Method").
+pair_run() {
+    # shellcheck disable=SC2086 # the options are split into words on purpose
+    run "${ROW_BIN[0]}" ${ROW_ARGS[0]}
+    local status=$?
+    if [ $status -ne 0 ]; then
+        fail "ceiling (paired with row $1), round $2" $status
+        return
+    fi
+    local line
+    line=$(awk -F, 'NF == 10 && $9 ~ /^[0-9.]+$/ { l = $0 } END { print l }' "$out")
+    IFS=, read -r _ _ _ _ _ _ _ _ PAIRC[$1,$2] _ <<<"$line"
+}
+# vs_ceiling ROW ROUNDS...: ROW's runs each against the mean of the ceiling
+# runs just before and just after it; the median of those ratios.
+vs_ceiling() {
+    local i=$1 r
+    shift
+    for r in "$@"; do
+        [ -n "${MSGS[$i,$r]:-}" ] && [ -n "${PAIRC[$i,$r]:-}" ] &&
+            [ -n "${PAIRC[$((i + 1)),$r]:-}" ] || continue
+        awk -v x="${MSGS[$i,$r]}" -v a="${PAIRC[$i,$r]}" -v b="${PAIRC[$((i + 1)),$r]}" \
+            'BEGIN { printf "%.6f\n", x / ((a + b) / 2) }'
+    done | median
+}
 NCONS=()                 # [row]: consumers that reported their own rate
 C2C_BEFORE=() C2C_AFTER=() STABLE=()
 for ((r = 1; r <= ROUNDS; r++)); do
     start=$SECONDS
     before=$(c2c)
     for i in "${!ROW_NAME[@]}"; do
+        # The paired ceiling run just before this row (after row 0, which
+        # is the ceiling's own run).
+        if [ "$i" -gt 0 ]; then pair_run "$i" "$r"; fi
         label="${ROW_NAME[i]} (${ROW_MODE[i]}), round $r"
         # shellcheck disable=SC2086 # the options are split into words on purpose
         run "${ROW_BIN[i]}" ${ROW_ARGS[i]}
@@ -177,6 +214,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         line=$(grep '^# futex,' "$out" | tail -n 1)
         if [ -n "$line" ]; then IFS=, read -r _ FUTW[$i,$r] FUTR[$i,$r] <<<"$line"; fi
     done
+    pair_run "${#ROW_NAME[@]}" "$r" # the one after the last row
     after=$(c2c)
     C2C_BEFORE[r]=$before C2C_AFTER[r]=$after
     if stable "$before" "$after"; then STABLE[r]=stable; else STABLE[r]=unstable; fi
@@ -231,14 +269,15 @@ done
 # ---------------------------------------------------------------------------
 show_rounds
 
-MED=() NRUNS=()
-ref_day3=nan ref_ceiling=nan ref_at_once=nan
+MED=() NRUNS=() VSC=()
+ref_day3=nan ref_at_once=nan
 for i in "${!ROW_NAME[@]}"; do
     MED[i]=$(series MSGS "$i" "${used[@]}" | median)
     NRUNS[i]=$(series MSGS "$i" "${used[@]}" | grep -c .)
+    VSC[i]=1
+    [ "$i" -eq 0 ] || VSC[i]=$(vs_ceiling "$i" "${used[@]}")
     if [ "${ROW_NAME[i]} ${ROW_MODE[i]}" = "day3 process" ]; then ref_day3=${MED[i]}; fi
-    if [ "${ROW_NAME[i]}" = ceiling ]; then ref_ceiling=${MED[i]}; fi
-    if [ "${ROW_NAME[i]}" = "ceiling at once" ]; then ref_at_once=${MED[i]}; fi
+    if [ "${ROW_NAME[i]}" = "ceiling at once" ]; then ref_at_once=${VSC[i]}; fi
 done
 
 echo
@@ -248,7 +287,7 @@ for i in "${!ROW_NAME[@]}"; do
     printf '%-20s %-8s %9s %9s %8s %10s %5s\n' "${ROW_NAME[i]}" "${ROW_MODE[i]}" \
         "$(num "${MED[i]}" 1e6 %.2f)" \
         "$(num "$(series MIB "$i" "${used[@]}" | median)" 1 %.1f)" \
-        "$(ratio "${MED[i]}" "$ref_day3")" "$(ratio "${MED[i]}" "$ref_ceiling")" \
+        "$(ratio "${MED[i]}" "$ref_day3")" "$(ratio "${VSC[i]}" 1)" \
         "${NRUNS[i]}"
 done
 
@@ -256,7 +295,7 @@ done
 line=""
 for i in "${!ROW_NAME[@]}"; do
     case ${ROW_NAME[i]} in
-    *" x1") line+=" ${ROW_NAME[i]% x1} $(ratio "${MED[i]}" "$ref_at_once")," ;;
+    *" x1") line+=" ${ROW_NAME[i]% x1} $(ratio "${VSC[i]}" "$ref_at_once")," ;;
     esac
 done
 if [ -n "$line" ]; then
@@ -274,6 +313,18 @@ mkdir -p "$BUILD/bench"
         echo "${ROW_NAME[i]},${ROW_MODE[i]},${MED[i]},$(series MIB "$i" "${used[@]}" | median)"
     done
 } >"$BUILD/bench/medians.csv"
+
+# Every run's figure, with the paired ceiling runs before and after it, for
+# a look at the spread.
+{
+    echo "row,mode,round,msgs_per_s,ceiling_before,ceiling_after"
+    for i in "${!ROW_NAME[@]}"; do
+        for ((r = 1; r <= ROUNDS; r++)); do
+            [ -z "${MSGS[$i,$r]:-}" ] ||
+                echo "${ROW_NAME[i]},${ROW_MODE[i]},$r,${MSGS[$i,$r]},${PAIRC[$i,$r]:-},${PAIRC[$((i + 1)),$r]:-}"
+        done
+    done
+} >"$BUILD/bench/rounds.csv"
 
 # The fan-out rows whose consumers reported their own rates.
 for i in "${!NCONS[@]}"; do
