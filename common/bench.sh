@@ -228,14 +228,17 @@ pick_rounds
 # ---------------------------------------------------------------------------
 # Latency rounds: c2c, then each day's round trip.
 # ---------------------------------------------------------------------------
-declare -A P50 P99 P999 # [day,round]
+declare -A P50 P99 P999 LC2C # [day,round]; LC2C: the c2c figure just before that run
 lat_c2c=()
 lat_rounds=()
 for ((r = 1; r <= LAT_ROUNDS; r++)); do
     [ ${#days[@]} -gt 0 ] || break
     lat_rounds+=("$r")
-    lat_c2c+=("$(c2c)")
     for d in "cache line" "one line" ceiling "${days[@]}"; do
+        # The c2c round trip just before each row's run: the guest can
+        # move between "near" and "far" within a round.
+        LC2C[$d,$r]=$(c2c)
+        lat_c2c+=("${LC2C[$d,$r]}")
         bin=$BUILD/$d/benchmark
         [ "$d" = ceiling ] && bin=$BUILD/common/ceiling
         if [ "$d" = "cache line" ]; then
@@ -343,12 +346,25 @@ for i in "${!ROW_NAME[@]}"; do
         "$(series FUTR "$i" "${used[@]}" | median)" 1 %.0f) (medians)"
 done
 
+# per_c2c DAY: the median over the latency rounds of DAY's p50 over the c2c
+# figure measured just before that run.
+per_c2c() {
+    local r
+    for r in "${lat_rounds[@]}"; do
+        [ -n "${P50[$1,$r]:-}" ] || continue
+        awk -v p="${P50[$1,$r]}" -v c="${LC2C[$1,$r]}" \
+            'BEGIN { if (c != "nan" && c > 0) printf "%.6f\n", p / c }'
+    done | median
+}
+
 if [ ${#days[@]} -gt 0 ]; then
     c2c_med=$(printf '%s\n' "${lat_c2c[@]}" | median)
     echo
     lat_ceiling=$(series P50 ceiling "${lat_rounds[@]}" | median)
     echo "Latency:   round trip, --mode process, $LAT_COUNT per run, medians of" \
-        "$LAT_ROUNDS rounds; c2c median $(num "$c2c_med" 1 %.1f) ns"
+        "$LAT_ROUNDS rounds; c2c median $(num "$c2c_med" 1 %.1f) ns" \
+        "($(printf '%s\n' "${lat_c2c[@]}" | sort -n | head -n 1)-$(printf '%s\n' "${lat_c2c[@]}" | sort -n | tail -n 1))"
+    echo "           p50/c2c: each run against the c2c figure measured just before it"
     printf '%-20s %9s %9s %9s %8s %12s\n' day "p50 ns" "p99 ns" "p99.9 ns" "p50/c2c" \
         "p50/ceiling"
     for d in "cache line" "one line" ceiling "${days[@]}"; do
@@ -356,7 +372,7 @@ if [ ${#days[@]} -gt 0 ]; then
         printf '%-20s %9s %9s %9s %8s %12s\n' "$d" "$(num "$p50" 1 %.0f)" \
             "$(num "$(series P99 "$d" "${lat_rounds[@]}" | median)" 1 %.0f)" \
             "$(num "$(series P999 "$d" "${lat_rounds[@]}" | median)" 1 %.0f)" \
-            "$(ratio "$p50" "$c2c_med")" "$(ratio "$p50" "$lat_ceiling")"
+            "$(ratio "$(per_c2c "$d")" 1)" "$(ratio "$p50" "$lat_ceiling")"
     done
     echo "  (cache line: the c2c probe's one line, each round trip timed with the" \
         "same two clock reads as the rows below; the floor of this table)"
