@@ -6,7 +6,7 @@
 #   BUILD=build CC=cc CFLAGS_SHOWN="-O2 -g" common/bench.sh day3 day4 day5
 #
 # Arguments: the days that have a $BUILD/dayN/benchmark. Knobs (environment):
-#   ROUNDS=5 MESSAGES=2097152 SIZE=64 CAPACITY=1024 LAT_COUNT=100000
+#   ROUNDS=9 MESSAGES=2097152 SIZE=64 CAPACITY=1024 LAT_COUNT=100000
 #   LAT_ROUNDS=3, MQ_MESSAGES=MESSAGES/8 (a POSIX message queue moves only
 #   ~0.2 M msgs/s between two CPUs), RUN_TIMEOUT=300 (seconds per run, 0: none)
 #   BENCH_SMOKE=1: one small round that only proves every row runs and passes
@@ -43,7 +43,7 @@ if [ "${BENCH_SMOKE:-0}" = 1 ]; then
     MESSAGES=${MESSAGES:-20000} ROUNDS=${ROUNDS:-1}
     LAT_COUNT=${LAT_COUNT:-2000} LAT_ROUNDS=${LAT_ROUNDS:-1}
 fi
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-9}
 MESSAGES=${MESSAGES:-2097152}
 SIZE=${SIZE:-64}
 CAPACITY=${CAPACITY:-1024}
