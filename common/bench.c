@@ -38,8 +38,9 @@ static void usage(const char *prog, unsigned flags, int status)
     if (flags & BENCH_PUBLISH)
         fprintf(f, "  --publish-every N  the producer stores head after every N\n"
                    "                     messages (a power of two up to the\n"
-                   "                     capacity; default 16; 1: each message\n"
-                   "                     at once, as a queue must)\n"
+                   "                     capacity; default 16, or the capacity\n"
+                   "                     when smaller; 1: each message at once,\n"
+                   "                     as a queue must)\n"
                    "  --in-slot          with --latency: no head; each slot is one\n"
                    "                     line, the message (--size at most 56) and\n"
                    "                     a sequence word the reader waits on\n");
@@ -57,6 +58,7 @@ void bench_parse(struct bench_opts *o, int argc, char **argv, unsigned flags)
     o->consumers = 1;
     o->kind = "pipe";
     o->publish_every = 16;
+    int publish_given = 0;
     o->pin[0] = o->pin[1] = -1;
     if (usable_cpus() >= 2) {
         o->pin[0] = 0;
@@ -128,6 +130,7 @@ void bench_parse(struct bench_opts *o, int argc, char **argv, unsigned flags)
         case 'P':
             if (!(flags & BENCH_PUBLISH)) usage(argv[0], flags, 2);
             o->publish_every = parse_u64(optarg, "--publish-every", UINT64_MAX);
+            publish_given = 1;
             break;
         case 'I':
             if (!(flags & BENCH_PUBLISH)) usage(argv[0], flags, 2);
@@ -143,8 +146,14 @@ void bench_parse(struct bench_opts *o, int argc, char **argv, unsigned flags)
         die("--size must be at least 8 bytes (the sequence number), got %zu", o->size);
     if (o->messages == 0 || o->runs == 0 || o->capacity == 0 || o->latency_count == 0)
         die("--messages, --runs, --capacity and --count must be positive");
-    if (o->publish_every == 0 || (o->publish_every & (o->publish_every - 1)) != 0 ||
-        o->publish_every > o->capacity)
+    /* Only the ceiling ring publishes in batches: a ring smaller than the
+     * default batch publishes once per lap, unless --publish-every says
+     * otherwise (then it must fit). */
+    if (!publish_given && o->publish_every > o->capacity)
+        o->publish_every = o->capacity & (o->capacity - 1) ? 1 : o->capacity;
+    if ((flags & BENCH_PUBLISH) &&
+        (o->publish_every == 0 || (o->publish_every & (o->publish_every - 1)) != 0 ||
+         o->publish_every > o->capacity))
         die("--publish-every must be a power of two up to the capacity, got %llu",
             (unsigned long long)o->publish_every);
     if (o->consumers == 0 || o->consumers > 64)
