@@ -36,8 +36,8 @@ _Static_assert(sizeof(struct spmc_shm_reader) == SPMC_CACHELINE, "one line per r
  * copying message i never touches the line the writer is filling with
  * message i + 1. SPMC_PAD_SLOTS=0 packs the slots instead (a stride of the
  * payload rounded up to 8 bytes; the same for 64-byte messages). Work-sharing
- * keeps one hand-back word per slot in an array after the slots, eight to a
- * line. */
+ * keeps a hand-back word for each slot in an array after the slots, eight
+ * to a line; a reader stores into one of them per claim. */
 #ifndef SPMC_PAD_SLOTS
 #define SPMC_PAD_SLOTS 1
 #endif
@@ -133,9 +133,14 @@ static void locate(struct spmc_queue *q, struct spmc_shm_header *h)
  * into the segment can keep a call spinning forever. */
 enum { MAX_RETRIES = 100000 };
 
-/* Share: the hand-back word of the slot for index i. It holds i while the
- * slot is free for message i or holds message i not yet copied out, and
- * i + capacity once the reader of message i has copied it out. */
+/* Share: the hand-back word of the slot for index i. A reader that has
+ * copied out the messages [start, end) of its claim stores end + capacity
+ * into the word of start's slot, and leaves the words of the claim's other
+ * slots alone: "the slots of messages start + capacity up to end +
+ * capacity are free". The writer follows these links from claim to claim
+ * (refresh_free()). A word the writer reaches before its link is stored
+ * holds a value from an earlier lap, at most the writer's own index (the
+ * creator starts slot i's word at i), which is no link. */
 static inline _Atomic uint64_t *slot_word(const struct spmc_queue *q, uint64_t i)
 {
     return &q->words[i & q->mask];
@@ -156,9 +161,10 @@ static inline unsigned char *slot_data(const struct spmc_queue *q, uint64_t i)
  * is asked for: the processor's own prefetcher follows a longer message. */
 enum { PREFETCH_AHEAD = 8 };
 
-/* Share: how many cache lines of hand-back words refresh_free() reads at
- * most, from the writer's index on (eight words a line). */
-enum { FREE_SCAN_LINES = 8 };
+/* Share: refresh_free() follows the readers' links until this many slots
+ * ahead of the writer are known to be free (eight claims of
+ * SPMC_CLAIM_MAX), or a link is missing. */
+enum { FREE_SCAN_SLOTS = 8 * SPMC_CLAIM_MAX };
 
 /* Bring the line at p into this core's cache, to be read. A hint only: it
  * never faults (even on an address outside the mapping) and changes no
@@ -758,36 +764,32 @@ static void refresh_limit(struct spmc_queue *q)
     q->limit = low + q->capacity;
 }
 
-/* Share: the cached limit says full; read the hand-back words from index
- * on, to the end of their cache line and FREE_SCAN_LINES - 1 lines more,
- * and push freely up to the first slot not handed back yet. The words of a
- * line are read together, so that the readers' hand-backs into that line
- * (right behind us when they keep up) do not take it from us message by
- * message. Eight lines are as many as one claim of SPMC_CLAIM_MAX hands
- * back, and the limit then runs far enough ahead for push_once() to ask
- * for slot lines early. Returns how many are free. */
+/* Share: the cached limit says full. Follow the readers' links from the
+ * writer's index on: each word we reach says where the claim that began in
+ * that slot a lap ago ended, so that its slots are free, and we read the
+ * word there next. Stop at the first slot whose claim is not handed back
+ * yet, or FREE_SCAN_SLOTS ahead. One load per claim of up to
+ * SPMC_CLAIM_MAX messages, where a word per slot took a line of words per
+ * eight messages (day5/README.md, "One hand-back word per claim"). A link
+ * never takes us more than a lap past our index. Returns how many slots
+ * are free. */
 static uint64_t refresh_free(struct spmc_queue *q)
 {
-    const uint64_t per_line = SPMC_CACHELINE / sizeof(uint64_t);
-    uint64_t j = q->index, end = (j | (per_line - 1)) + 1 + (FREE_SCAN_LINES - 1) * per_line;
-    /* Pairs with the release store of the word in hand_back(): the reader of
-     * slot j's last message, j - capacity, has copied it out (the word
-     * says j - capacity until then). Only that slot can hold us back. */
-    while (j != end && atomic_load_explicit(slot_word(q, j), memory_order_acquire) == j)
-        j++;
+    uint64_t j = q->index;
+    while (j - q->index < FREE_SCAN_SLOTS) {
+        /* Pairs with the release store of the word in hand_back(): the
+         * reader of the claim that began with message j - capacity has
+         * copied out all of it, up to the end it stored. */
+        const uint64_t end = atomic_load_explicit(slot_word(q, j), memory_order_acquire);
+        if (end - j - 1 >= q->capacity || end - q->index > q->capacity)
+            break; /* no link of this lap: not handed back yet (or a scribble) */
+        j = end;
+    }
     /* The slots up to j are ours to overwrite: ask for their lines now (the
      * first we write at once; the transfers of the next ones overlap it). */
     for (uint64_t k = q->index + 1; (int64_t)(j - k) > 0 && k - q->index <= PREFETCH_AHEAD; k++)
         prefetch_write(slot_data(q, k));
     q->limit = j;
-    /* Every word we read was free, so the ring is far from full: fetch
-     * the words the next call will read now. They were last written most
-     * of a lap ago, and each line takes a cache-line transfer we would
-     * otherwise wait for when we get there. (When the ring is full, those
-     * are the words the readers are about to hand back: reading them now
-     * would only take their lines from the readers, so we do not.) */
-    for (uint64_t k = end; j == end && k != end + FREE_SCAN_LINES * per_line; k += per_line)
-        __builtin_prefetch((const void *)slot_word(q, k), 0, 3);
     return j - q->index;
 }
 
@@ -1013,14 +1015,17 @@ static int claim_batch(struct spmc_queue *q)
 }
 
 /* Share: hand the slots of messages [from, to), which we claimed and have
- * copied out, back to the writer: "free for message j + capacity". */
+ * copied out, back to the writer: one link, to + capacity in the word of
+ * from's slot (see slot_word()). Nothing when the range is empty. */
 static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
 {
-    for (uint64_t j = from; j != to; j++)
+    if (from != to)
         /* Pairs with the acquire load of the word in refresh_free(): our
-         * copy is done before the writer reuses the slot. Only the reader
-         * that claimed message j moves this word on. */
-        atomic_store_explicit(slot_word(q, j), j + q->capacity, memory_order_release);
+         * copies are done before the writer reuses the slots. Only the
+         * reader that claimed message from (or took it over from a reader
+         * that left) stores into this word this lap: a plain store, no
+         * compare-and-swap. */
+        atomic_store_explicit(slot_word(q, from), to + q->capacity, memory_order_release);
 }
 
 static HOT_INLINE int pop_share(struct spmc_queue *q, void *out)
@@ -1049,10 +1054,10 @@ static HOT_INLINE int pop_share(struct spmc_queue *q, void *out)
     if ((int64_t)(q->seen_head - (i + PREFETCH_AHEAD)) > 0)
         prefetch_read(slot_data(q, i + PREFETCH_AHEAD));
     memcpy(out, slot_data(q, i), q->elem_size);
-    /* The whole claim is copied out: hand its slots back together. A
-     * writer that waits for them (the ring is full) reads their words as
-     * we write them; one burst of stores costs it a transfer or two of
-     * their lines, where one store per message would cost one each. */
+    /* The whole claim is copied out: hand its slots back, with one store.
+     * A writer that waits for them (the ring is full) reads that word as
+     * we write it: one line's transfer per claim, where a store per slot
+     * took eight. */
     if (q->index == q->claim_end)
         hand_back(q, q->claim_start, q->claim_end);
     return 0;

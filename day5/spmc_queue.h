@@ -23,11 +23,14 @@
  * publishes every message by storing `head` with release after the
  * payload; readers load it with acquire, and only when the head they know
  * is used up. In work-sharing mode each slot also has a 64-bit hand-back
- * word, in an array after the slots: `i` while the slot is free for message
- * i or holds it, `i + capacity` once the reader of message i has copied it
- * out (stored with release); the writer writes message i only once an
- * acquire load says `i` (a work-sharing ring has two slots at least).
- * Indices are free-running 64-bit counters; the slot of index i is
+ * word, in an array after the slots. A reader that has copied out the
+ * messages [start, end) of its claim stores `end + capacity` into the word
+ * of start's slot (with release), a link: "the slots of messages start +
+ * capacity up to end + capacity are free". The writer follows the links
+ * from word to word (acquire loads) and writes message i only once a link
+ * has reached past it; the words of a claim's other slots keep values of
+ * earlier laps, which are no links (a work-sharing ring has two slots at
+ * least). Indices are free-running 64-bit counters; the slot of index i is
  * `i & (capacity - 1)`.
  *
  * Concurrency: one thread per handle. Any number of reader handles (in any
@@ -65,10 +68,10 @@
 #endif
 /** Most messages a work-sharing reader claims at once, unless spmc_options.claim_max says otherwise. */
 #ifndef SPMC_CLAIM_DEFAULT
-#define SPMC_CLAIM_DEFAULT 64u
+#define SPMC_CLAIM_DEFAULT 256u
 #endif
 /** Largest spmc_options.claim_max. */
-#define SPMC_CLAIM_MAX 64u
+#define SPMC_CLAIM_MAX 256u
 /** Reader-table entries of a queue made by spmc_queue_create(). */
 #define SPMC_DEFAULT_READERS 16u
 /** Largest reader table a queue may have. */
@@ -115,7 +118,7 @@ struct spmc_shm_reader {
  * |    128 |   16 | read_index, leaving (own cache line)        | readers (share) |
  * |    192 | 64 x max_readers | reader table                     | readers    |
  * | 192 + 64 x max_readers | capacity x slot_size, rounded up to a line | slots: the payload | writer |
- * | after the slots | capacity x 8 | hand-back words, one per slot | readers (share) |
+ * | after the slots | capacity x 8 | hand-back words, one per slot; a claim's first slot's carries its link | readers (share) |
  *
  * Nothing lies between the reader table and the slots, in either mode: a
  * work-sharing reader hands a slot back through its word after the slots.

@@ -46,8 +46,8 @@ _Static_assert(SPMC_MAX_READERS <= 1024, "an entry number fits the 10 bits of a 
  * copying message i never touches the line the writer is filling with
  * message i + 1. SPMC_PAD_SLOTS=0 packs the slots instead (a stride of the
  * payload rounded up to 8 bytes; the same for 64-byte messages). Work-sharing
- * keeps one hand-back word per slot in an array after the slots, eight to a
- * line. */
+ * keeps a hand-back word for each slot in an array after the slots, eight
+ * to a line; a reader stores into one of them per claim. */
 #ifndef SPMC_PAD_SLOTS
 #define SPMC_PAD_SLOTS 1
 #endif
@@ -161,6 +161,10 @@ static int geometry_for(struct geometry *g, uint64_t elem_size, uint64_t capacit
         !capacity_fits_fanout(capacity, fanout) || claim_max == 0 ||
         claim_max > SPMC_CLAIM_MAX)
         return -EINVAL;
+    /* Share: no claim spans the whole ring, so that a slot's word never
+     * says "republished" by chance (see undelivered()). */
+    if (fanout == SPMC_SHARE && claim_max >= capacity)
+        claim_max = capacity - 1;
     uint64_t slot_size = slot_size_for(elem_size);
     size_t size = segment_size(slot_size, capacity, max_readers);
     if (size == 0)
@@ -216,9 +220,10 @@ static inline unsigned char *slot_data(const struct spmc_queue *q, uint64_t i)
  * is asked for: the processor's own prefetcher follows a longer message. */
 enum { PREFETCH_AHEAD = 8 };
 
-/* Share: how many cache lines of hand-back words refresh_free() reads at
- * most, from the writer's index on (eight words a line). */
-enum { FREE_SCAN_LINES = 8 };
+/* Share: refresh_free() follows the readers' links until this many slots
+ * ahead of the writer are known to be free (eight claims of
+ * SPMC_CLAIM_MAX), or a link is missing. */
+enum { FREE_SCAN_SLOTS = 8 * SPMC_CLAIM_MAX };
 
 /* Bring the line at p into this core's cache, to be read. A hint only: it
  * never faults (even on an address outside the mapping) and changes no
@@ -278,7 +283,8 @@ static inline uint64_t full_index(uint64_t ref, uint64_t pos)
 
 /* Share: a dead reader's message that reader e has taken over: the slot's
  * word with bit 63 set, e in bits 52-61 and (i + 1) mod 2^52 in bits 0-51.
- * Other values (i, i + capacity) stay below 2^63, so the two never meet. */
+ * The word's other values (indices and links) stay below 2^63, so the two
+ * never meet. */
 #define CLAIM_BIT (1ull << 63)
 
 static inline uint64_t claim_word(uint64_t i, unsigned e)
@@ -304,8 +310,8 @@ static inline uint64_t read_index_word(uint64_t pos, unsigned e)
 }
 
 /* Share: a reader's claim record, [start, start + n): start mod 2^52, n in
- * bits 52-58, bit 59 once the claim is on record (it won read_index). */
-#define ON_RECORD (1ull << 59)
+ * bits 52-60, bit 61 once the claim is on record (it won read_index). */
+#define ON_RECORD (1ull << 61)
 
 static inline uint64_t claim_record(uint64_t start, uint64_t n)
 {
@@ -314,7 +320,7 @@ static inline uint64_t claim_record(uint64_t start, uint64_t n)
 
 static inline uint64_t record_n(uint64_t c)
 {
-    return c >> 52 & 0x7f;
+    return c >> 52 & 0x1ff;
 }
 
 /* A reader entry's word: state in bits 0-1, generation in 2-31, the
@@ -548,8 +554,9 @@ static inline void wake_readers(struct spmc_queue *q)
 
 /* A reader has given room back, joined or left: the same, but for the
  * writer. A work-sharing reader gives room back at every claim, and the
- * fence there would wait for its stores to the slots' hand-back words,
- * lines the writer is reading: it cost about a quarter of day 6's speed.
+ * fence there would wait for its store to the claim's hand-back word, a
+ * line the writer is reading (measured when a reader stored a word per
+ * slot, it cost about a quarter of day 6's speed).
  * So when it can, the writer pays instead: a writer about to sleep makes
  * every process registered for it pass a full memory barrier
  * (membarrier(2), MEMBARRIER_CMD_GLOBAL_EXPEDITED, in wait_more()), between
@@ -885,17 +892,38 @@ static unsigned free_dead_entry(struct spmc_queue *q, unsigned e)
     return 1;
 }
 
-/* Share: hand the slots of messages [from, to), which this reader (or the
- * dead reader whose claim it settles) has copied out, back to the writer:
- * "free for message j + capacity". */
+/* Share: hand the slots of messages [from, to), which this reader has
+ * copied out (or taken over from a dead one), back to the writer: one
+ * link, to + capacity in the word of from's slot (see the header's
+ * comment). Nothing when the range is empty. */
 static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
 {
-    for (uint64_t j = from; j != to; j++)
-        /* Pairs with the acquire loads of the word in refresh_free(): the
-         * copy is done before the writer reuses the slot. Only the claim's
-         * holder moves this word on (or, once it is dead, its reaper). */
-        atomic_store_explicit(slot_word(q, j), j + q->capacity, memory_order_release);
+    if (from == to)
+        return;
+    /* Pairs with the acquire load of the word in refresh_free(): the
+     * copies are done before the writer reuses the slots. A plain store:
+     * while the claim (or the message taken over) is ours, nobody else
+     * stores into this word; a reaper or the writer touches it only once
+     * its holder is dead, and then by compare-and-swap (settle_delivered(),
+     * share_full()). */
+    atomic_store_explicit(slot_word(q, from), to + q->capacity, memory_order_release);
     wake_writer(q); /* it may be asleep waiting for these slots */
+}
+
+/* Share: does word s of message j's slot say that message j is neither
+ * handed back nor republished, nor taken over by anyone but entry e? A
+ * value from an earlier lap (an index or a link, below j + capacity: no
+ * claim spans the whole ring) or e's marker. Handed back, it reads more
+ * than j + capacity; republished by the writer, j + capacity. Asked only
+ * of the words a link can end at: a claim's first message, or one at or
+ * after the `done` of a dead reader's claim. (A message in the middle of a
+ * claim, delivered, still reads "undelivered": its word is not the claim's
+ * link.) */
+static inline int undelivered(const struct spmc_queue *q, uint64_t s, uint64_t j, unsigned e)
+{
+    if (is_claim(s))
+        return s == claim_word(j, e);
+    return (int64_t)(s - j) < (int64_t)q->capacity;
 }
 
 /* Entry e's holder is dead and we hold the entry's lock: the work-sharing
@@ -923,26 +951,29 @@ static int claim_of(const struct spmc_queue *q, unsigned e, uint64_t *start, uin
 }
 
 /* Entry e's holder is dead and we hold its lock: hand back the slots of the
- * messages it delivered but had not handed back yet (a reader hands a
- * claim's slots back together, once it has copied the last). */
+ * messages of its claim it delivered but had not handed back yet (a reader
+ * hands its claim back in one link, once it has copied the last). Those
+ * are the messages from the claim's start up to `done`, which only the
+ * holder moved: one link, once. */
 static void settle_delivered(struct spmc_queue *q, unsigned e)
 {
     uint64_t start, end;
     if (!claim_of(q, e, &start, &end))
         return;
     uint64_t done = atomic_load_explicit(&q->readers[e].done, memory_order_relaxed);
-    if ((uint64_t)(done - start) > end - start)
-        return; /* not a value the reader wrote */
-    for (uint64_t j = start; j != done; j++) {
-        uint64_t s = j; /* still "holds message j": not handed back */
-        /* Pairs with the acquire loads of the word in refresh_free(): the
-         * dead reader's copy was done before it died, and we took its
-         * lock after. */
-        (void)atomic_compare_exchange_strong_explicit(slot_word(q, j), &s, j + q->capacity,
-                                                      memory_order_release,
-                                                      memory_order_relaxed);
-    }
-    wake_writer(q); /* (a reader settling for the dead one) */
+    if (done == start || (uint64_t)(done - start) > end - start)
+        return; /* none delivered, or not a value the reader wrote */
+    _Atomic uint64_t *word = slot_word(q, start);
+    uint64_t s = atomic_load_explicit(word, memory_order_relaxed);
+    if (!undelivered(q, s, start, e))
+        return; /* handed back already (by the reader, or an earlier reaper) */
+    /* Pairs with the acquire loads of the word in refresh_free(): the
+     * dead reader's copies were done before it died, and we took its lock
+     * after. A compare-and-swap: should a hostile process store a link in
+     * between, ours does not overwrite it. */
+    if (atomic_compare_exchange_strong_explicit(word, &s, done + q->capacity,
+                                                memory_order_release, memory_order_relaxed))
+        wake_writer(q); /* (a reader settling for the dead one) */
 }
 
 /* Entry e's holder is dead and we hold its lock: did it leave a message
@@ -970,7 +1001,7 @@ static int orphan_of(const struct spmc_queue *q, unsigned e, uint64_t *index)
         done = start; /* not a value the reader wrote: look at the whole claim */
     for (uint64_t j = done; j != end; j++) {
         uint64_t s = atomic_load_explicit(slot_word(q, j), memory_order_relaxed);
-        if (s == j || s == claim_word(j, e)) {
+        if (undelivered(q, s, j, e)) {
             *index = j;
             return 1;
         }
@@ -1807,36 +1838,34 @@ COLD static int broadcast_full(struct spmc_queue *q)
     return (int64_t)(q->index - q->limit) < 0 ? 0 : -EAGAIN;
 }
 
-/* Share: the cached limit says full; read the hand-back words from index
- * on, to the end of their cache line and FREE_SCAN_LINES - 1 lines more,
- * and push freely up to the first slot not handed back yet. The words of a
- * line are read together, so that the readers' hand-backs into that line
- * (right behind us when they keep up) do not take it from us message by
- * message. Eight lines are as many as one claim of SPMC_CLAIM_MAX hands
- * back, and the limit then runs far enough ahead for push_once() to ask
- * for slot lines early. Returns how many are free. */
+/* Share: the cached limit says full. Follow the readers' links from the
+ * writer's index on: each word we reach says where the claim that began in
+ * that slot a lap ago ended (or the part of it a dead reader delivered, or
+ * the one message a reader took over from a dead one), so that its slots
+ * are free, and we read the word there next. Stop at the first slot whose claim is not handed back
+ * yet, or FREE_SCAN_SLOTS ahead. One load per claim of up to
+ * SPMC_CLAIM_MAX messages, where a word per slot took a line of words per
+ * eight messages (day5/README.md, "One hand-back word per claim"). A link
+ * never takes us more than a lap past our index. Returns how many slots
+ * are free. */
 static uint64_t refresh_free(struct spmc_queue *q)
 {
-    const uint64_t per_line = SPMC_CACHELINE / sizeof(uint64_t);
-    uint64_t j = q->index, end = (j | (per_line - 1)) + 1 + (FREE_SCAN_LINES - 1) * per_line;
-    /* Pairs with the release stores of the word in hand_back() and
-     * settle_delivered(): the reader of slot j's last message, j -
-     * capacity, has copied it out (the word says j - capacity until then). */
-    while (j != end && atomic_load_explicit(slot_word(q, j), memory_order_acquire) == j)
-        j++;
+    uint64_t j = q->index;
+    while (j - q->index < FREE_SCAN_SLOTS) {
+        /* Pairs with the release stores of the word in hand_back() and
+         * settle_delivered(): the reader of the claim that began with
+         * message j - capacity has copied out all of it, up to the end the
+         * link names. */
+        const uint64_t end = atomic_load_explicit(slot_word(q, j), memory_order_acquire);
+        if (end - j - 1 >= q->capacity || end - q->index > q->capacity)
+            break; /* no link of this lap: not handed back yet (or a scribble) */
+        j = end;
+    }
     /* The slots up to j are ours to overwrite: ask for their lines now (the
      * first we write at once; the transfers of the next ones overlap it). */
     for (uint64_t k = q->index + 1; (int64_t)(j - k) > 0 && k - q->index <= PREFETCH_AHEAD; k++)
         prefetch_write(slot_data(q, k));
     q->limit = j;
-    /* Every word we read was free, so the ring is far from full: fetch
-     * the words the next call will read now. They were last written most
-     * of a lap ago, and each line takes a cache-line transfer we would
-     * otherwise wait for when we get there. (When the ring is full, those
-     * are the words the readers are about to hand back: reading them now
-     * would only take their lines from the readers, so we do not.) */
-    for (uint64_t k = end; j == end && k != end + FREE_SCAN_LINES * per_line; k += per_line)
-        __builtin_prefetch((const void *)slot_word(q, k), 0, 3);
     return j - q->index;
 }
 
@@ -1865,12 +1894,12 @@ COLD static int share_full(struct spmc_queue *q)
     /* Pairs with the release stores of the word in hand_back(). */
     uint64_t s = atomic_load_explicit(slot_word(q, i), memory_order_acquire);
     unsigned e;
-    if (s == j)
-        e = owner_of(q, j); /* message j is in somebody's claim */
-    else if (is_claim(s) && (s & POS) == ((j + 1) & POS))
+    if (is_claim(s) && (s & POS) == ((j + 1) & POS))
         e = claimer(s); /* a reader took message j over from a dead one */
+    else if (!is_claim(s) && (int64_t)(s - j) < (int64_t)q->capacity)
+        e = owner_of(q, j); /* not handed back: message j is in somebody's claim */
     else
-        return -EAGAIN;
+        return -EAGAIN; /* handed back meanwhile (or a scribble): look again */
     SPMC_CRASH_POINT("push:full");
     if (e >= q->max_readers || lock_byte(q->fd, reader_lock(e)) != 0)
         return -EAGAIN; /* nobody's yet, or its reader is alive (perhaps stopped): wait */
@@ -1881,7 +1910,7 @@ COLD static int share_full(struct spmc_queue *q)
      * is still undelivered; readers claim it as message i. The payload is
      * the one we wrote (a reader only ever reads it). */
     s = atomic_load_explicit(slot_word(q, i), memory_order_relaxed);
-    if ((s == j || s == claim_word(j, e)) &&
+    if (undelivered(q, s, j, e) &&
         atomic_compare_exchange_strong_explicit(slot_word(q, i), &s, i, memory_order_relaxed,
                                                 memory_order_relaxed)) {
         atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed); /* a statistic */
@@ -1982,7 +2011,7 @@ static int take_orphan(struct spmc_queue *q, unsigned e, uint64_t j)
     uint64_t s = atomic_load_explicit(word, memory_order_relaxed);
     if (s == claim_word(j, q->entry_index))
         return 1; /* our entry's last holder had taken it over: ours */
-    if (s != j && s != claim_word(j, e))
+    if (!undelivered(q, s, j, e))
         return 0;
     atomic_store_explicit(&q->entry->held, j, memory_order_relaxed);
     if (!atomic_compare_exchange_strong_explicit(word, &s, claim_word(j, q->entry_index),
@@ -2251,10 +2280,10 @@ static HOT_INLINE int pop_share(struct spmc_queue *q, void *out)
     /* Delivered: should we die from here on, it is not delivered again. */
     atomic_store_explicit(&q->entry->done, i + 1, memory_order_relaxed);
     SPMC_CRASH_POINT("pop:delivered");
-    /* The whole claim is copied out: hand its slots back together. A
-     * writer that waits for them (the ring is full) reads their words as
-     * we write them; one burst of stores costs it a transfer or two of
-     * their lines, where one store per message would cost one each. */
+    /* The whole claim is copied out: hand its slots back, with one store.
+     * A writer that waits for them (the ring is full) reads that word as
+     * we write it: one line's transfer per claim, where a store per slot
+     * took eight. */
     if (q->index == q->claim_end)
         hand_back(q, q->claim_start, q->claim_end);
     return 0;

@@ -100,10 +100,10 @@
 #define SPMC_STATS_SLEEPS 1
 /** Most messages a work-sharing reader claims at once, unless spmc_options.claim_max says otherwise. */
 #ifndef SPMC_CLAIM_DEFAULT
-#define SPMC_CLAIM_DEFAULT 64u
+#define SPMC_CLAIM_DEFAULT 256u
 #endif
 /** Largest spmc_options.claim_max. */
-#define SPMC_CLAIM_MAX 64u
+#define SPMC_CLAIM_MAX 256u
 /** Reader-table entries of a queue made by spmc_queue_create(). */
 #define SPMC_DEFAULT_READERS 16u
 /** Largest reader table a queue may have. */
@@ -137,7 +137,7 @@ struct spmc_shm_reader {
     alignas(SPMC_CACHELINE) _Atomic uint64_t cursor; /**< broadcast: next index this reader takes, published every capacity/4 messages and before it waits */
     _Atomic uint64_t word;                           /**< state, generation and pid: see above */
     _Atomic uint64_t held;                           /**< share: the dead reader's message this reader takes over, or is about to */
-    _Atomic uint64_t claim;                          /**< share: this reader's claim, start (mod 2^52) in bits 0-51, length in bits 52-58, bit 59 once it is on record (see claim_batch()) */
+    _Atomic uint64_t claim;                          /**< share: this reader's claim, start (mod 2^52) in bits 0-51, length in bits 52-60, bit 61 once it is on record (see claim_batch()) */
     _Atomic uint64_t done;                           /**< share: the claim's messages below this index are delivered */
     _Atomic uint64_t asleep;                         /**< 1 while this reader is counted in the header's readers_asleep (a reaper uncounts a dead one) */
 };
@@ -159,13 +159,20 @@ struct spmc_shm_reader {
  * |    256 |   28 | readers_wake, writer_wake, readers_asleep, writer_asleep, writer_fences (own cache line) | both |
  * |    320 | 64 x max_readers | reader table                     | readers    |
  * |    ...  | capacity x slot_size, rounded up to a line | slots: the payload | writer |
- * |    ...  | capacity x 8 | hand-back words, one per slot | readers (share) |
+ * |    ...  | capacity x 8 | hand-back words, one per slot; a claim's first slot's carries its link | readers (share) |
  *
- * The writer publishes every message by storing `head`. A slot's 64-bit
- * hand-back word (work-sharing) says: `i` "free for message i, or holds
- * it"; `i + capacity` "message i copied out"; bit 63 set, an entry number in
- * bits 52-61 and `(i + 1) mod 2^52` in bits 0-51: "message i, left
- * undelivered by a dead reader, taken over by that entry's reader".
+ * The writer publishes every message by storing `head`. The 64-bit
+ * hand-back word of the slot of message i (work-sharing) says, this lap:
+ * more than `i + capacity`, a link `end + capacity`, "the messages from i
+ * up to end are copied out, their slots free" (stored by the reader that
+ * claimed them from i, by a reaper for a dead one, or by a reader that took
+ * message i over: end = i + 1); `i + capacity` "message i, left undelivered
+ * by a dead reader, republished by the writer as message i + capacity"; bit
+ * 63 set, an entry number in bits 52-61 and `(i + 1) mod 2^52` in bits
+ * 0-51: "message i, left undelivered by a dead reader, taken over by that
+ * entry's reader"; anything less than `i + capacity`, a value of an
+ * earlier lap: none of these yet. The writer follows the links from word
+ * to word; the words of a claim's other slots are left alone.
  * `read_index` holds the next position to claim mod 2^52 and, in bits
  * 52-63, 1 + the entry that claimed last. Indices are free-running 64-bit
  * counters; the slot of index i is `i & (capacity - 1)`.
@@ -227,7 +234,7 @@ struct spmc_options {
     enum spmc_fanout fanout; /**< SPMC_BROADCAST or SPMC_SHARE */
     unsigned max_readers;    /**< reader-table entries, 1..SPMC_MAX_READERS */
     unsigned perm;           /**< permission bits of the segment: 0 means 0600; 0660 opens it to the group */
-    unsigned claim_max;      /**< share: most messages a reader claims at once, 1..SPMC_CLAIM_MAX; 0 means SPMC_CLAIM_DEFAULT. A reader that stops popping holds the rest of its claim back from the others until it pops again or leaves: choose 1 when each message is long work. */
+    unsigned claim_max;      /**< share: most messages a reader claims at once, 1..SPMC_CLAIM_MAX; 0 means SPMC_CLAIM_DEFAULT; capacity - 1 at most (less than a whole ring: a larger value is taken as capacity - 1). A reader that stops popping holds the rest of its claim back from the others until it pops again or leaves: choose 1 when each message is long work. */
 };
 
 /** A process's handle on a queue. The caller owns the storage; the
