@@ -212,10 +212,9 @@ static inline unsigned char *slot_data(const struct spmc_queue *q, uint64_t i)
  * is asked for: the processor's own prefetcher follows a longer message. */
 enum { PREFETCH_AHEAD = 8 };
 
-/* Share: refresh_free() follows the readers' links until this many slots
- * ahead of the writer are known to be free (eight claims of
- * SPMC_CLAIM_MAX), or a link is missing. */
-enum { FREE_SCAN_SLOTS = 8 * SPMC_CLAIM_MAX };
+/* Share: how many cache lines of hand-back words refresh_free() reads at
+ * most beyond the ones it must (eight words a line). */
+enum { FREE_SCAN_LINES = 8 };
 
 /* Bring the line at p into this core's cache, to be read. A hint only: it
  * never faults (even on an address outside the mapping) and changes no
@@ -949,37 +948,23 @@ static unsigned free_dead_entry(struct spmc_queue *q, unsigned e)
     return 1;
 }
 
-/* Share: hand the slots [from, to) of records this reader has released
- * (or padding, or a record it took over from a dead reader) back to the
- * writer: one link, to + capacity in the word of from's slot (see the
- * header's comment). Nothing when the range is empty. */
+/* Share: hand the slots [from, to) of records this reader (or the dead
+ * reader whose claim it settles) has released back to the writer: "free
+ * for index j + capacity". The last slot first: whoever sees a record's
+ * first slot handed back knows that all its slots are (orphan_of() walks
+ * a dead reader's claim on that rule). */
 static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
 {
-    if (from == to)
-        return;
-    /* Pairs with the acquire loads of the word in refresh_free() and
-     * orphan_of(): the copies are done before the writer reuses the slots.
-     * A plain store: while the claim (or the record taken over) is ours,
-     * nobody else stores into this word; a reaper or the writer touches it
-     * only once its holder is dead, and then by compare-and-swap
-     * (settle_delivered(), share_full()). */
-    atomic_store_explicit(slot_word(q, from), to + q->capacity, memory_order_release);
+    for (uint64_t j = to; j != from;) {
+        j--;
+        /* Pairs with the acquire loads of the word in refresh_free() and
+         * orphan_of(): the copy is done before the writer reuses the slot,
+         * and the later slots' words are stored before this one. Only the
+         * claim's holder moves this word on (or, once it is dead, its
+         * reaper). */
+        atomic_store_explicit(slot_word(q, j), j + q->capacity, memory_order_release);
+    }
     wake_writer(q); /* it may be asleep waiting for these slots */
-}
-
-/* Share: does word s of the slot of the record at index j say that the
- * record is neither handed back nor republished, nor taken over by anyone
- * but entry e? A value from an earlier lap (an index or a link, below j +
- * capacity: a claim stays within half the ring) or e's marker. Handed
- * back, it reads more than j + capacity; republished by the writer, j +
- * capacity. Asked only of the words a link can end at: a claim's first
- * record, or one at or after the start of a dead reader's claim record
- * (which settle_delivered() and the takers move on). */
-static inline int undelivered(const struct spmc_queue *q, uint64_t s, uint64_t j, unsigned e)
-{
-    if (is_claim(s))
-        return s == claim_word(j, e);
-    return (int64_t)(s - j) < (int64_t)q->capacity;
 }
 
 /* Entry e's holder is dead and we hold the entry's lock: the work-sharing
@@ -1006,77 +991,43 @@ static int claim_of(const struct spmc_queue *q, unsigned e, uint64_t *start, uin
     return (uint64_t)(head - *start) >= n;
 }
 
-/* Entry e's holder is dead and we hold its lock: the records of its claim
- * before @p to are settled (released and handed back, taken over by
- * another reader, or republished by the writer). Move its claim record's
- * start, and `done`, on to there, so that nobody walks them again: the
- * writer may reuse their slots, headers included, once they are handed
- * back. The claim's end stays, so that claim_of() still finds the claim
- * won; a compare-and-swap, since put_on_record() may set ON_RECORD
- * meanwhile. */
-static void advance_claim(const struct spmc_queue *q, unsigned e, uint64_t to)
-{
-    _Atomic uint64_t *record = &q->readers[e].claim;
-    uint64_t start, end;
-    if (!claim_of(q, e, &start, &end) || (uint64_t)(to - start) > end - start)
-        return; /* not within the claim: nothing to move */
-    uint64_t c = atomic_load_explicit(record, memory_order_relaxed);
-    for (int tries = 0; tries < MAX_RETRIES; tries++) {
-        if (record_n(c) != end - start)
-            return; /* changed under our lock: only a hostile process does that */
-        /* Relaxed: read by whoever holds e's lock next, after us. */
-        if (atomic_compare_exchange_weak_explicit(record, &c,
-                                                  claim_record(to, end - to) | (c & ON_RECORD),
-                                                  memory_order_relaxed, memory_order_relaxed))
-            break;
-    }
-    atomic_store_explicit(&q->readers[e].done, to, memory_order_relaxed);
-}
-
 /* Entry e's holder is dead and we hold its lock: hand back the slots of the
- * records of its claim it released but had not handed back yet (a reader
- * hands its claim back in one link, after the claim's last release). Those
- * are the records from the claim's start up to `done`, which only the
- * holder moved: one link, then the claim record moved on past them. */
+ * records of its claim it released but had not handed back yet (it died
+ * before the claim's last release, or in the middle of the hand-back). */
 static void settle_delivered(struct spmc_queue *q, unsigned e)
 {
     uint64_t start, end;
     if (!claim_of(q, e, &start, &end))
         return;
     uint64_t done = atomic_load_explicit(&q->readers[e].done, memory_order_relaxed);
-    if (done == start || (uint64_t)(done - start) > end - start)
-        return; /* none released (or settled already), or not a value the reader wrote */
-    _Atomic uint64_t *word = slot_word(q, start);
-    uint64_t s = atomic_load_explicit(word, memory_order_relaxed);
-    /* Pairs with the acquire loads of the word in refresh_free(): the
-     * dead reader's copies were done before it died, and we took its lock
-     * after. Only if no link is there yet (the reader stored it before it
-     * died, or we died here before moving the record on). */
-    if (undelivered(q, s, start, e) &&
-        atomic_compare_exchange_strong_explicit(word, &s, done + q->capacity,
-                                                memory_order_release, memory_order_relaxed))
-        wake_writer(q); /* (a reader settling for the dead one) */
-    advance_claim(q, e, done);
+    if ((uint64_t)(done - start) > end - start)
+        return; /* not a value the reader wrote */
+    for (uint64_t j = start; j != done; j++) {
+        uint64_t s = j; /* still "holds index j": not handed back */
+        /* Pairs with the acquire loads of the word in refresh_free(): the
+         * dead reader's copy was done before it died, and we took its
+         * lock after. */
+        (void)atomic_compare_exchange_strong_explicit(slot_word(q, j), &s, j + q->capacity,
+                                                      memory_order_release,
+                                                      memory_order_relaxed);
+    }
+    wake_writer(q); /* (a reader settling for the dead one) */
 }
 
-/* Entry e's holder is dead and we hold its lock (or e is our own entry):
- * did it leave a record unreleased? The one it had taken over from another
- * dead reader itself (`held`, named by the record's first slot), or one of
- * its claim that nobody has taken over. 1 with *index, the record's first
- * index, set if so.
+/* Entry e's holder is dead and we hold its lock: did it leave a record
+ * unreleased? The one it had taken over from another dead reader itself
+ * (`held`, named by the record's first slot), or one of its claim that
+ * `done` does not say released and nobody has taken over. 1 with *index,
+ * the record's first index, set if so.
  *
- * The claim record's start is the first record nobody had settled when it
- * was last moved on (settle_delivered(), take_orphan(), share_full()); from
- * there the records are walked by their first slots' words, and the start
- * moved on to the first unsettled one. Behind the start are only records a
- * taker or the writer settled and then died before moving it on: one taken
- * over is skipped by its header, which nobody rewrites while the record is
- * held; one handed back, to its link's end; one the writer republished, by
- * its header too, rewritten for the index a lap on with the same length
- * (a record nobody has handed back is passed by the writer no other way,
- * so that is also what a word of a later lap, or a header rewritten for it,
- * means; a header rewritten two laps on says the writer has been past the
- * whole claim: nothing is left in it). */
+ * The records of the claim from `done` on are walked by their first
+ * slots' words. A record that a live reader has taken over (the word names
+ * that reader) is skipped by its header, which nobody rewrites while the
+ * record is held. A slot handed back is skipped alone: the record it was
+ * part of has all its slots handed back (hand_back() stores the first slot
+ * last), and the writer may have reused them since, header included, for
+ * a record that lies within them (the slots after them are not handed
+ * back, so it cannot go further). */
 static int orphan_of(const struct spmc_queue *q, unsigned e, uint64_t *index)
 {
     /* Relaxed: the holder is dead, its last stores are all visible. */
@@ -1093,39 +1044,38 @@ static int orphan_of(const struct spmc_queue *q, unsigned e, uint64_t *index)
     uint64_t start, end;
     if (!claim_of(q, e, &start, &end))
         return 0;
-    uint64_t k = start;
-    for (int tries = 0; (int64_t)(end - k) > 0 && tries < MAX_RETRIES; tries++) {
-        /* Pairs with the release stores of the word in hand_back() and
-         * settle_delivered(). */
+    uint64_t k = atomic_load_explicit(&q->readers[e].done, memory_order_relaxed);
+    if ((uint64_t)(k - start) > end - start)
+        k = start; /* not a value the reader wrote: walk the whole claim */
+    for (int tries = 0; k != end && tries < MAX_RETRIES; tries++) {
+        /* Pairs with the release stores of the word in hand_back(). */
         const uint64_t s = atomic_load_explicit(slot_word(q, k), memory_order_acquire);
-        if (undelivered(q, s, k, e)) {
-            advance_claim(q, e, k);
+        if (s == k || s == claim_word(k, e)) {
             *index = k;
             return 1;
         }
-        if (!is_claim(s) && s - k - q->capacity - 1 < q->capacity) {
-            k = s - q->capacity; /* handed back, up to the link's end */
+        if (is_claim(s)) { /* another reader has it: skip its slots */
+            if ((s & POS) != ((k + 1) & POS))
+                return 0; /* not a value the queue writes */
+            const uint64_t hw = atomic_load_explicit(header_of(q, k), memory_order_relaxed);
+            /* The header is the record's if the word still names its
+             * taker after it: the writer rewrites a header only after it
+             * has seen the word handed back (acquire), so had we read its
+             * new header, this load would see that hand-back. */
+            atomic_thread_fence(memory_order_acquire);
+            if (atomic_load_explicit(slot_word(q, k), memory_order_relaxed) != s)
+                continue; /* handed back meanwhile: look again */
+            struct record r;
+            if (check_record(q, hw, k, end, &r) != 0)
+                return 0;
+            k += r.slots;
             continue;
         }
-        /* Taken over by another reader this lap: its header is the one the
-         * record was claimed with. Anything else: republished, with the
-         * header rewritten for the index a lap on (or not yet). */
-        const int held = is_claim(s) && (s & POS) == ((k + 1) & POS);
-        const uint64_t hw = atomic_load_explicit(header_of(q, k), memory_order_relaxed);
-        /* The header of a record held is the record's if the word still
-         * names its taker after it: the writer rewrites a header only after
-         * it has seen the record handed back (acquire), so had we read its
-         * new header, this load would see that hand-back. */
-        atomic_thread_fence(memory_order_acquire);
-        if (atomic_load_explicit(slot_word(q, k), memory_order_relaxed) != s)
-            continue; /* moved on meanwhile: look again */
-        /* Pairs with the release stores of head. */
-        const uint64_t now = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
-        struct record r;
-        if (check_record(q, hw, k, now, &r) != 0 &&
-            (held || check_record(q, hw, k + q->capacity, now, &r) != 0))
-            return 0; /* rewritten two laps on (or a scribble) */
-        k += r.slots;
+        if ((int64_t)(s - k) > 0 && (s - k) % q->capacity == 0) {
+            k++; /* handed back (and perhaps reused since) */
+            continue;
+        }
+        return 0; /* not a value the queue writes */
     }
     return 0;
 }
@@ -1963,35 +1913,40 @@ COLD static int broadcast_full(struct spmc_queue *q, uint64_t n)
     return (int64_t)(q->index + n - q->limit) <= 0 ? 0 : -EAGAIN;
 }
 
-/* Share: the cached limit says there is no room for @p n more slots.
- * Follow the readers' links from the limit on: each word we reach says
- * where the claim that began in that slot a lap ago ended (or the part of
- * it a dead reader released, or a record a reader took over from a dead
- * one, or padding), so that its slots are free, and we read the word there
- * next. Stop at the first slot whose claim is not handed back yet, once
- * index + n is free and FREE_SCAN_SLOTS are known (the limit then runs far
- * enough ahead for reserve_once() to ask for slot lines early). One load
- * per claim; a link never takes us more than a lap past our index. 0 when
- * there is room now. */
+/* Share: the cached limit says there is no room for @p n more slots; read
+ * the hand-back words from the limit on, up to index + n, then to the end
+ * of their cache line and FREE_SCAN_LINES - 1 lines more, and push freely
+ * up to the first slot not handed back yet. The words of a line are read
+ * together, so that the readers' hand-backs into that line (right behind us
+ * when they keep up) do not take it from us record by record; and eight
+ * lines are as many as one claim of SPMC_CLAIM_MAX slots hands back. The
+ * limit then runs far enough ahead for reserve_once() to ask for slot
+ * lines early. 0 when there is room now. */
 static int refresh_free(struct spmc_queue *q, uint64_t n)
 {
+    const uint64_t per_line = SPMC_CACHELINE / sizeof(uint64_t);
     const uint64_t want = q->index + n;
     uint64_t j = (int64_t)(q->limit - q->index) > 0 ? q->limit : q->index;
-    while ((int64_t)(j - want) < 0 || j - q->index < FREE_SCAN_SLOTS) {
-        /* Pairs with the release stores of the word in hand_back() and
-         * settle_delivered(): the readers of the claim that began in slot j
-         * a lap ago have released all of it, up to the end the link
-         * names. */
-        const uint64_t end = atomic_load_explicit(slot_word(q, j), memory_order_acquire);
-        if (end - j - 1 >= q->capacity || end - q->index > q->capacity)
-            break; /* no link of this lap: not handed back yet (or a scribble) */
-        j = end;
-    }
+    uint64_t end = (want - 1) | (per_line - 1);
+    end += 1 + (FREE_SCAN_LINES - 1) * per_line;
+    /* Pairs with the release stores of the word in hand_back() and
+     * settle_delivered(): the reader of the record that last used slot j
+     * has released it (the word says j - capacity until then). */
+    while (j != end && atomic_load_explicit(slot_word(q, j), memory_order_acquire) == j)
+        j++;
     /* The slots up to j are ours to overwrite: ask for their lines now (the
      * first we write at once; the transfers of the next ones overlap it). */
     for (uint64_t k = q->index + 1; (int64_t)(j - k) > 0 && k - q->index <= PREFETCH_AHEAD; k++)
         prefetch_write(slot_data(q, k));
     q->limit = j;
+    /* Every word we read was free, so the ring is far from full: fetch
+     * the words the next call will read now. They were last written most
+     * of a lap ago, and each line takes a cache-line transfer we would
+     * otherwise wait for when we get there. (When the ring is full, those
+     * are the words the readers are about to hand back: reading them now
+     * would only take their lines from the readers, so we do not.) */
+    for (uint64_t k = end; j == end && k != end + FREE_SCAN_LINES * per_line; k += per_line)
+        __builtin_prefetch((const void *)slot_word(q, k), 0, 3);
     return (int64_t)(want - j) <= 0 ? 0 : -EAGAIN;
 }
 
@@ -2037,12 +1992,12 @@ COLD static int share_full(struct spmc_queue *q)
     /* Pairs with the release stores of the word in hand_back(). */
     uint64_t s = atomic_load_explicit(slot_word(q, b), memory_order_acquire);
     unsigned e;
-    if (is_claim(s) && (s & POS) == ((j + 1) & POS))
+    if (s == j)
+        e = owner_of(q, j); /* the record at j is in somebody's claim */
+    else if (is_claim(s) && (s & POS) == ((j + 1) & POS))
         e = claimer(s); /* a reader took the record at j over from a dead one */
-    else if (!is_claim(s) && (int64_t)(s - j) < (int64_t)q->capacity)
-        e = owner_of(q, j); /* not handed back: the record at j is in somebody's claim */
     else
-        return -EAGAIN; /* handed back meanwhile (or a scribble): look again */
+        return -EAGAIN;
     SPMC_CRASH_POINT("push:full");
     if (e >= q->max_readers || lock_byte(q->fd, reader_lock(e)) != 0)
         return -EAGAIN; /* nobody's yet, or its reader is alive (perhaps stopped): wait */
@@ -2054,17 +2009,17 @@ COLD static int share_full(struct spmc_queue *q)
     int ok = check_record(q, h, j, b, &r) == 0;
     /* s was read before we held the lock: meanwhile another reaper may have
      * delivered that record. The compare-and-swap moves it on only if it
-     * is still unreleased: to b, "republished", a record that readers claim
-     * as the one at b (the payload is the one we wrote: a reader only ever
-     * reads it), or, for padding, to a link: its slots are free. */
+     * is still unreleased: "holds index b", a record that readers claim as
+     * the one at b (the payload is the one we wrote: a reader only ever
+     * reads it), or, for padding, "free for index b". */
     s = atomic_load_explicit(slot_word(q, b), memory_order_relaxed);
-    const int moved = ok && undelivered(q, s, j, e) &&
-                      atomic_compare_exchange_strong_explicit(slot_word(q, b), &s,
-                                                              r.pad ? b + r.slots : b,
+    const int moved = ok && (s == j || s == claim_word(j, e)) &&
+                      atomic_compare_exchange_strong_explicit(slot_word(q, b), &s, b,
                                                               memory_order_relaxed,
                                                               memory_order_relaxed);
     if (moved) {
-        advance_claim(q, e, j + r.slots); /* (if it is e's claim, not a record e took over) */
+        for (uint64_t k = 1; k < r.slots; k++) /* its other slots: ours, we hold e's lock */
+            atomic_store_explicit(slot_word(q, b + k), b + k, memory_order_relaxed);
         q->check_now = 1; /* its claim may hold more records: look again at once */
     }
     if (moved && !r.pad) {
@@ -2274,7 +2229,7 @@ static int take_orphan(struct spmc_queue *q, unsigned e, uint64_t j)
     uint64_t s = atomic_load_explicit(word, memory_order_relaxed);
     if (s == claim_word(j, q->entry_index))
         return 1; /* our entry's last holder had taken it over: ours */
-    if (!undelivered(q, s, j, e))
+    if (s != j && s != claim_word(j, e))
         return 0;
     atomic_store_explicit(&q->entry->held, j, memory_order_relaxed);
     if (!atomic_compare_exchange_strong_explicit(word, &s, claim_word(j, q->entry_index),
@@ -2282,12 +2237,6 @@ static int take_orphan(struct spmc_queue *q, unsigned e, uint64_t j)
         return 0;
     atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed); /* a statistic */
     SPMC_CRASH_POINT("reap:slot");
-    /* Settled, for e's claim: move its record on past it (we hold e's lock;
-     * the record's header is intact while we hold the record). */
-    struct record r;
-    if (check_record(q, atomic_load_explicit(header_of(q, j), memory_order_relaxed), j, head,
-                     &r) == 0)
-        advance_claim(q, e, j + r.slots);
     return 1;
 }
 
@@ -2657,8 +2606,8 @@ static int peek_share(struct spmc_queue *q)
 }
 
 /* Share: done with the record we looked at: released. Its slots go back
- * with the claim's last release, all of the claim's together (one link, as
- * in day 5's pop_share()). */
+ * with the claim's last release, all of the claim's together (one burst of
+ * stores, as in day 5's pop_share()). */
 static int release_share(struct spmc_queue *q)
 {
     SPMC_CRASH_POINT("pop:copied");

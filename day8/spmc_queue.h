@@ -119,10 +119,10 @@
  *  says otherwise: so many records of up to SPMC_SLOT bytes, fewer longer
  *  ones; a record longer than that is claimed alone. */
 #ifndef SPMC_CLAIM_DEFAULT
-#define SPMC_CLAIM_DEFAULT 256u
+#define SPMC_CLAIM_DEFAULT 64u
 #endif
 /** Largest spmc_options.claim_max. */
-#define SPMC_CLAIM_MAX 256u
+#define SPMC_CLAIM_MAX 64u
 /** Reader-table entries of a queue made by spmc_queue_create(). */
 #define SPMC_DEFAULT_READERS 16u
 /** Largest reader table a queue may have. */
@@ -156,7 +156,7 @@ struct spmc_shm_reader {
     alignas(SPMC_CACHELINE) _Atomic uint64_t cursor; /**< broadcast: next index this reader takes, published each time it passes a quarter of the ring, and before it waits */
     _Atomic uint64_t word;                           /**< state, generation and pid: see above */
     _Atomic uint64_t held;                           /**< share: the dead reader's record (its first index) this reader takes over, or is about to */
-    _Atomic uint64_t claim;                          /**< share: this reader's claim, one or more records: its first slot (mod 2^40) in bits 0-39, its slots in bits 40-62, bit 63 once it is on record (see claim_record()); once its reader is dead, whoever holds its lock moves the start on past the records settled */
+    _Atomic uint64_t claim;                          /**< share: this reader's claim, one or more records: its first slot (mod 2^40) in bits 0-39, its slots in bits 40-62, bit 63 once it is on record (see claim_record()) */
     _Atomic uint64_t done;                           /**< share: the claim's slots below this index are delivered (the claim's start, then the end of each record it releases) */
     _Atomic uint64_t asleep;                         /**< 1 while this reader is counted in the header's readers_asleep (a reaper uncounts a dead one) */
 };
@@ -178,7 +178,7 @@ struct spmc_shm_reader {
  * |    256 |   28 | readers_wake, writer_wake, readers_asleep, writer_asleep, writer_fences (own cache line) | both |
  * |    320 | 64 x max_readers | reader table                     | readers    |
  * |    ...  | capacity x 64 | slots: the records | writer |
- * |    ...  | capacity x 8 | hand-back words, one per slot; a claim's first slot's carries its link | readers (share) |
+ * |    ...  | capacity x 8 | hand-back words, one per slot | readers (share) |
  * |    ...  | capacity x 8 | record headers, one per slot | writer |
  *
  * A record that starts at index i, in slot s = `i & (capacity - 1)`, has
@@ -191,18 +191,11 @@ struct spmc_shm_reader {
  * checks it, and never reads it again. Indices count slots, not records.
  *
  * The writer publishes every record by storing `head` (the index after it).
- * The 64-bit hand-back word of the slot of index i (work-sharing) says,
- * this lap: more than `i + capacity`, a link `end + capacity`, "the slots
- * from i up to end are released, free" (stored in the word of a claim's
- * first slot by the reader that claimed them, by a reaper for a dead one,
- * or by a reader that took the record at i over, or for padding); `i +
- * capacity` "the record at i, left unreleased by a dead reader, republished
- * by the writer as the record at i + capacity"; bit 63 set, an entry number
- * in bits 52-61 and `(i + 1) mod 2^52` in bits 0-51: "the record at index
- * i, left unreleased by a dead reader, taken over by that entry's reader";
- * anything less than `i + capacity`, a value of an earlier lap: none of
- * these yet. The writer follows the links from word to word; the words of
- * a claim's other slots are left alone.
+ * A slot's 64-bit hand-back word (work-sharing) says: `i` "free for index
+ * i, or holds it"; `i + capacity` "index i released"; bit 63 set, an entry
+ * number in bits 52-61 and `(i + 1) mod 2^52` in bits 0-51: "the record at
+ * index i, left unreleased by a dead reader, taken over by that entry's
+ * reader" (on the record's first slot only).
  * `read_index` holds the next position to claim mod 2^52 and, in bits
  * 52-63, 1 + the entry that claimed last. Indices are free-running 64-bit
  * counters; the slot of index i is `i & (capacity - 1)`.
