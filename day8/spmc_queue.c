@@ -1055,7 +1055,15 @@ static int orphan_of(const struct spmc_queue *q, unsigned e, uint64_t *index)
             return 1;
         }
         if (is_claim(s)) { /* another reader has it: skip its slots */
-            if ((s & POS) != ((k + 1) & POS))
+            const uint64_t laps = ((s & POS) - ((k + 1) & POS)) & POS;
+            if (laps != 0 && laps % q->capacity == 0) {
+                /* A record of a later lap, taken over: the writer has been
+                 * past this slot since, so it was handed back (or
+                 * republished) in ours. Skipped alone, as below. */
+                k++;
+                continue;
+            }
+            if (laps != 0)
                 return 0; /* not a value the queue writes */
             const uint64_t hw = atomic_load_explicit(header_of(q, k), memory_order_relaxed);
             /* The header is the record's if the word still names its
