@@ -914,7 +914,10 @@ static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
  * handed back nor republished, nor taken over by anyone but entry e? A
  * value from an earlier lap (an index or a link, below j + capacity: no
  * claim spans the whole ring) or e's marker. Handed back, it reads more
- * than j + capacity; republished by the writer, j + capacity. Asked only
+ * than j + capacity; republished by the writer, j + capacity, but only
+ * once head has passed j + capacity: share_full() stores that word before
+ * it publishes the message anew, and a writer that died in between left
+ * message j undelivered, to be taken over like any other. Asked only
  * of the words a link can end at: a claim's first message, or one at or
  * after the `done` of a dead reader's claim. (A message in the middle of a
  * claim, delivered, still reads "undelivered": its word is not the claim's
@@ -923,6 +926,9 @@ static inline int undelivered(const struct spmc_queue *q, uint64_t s, uint64_t j
 {
     if (is_claim(s))
         return s == claim_word(j, e);
+    if (s == j + q->capacity)
+        /* Pairs with the release store of head in share_full(). */
+        return (int64_t)(atomic_load_explicit(&q->hdr->head, memory_order_acquire) - s) <= 0;
     return (int64_t)(s - j) < (int64_t)q->capacity;
 }
 
@@ -1914,6 +1920,7 @@ COLD static int share_full(struct spmc_queue *q)
         atomic_compare_exchange_strong_explicit(slot_word(q, i), &s, i, memory_order_relaxed,
                                                 memory_order_relaxed)) {
         atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed); /* a statistic */
+        SPMC_CRASH_POINT("reap:republished"); /* (undelivered() still says so) */
         q->index = i + 1;
         /* The publication: pairs with the acquire loads of head in
          * claim_batch() and the rescuers. */

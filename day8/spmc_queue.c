@@ -324,6 +324,23 @@ static int check_record(const struct spmc_queue *q, uint64_t h, uint64_t i, uint
     return r->slots <= to_end && r->slots <= (uint64_t)(head - i) ? 0 : -EPROTO;
 }
 
+/* Share: check_record() for the record at index k that a dead reader left,
+ * whose header h a rescuer reads (@p head loaded before, @p limit as
+ * check_record()'s). As the writer wrote it for k, or rewritten for k +
+ * capacity, with the same length, by a writer that was republishing the
+ * record (share_full() rewrites the header before it publishes the record
+ * anew; head is not past k + capacity yet, or we would not look). */
+static int check_left_record(const struct spmc_queue *q, uint64_t h, uint64_t k, uint64_t head,
+                             uint64_t limit, struct record *r)
+{
+    if (check_record(q, h, k, limit, r) == 0)
+        return 0;
+    const uint64_t b = k + q->capacity;
+    if ((int64_t)(head - b) > 0 || (uint32_t)(h >> 32) != (uint32_t)b)
+        return -EPROTO;
+    return check_record(q, header_word(k, h & 0xffffffffu), k, limit, r);
+}
+
 /* Positions carried in 52 bits: a claim marker, read_index. POS masks
  * them. (A claim record carries 40: see record_start().) */
 #define POS ((1ull << 52) - 1)
@@ -346,6 +363,23 @@ static inline int is_claim(uint64_t s)
 static inline unsigned claimer(uint64_t s)
 {
     return (unsigned)(s >> 52 & 0x3ff);
+}
+
+/* Share: does word s of slot k say that the record at index k is there,
+ * neither handed back nor taken over, given head? It does when it reads
+ * k ("free for index k", and the writer has written the record since). A
+ * record the writer republishes as its record k (share_full()) is the
+ * exception: its word still names the record of the lap before (k -
+ * capacity, or a reader's claim on it) until head has passed k, and the
+ * writer moves it on to k only after that. Such a word with head past k
+ * says "holds k" too: the writer writes a slot again only once its word
+ * is handed back, or to republish the record there. */
+static inline int holds_index(const struct spmc_queue *q, uint64_t s, uint64_t k, uint64_t head)
+{
+    if (s == k)
+        return 1;
+    const uint64_t j = k - q->capacity;
+    return (int64_t)(head - k) > 0 && (s == j || (is_claim(s) && (s & POS) == ((j + 1) & POS)));
 }
 
 /* Share: read_index holds the next position to claim and 1 + the entry
@@ -1002,14 +1036,21 @@ static void settle_delivered(struct spmc_queue *q, unsigned e)
     uint64_t done = atomic_load_explicit(&q->readers[e].done, memory_order_relaxed);
     if ((uint64_t)(done - start) > end - start)
         return; /* not a value the reader wrote */
+    /* Pairs with the release stores of head (see holds_index()). */
+    const uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
     for (uint64_t j = start; j != done; j++) {
-        uint64_t s = j; /* still "holds index j": not handed back */
-        /* Pairs with the acquire loads of the word in refresh_free(): the
-         * dead reader's copy was done before it died, and we took its
-         * lock after. */
-        (void)atomic_compare_exchange_strong_explicit(slot_word(q, j), &s, j + q->capacity,
-                                                      memory_order_release,
-                                                      memory_order_relaxed);
+        _Atomic uint64_t *word = slot_word(q, j);
+        uint64_t s = atomic_load_explicit(word, memory_order_relaxed);
+        /* While it still "holds index j" (not handed back). Pairs with the
+         * acquire loads of the word in refresh_free(): the dead reader's
+         * copy was done before it died, and we took its lock after. Tried
+         * again if it fails: a writer that republished the record as j
+         * may move the word on to j in between (share_full()). */
+        for (int tries = 0; tries < 3 && holds_index(q, s, j, head); tries++)
+            if (atomic_compare_exchange_strong_explicit(word, &s, j + q->capacity,
+                                                        memory_order_release,
+                                                        memory_order_relaxed))
+                break;
     }
     wake_writer(q); /* (a reader settling for the dead one) */
 }
@@ -1048,9 +1089,16 @@ static int orphan_of(const struct spmc_queue *q, unsigned e, uint64_t *index)
     if ((uint64_t)(k - start) > end - start)
         k = start; /* not a value the reader wrote: walk the whole claim */
     for (int tries = 0; k != end && tries < MAX_RETRIES; tries++) {
+        if ((int64_t)(head - (k + q->capacity)) > 0) {
+            /* The writer has been past this slot since: it was handed
+             * back, or the record there republished, in ours. Skipped
+             * alone, as a slot handed back is. */
+            k++;
+            continue;
+        }
         /* Pairs with the release stores of the word in hand_back(). */
         const uint64_t s = atomic_load_explicit(slot_word(q, k), memory_order_acquire);
-        if (s == k || s == claim_word(k, e)) {
+        if (holds_index(q, s, k, head) || s == claim_word(k, e)) {
             *index = k;
             return 1;
         }
@@ -1074,7 +1122,7 @@ static int orphan_of(const struct spmc_queue *q, unsigned e, uint64_t *index)
             if (atomic_load_explicit(slot_word(q, k), memory_order_relaxed) != s)
                 continue; /* handed back meanwhile: look again */
             struct record r;
-            if (check_record(q, hw, k, end, &r) != 0)
+            if (check_left_record(q, hw, k, head, end, &r) != 0)
                 return 0;
             k += r.slots;
             continue;
@@ -2000,7 +2048,7 @@ COLD static int share_full(struct spmc_queue *q)
     /* Pairs with the release stores of the word in hand_back(). */
     uint64_t s = atomic_load_explicit(slot_word(q, b), memory_order_acquire);
     unsigned e;
-    if (s == j)
+    if (holds_index(q, s, j, q->index))
         e = owner_of(q, j); /* the record at j is in somebody's claim */
     else if (is_claim(s) && (s & POS) == ((j + 1) & POS))
         e = claimer(s); /* a reader took the record at j over from a dead one */
@@ -2016,33 +2064,43 @@ COLD static int share_full(struct spmc_queue *q)
     uint64_t h = atomic_load_explicit(header_of(q, j), memory_order_relaxed);
     int ok = check_record(q, h, j, b, &r) == 0;
     /* s was read before we held the lock: meanwhile another reaper may have
-     * delivered that record. The compare-and-swap moves it on only if it
-     * is still unreleased: "holds index b", a record that readers claim as
-     * the one at b (the payload is the one we wrote: a reader only ever
-     * reads it), or, for padding, "free for index b". */
+     * delivered that record. Only if it is still unreleased do we move it
+     * on: padding to "free for index b"; a record to "holds index b", one
+     * that readers claim as the record at b (the payload is the one we
+     * wrote: a reader only ever reads it). */
     s = atomic_load_explicit(slot_word(q, b), memory_order_relaxed);
-    const int moved = ok && (s == j || s == claim_word(j, e)) &&
-                      atomic_compare_exchange_strong_explicit(slot_word(q, b), &s, b,
-                                                              memory_order_relaxed,
-                                                              memory_order_relaxed);
-    if (moved) {
-        for (uint64_t k = 1; k < r.slots; k++) /* its other slots: ours, we hold e's lock */
+    const int held = ok && (holds_index(q, s, j, q->index) || s == claim_word(j, e));
+    if (held) {
+        /* Its other slots: ours, we hold e's lock; "holds index b + k" is
+         * also what they say once handed back for that index. */
+        for (uint64_t k = 1; k < r.slots; k++)
             atomic_store_explicit(slot_word(q, b + k), b + k, memory_order_relaxed);
         q->check_now = 1; /* its claim may hold more records: look again at once */
     }
-    if (moved && !r.pad) {
+    if (held && !r.pad) {
         atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed); /* a statistic */
         if (b != q->index)
             publish_padding(q, b - q->index); /* slots [index, b) are free */
         atomic_store_explicit(header_of(q, b), header_word(b, r.len), memory_order_relaxed);
+        /* Should we die here, the record is still the one at j, left by e:
+         * its word says so, and head is not past b (check_left_record()
+         * reads the new header as the old one). */
+        SPMC_CRASH_POINT("reap:republished");
         q->index = b + r.slots;
         q->limit = q->index;
         /* The publication: pairs with the acquire loads of head in
-         * claim_batch() and the rescuers. */
+         * claim_batch() and the rescuers. From here the word, which still
+         * names the record at j, says "holds index b" (holds_index()). */
         atomic_store_explicit(&q->hdr->head, q->index, memory_order_release);
         SPMC_CRASH_POINT("reap:slot");
         wake_readers(q);
     }
+    /* The word last, by compare-and-swap: a reader may have claimed the
+     * record at b and handed it back, or taken it over, in between. */
+    if (held)
+        (void)atomic_compare_exchange_strong_explicit(slot_word(q, b), &s, b,
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed);
     uint64_t other;
     if (!orphan_of(q, e, &other))
         (void)free_dead_entry(q, e);
@@ -2231,13 +2289,13 @@ static int take_orphan(struct spmc_queue *q, unsigned e, uint64_t j)
     /* Pairs with the release store of head in commit_once(): a
      * record below head is there to be read. */
     uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
-    if ((int64_t)(head - j) <= 0)
-        return 0;
+    if ((int64_t)(head - j) <= 0 || (int64_t)(head - (j + q->capacity)) > 0)
+        return 0; /* not published, or republished since (and published) */
     _Atomic uint64_t *word = slot_word(q, j);
     uint64_t s = atomic_load_explicit(word, memory_order_relaxed);
     if (s == claim_word(j, q->entry_index))
         return 1; /* our entry's last holder had taken it over: ours */
-    if (s != j && s != claim_word(j, e))
+    if (!holds_index(q, s, j, head) && s != claim_word(j, e))
         return 0;
     atomic_store_explicit(&q->entry->held, j, memory_order_relaxed);
     if (!atomic_compare_exchange_strong_explicit(word, &s, claim_word(j, q->entry_index),
@@ -2256,7 +2314,7 @@ static int deliver_orphan(struct spmc_queue *q, uint64_t j)
     const uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
     const uint64_t h = atomic_load_explicit(header_of(q, j), memory_order_relaxed);
     struct record r;
-    if (check_record(q, h, j, head, &r) != 0)
+    if (check_left_record(q, h, j, head, head, &r) != 0)
         return -EPROTO;
     if (r.pad) {
         hand_back(q, j, j + r.slots);

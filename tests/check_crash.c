@@ -399,7 +399,12 @@ static void assert_name_cleaned_up_at(const char *name, const char *file, int li
 /* One run: a writer, readers, one armed process                           */
 /* ===================================================================== */
 
-enum victim { WRITER, READER, REAPER };
+/* REAPER: reader 0 dies holding a claim, then whichever of the writer and
+ * readers 1 and 2 reaches the point first is the victim. REPUBLISHER: the
+ * same, but only the writer is armed, and readers 1 and 2 wait until it
+ * has reached the point: the writer, held back by the dead reader's claim,
+ * republishes one of its messages, and is stopped or killed on the way. */
+enum victim { WRITER, READER, REAPER, REPUBLISHER };
 
 struct scenario {
     const char *point;
@@ -415,7 +420,7 @@ static long run_at(const struct scenario *sc, enum spmc_fanout fanout, enum how 
 {
     const int share = fanout == SPMC_SHARE;
     const int sig = how == KILL ? SIGKILL : SIGSTOP;
-    const int reap = sc->victim == REAPER;
+    const int reap = sc->victim == REAPER || sc->victim == REPUBLISHER;
     const unsigned readers = reap ? 3 : 2;
     const int attach_point = strncmp(sc->point, "attach:", 7) == 0;
     const unsigned wait_for = sc->victim == READER && attach_point ? 1 : readers;
@@ -453,7 +458,7 @@ static long run_at(const struct scenario *sc, enum spmc_fanout fanout, enum how 
                                  * messages, and the others may take the
                                  * rest before it claims again */
                 arm_flag(share ? "pop:claimed" : "pop:copied", share ? 1 : 3, SIGKILL, 0);
-            else if ((reap && k > 0) || (sc->victim == READER && k == 0))
+            else if ((sc->victim == REAPER && k > 0) || (sc->victim == READER && k == 0))
                 arm(sc->point, sc->hit, sig);
             reader_child(name, k, share);
         }
@@ -463,13 +468,16 @@ static long run_at(const struct scenario *sc, enum spmc_fanout fanout, enum how 
         const pid_t first[1] = {r[0]};
         (void)wait_for_victim_at(first, 1, share ? "pop:claimed" : "pop:copied", file, line);
         dead[0] = 1;
-        atomic_store(&bd->hold, 0);
+        if (sc->victim == REAPER)
+            atomic_store(&bd->hold, 0);
     }
     pid_t candidates[3] = {0, 0, 0};
     if (sc->victim == WRITER)
         candidates[0] = w;
     else if (sc->victim == READER)
         candidates[0] = r[0];
+    else if (sc->victim == REPUBLISHER)
+        candidates[0] = w;
     else
         candidates[0] = w, candidates[1] = r[1], candidates[2] = r[2];
 
@@ -586,6 +594,7 @@ static const struct scenario share_points[] = {
     {"destroy:closed", WRITER, 1, 1},  {"destroy:unlinked", WRITER, 1, 1},
     {"reap:locked", REAPER, 1, 0},     {"reap:slot", REAPER, 1, 0},
     {"reap:freed", REAPER, 1, 0},
+    {"reap:republished", REPUBLISHER, 1, 0}, {"reap:slot", REPUBLISHER, 1, 0},
 #if SPMC_VERSION >= 7
     {"pop:asleep", READER, 1, 0},      {"push:asleep", WRITER, 1, 0},
 #endif
