@@ -2096,10 +2096,13 @@ COLD static int share_full(struct spmc_queue *q)
         wake_readers(q);
     }
     /* The word last, by compare-and-swap: a reader may have claimed the
-     * record at b and handed it back, or taken it over, in between. */
+     * record at b and handed it back, or taken it over, in between.
+     * Release: pairs with the acquire loads of the word in orphan_of() and
+     * refresh_free(); whoever reads b here reads the other slots' words
+     * we stored above. */
     if (held)
         (void)atomic_compare_exchange_strong_explicit(slot_word(q, b), &s, b,
-                                                      memory_order_relaxed,
+                                                      memory_order_release,
                                                       memory_order_relaxed);
     uint64_t other;
     if (!orphan_of(q, e, &other))

@@ -597,21 +597,28 @@ static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
  * handed back nor republished, nor taken over by anyone but entry e? A
  * value from an earlier lap (an index or a link, below j + capacity: no
  * claim spans the whole ring) or e's marker. Handed back, it reads more
- * than j + capacity; republished by the writer, j + capacity, but only
- * once head has passed j + capacity: share_full() stores that word before
- * it publishes the message anew, and a writer that died in between left
- * message j undelivered, to be taken over like any other. Asked only
+ * than j + capacity; republished by the writer, j + capacity. Asked only
  * of the words a link can end at: a claim's first message, or one at or
  * after the `done` of a dead reader's claim. (A message in the middle of a
  * claim, delivered, still reads "undelivered": its word is not the claim's
- * link.) */
+ * link.)
+ *
+ * The writer that republishes a message as j (share_full()) publishes it
+ * first and moves the word on to j after, so head decides in between:
+ * once head is past j + capacity, the writer has been past the slot since,
+ * and message j is delivered or republished, whatever the word says; once
+ * head is past j, a marker on message j - capacity (the dead reader's that
+ * the writer republished as j) names nobody's take-over of j. */
 static inline int undelivered(const struct spmc_queue *q, uint64_t s, uint64_t j, unsigned e)
 {
+    /* Pairs with the release stores of head in push_once() and
+     * share_full(). */
+    const uint64_t head = atomic_load_explicit(&q->hdr->head, memory_order_acquire);
+    if ((int64_t)(head - (j + q->capacity)) > 0)
+        return 0;
     if (is_claim(s))
-        return s == claim_word(j, e);
-    if (s == j + q->capacity)
-        /* Pairs with the release store of head in share_full(). */
-        return (int64_t)(atomic_load_explicit(&q->hdr->head, memory_order_acquire) - s) <= 0;
+        return s == claim_word(j, e) ||
+               ((s & POS) == ((j - q->capacity + 1) & POS) && (int64_t)(head - j) > 0);
     return (int64_t)(s - j) < (int64_t)q->capacity;
 }
 
@@ -662,11 +669,15 @@ static void settle_delivered(struct spmc_queue *q, unsigned e)
      *   relaxed. If undelivered(q, s, start, e) says no, the claim's link
      *   is there already (the reader stored it before it died, or another
      *   reaper did): do nothing.
-     * - Otherwise store the link done + q->capacity into it with one strong
+     * - Otherwise store the link done + q->capacity into it with a strong
      *   compare-and-swap from the value you loaded (release on success,
-     *   relaxed on failure), and ignore a failure. The release pairs with
-     *   the acquire loads of the word in refresh_free(): the dead reader's
-     *   copies came before its death, and our lock after it.
+     *   relaxed on failure). The release pairs with the acquire loads of
+     *   the word in refresh_free(): the dead reader's copies came before
+     *   its death, and our lock after it. If it fails, the failed
+     *   compare-and-swap has loaded the new value: ask undelivered() again
+     *   and try again, three tries at most (the writer may have moved the
+     *   word on in between, after republishing the claim's first message;
+     *   a scribbling peer must not keep us here).
      *
      * Leave the messages from done on alone: they were never delivered,
      * and orphan_of() and its callers deliver them again. A link past done
@@ -1579,20 +1590,28 @@ COLD static int share_full(struct spmc_queue *q)
     SPMC_CRASH_POINT("reap:locked");
     settle_delivered(q, e); /* message j delivered: its slot goes back */
     /* s was read before we held the lock: meanwhile another reaper may have
-     * delivered that message. The compare-and-swap republishes only if it
-     * is still undelivered; readers claim it as message i. The payload is
-     * the one we wrote (a reader only ever reads it). */
+     * delivered that message. We republish it only if it is still
+     * undelivered; readers claim it as message i. The payload is the one we
+     * wrote (a reader only ever reads it). */
     s = atomic_load_explicit(slot_word(q, i), memory_order_relaxed);
-    if (undelivered(q, s, j, e) &&
-        atomic_compare_exchange_strong_explicit(slot_word(q, i), &s, i, memory_order_relaxed,
-                                                memory_order_relaxed)) {
+    if (undelivered(q, s, j, e)) {
         atomic_fetch_add_explicit(&q->hdr->redelivered, 1, memory_order_relaxed); /* a statistic */
-        SPMC_CRASH_POINT("reap:republished"); /* (undelivered() still says so) */
+        /* Should we die here, message j is still e's, undelivered. */
+        SPMC_CRASH_POINT("reap:republished");
         q->index = i + 1;
         /* The publication: pairs with the acquire loads of head in
-         * claim_batch() and the rescuers. */
+         * claim_batch() and the rescuers. From here message j reads as
+         * delivered, and the word, which still names it, as message i's
+         * (undelivered()). */
         atomic_store_explicit(&q->hdr->head, i + 1, memory_order_release);
         SPMC_CRASH_POINT("reap:slot");
+        /* The word last, "republished", by compare-and-swap: a reader may
+         * have claimed message i and handed it back, or taken it over, in
+         * between. Release: pairs with the acquire loads of the word in
+         * refresh_free(). */
+        (void)atomic_compare_exchange_strong_explicit(slot_word(q, i), &s, i,
+                                                      memory_order_release,
+                                                      memory_order_relaxed);
     }
     uint64_t other;
     if (!orphan_of(q, e, &other))
