@@ -995,7 +995,10 @@ static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
          * orphan_of(): the copy is done before the writer reuses the slot,
          * and the later slots' words are stored before this one. Only the
          * claim's holder moves this word on (or, once it is dead, its
-         * reaper). */
+         * reaper), but for the writer's one compare-and-swap when it has
+         * just republished a dead reader's record here (share_full()):
+         * from the value before our claim, it fails after our store, and
+         * our store replaces it after. */
         atomic_store_explicit(slot_word(q, j), j + q->capacity, memory_order_release);
     }
     wake_writer(q); /* it may be asleep waiting for these slots */

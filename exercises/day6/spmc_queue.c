@@ -586,10 +586,13 @@ static void hand_back(struct spmc_queue *q, uint64_t from, uint64_t to)
     if (from != to)
         /* Pairs with the acquire load of the word in refresh_free(): the
          * copies are done before the writer reuses the slots. A plain
-         * store: while the claim (or the message taken over) is ours,
-         * nobody else stores into this word; a reaper or the writer touches
-         * it only once its holder is dead, and then by compare-and-swap
-         * (settle_delivered(), share_full()). */
+         * store: while the claim (or the message taken over) is ours, a
+         * reaper touches this word only once we are dead, by
+         * compare-and-swap (settle_delivered()), and the writer at most
+         * once, by a compare-and-swap from the value before our claim,
+         * when it has just republished a dead reader's message here
+         * (share_full()): it fails after our store, and our store
+         * replaces it after; the link is there in either order. */
         atomic_store_explicit(slot_word(q, from), to + q->capacity, memory_order_release);
 }
 
