@@ -2042,7 +2042,12 @@ static void publish_padding(struct spmc_queue *q, uint64_t n)
  * died before releasing it, republish it in place, as our next record
  * (after padding over the free slots before it, if any), and move on; if
  * it died after, hand its slots back for it. Rate-limited. 0 when the
- * slots we need may be free now (look again). */
+ * slots we need may be free now (look again), -EAGAIN to wait, -EPROTO if
+ * slot b's word holds none of the values the queue writes there ("holds
+ * the record of the lap before", or of the one that record republished;
+ * "handed back"; a take-over marker on it naming an entry of the table).
+ * A peer scribbled over it, and no reader would ever hand that slot back:
+ * waiting would end only at the caller's timeout. */
 COLD static int share_full(struct spmc_queue *q)
 {
     const uint64_t b = q->limit, j = b - q->capacity;
@@ -2053,10 +2058,12 @@ COLD static int share_full(struct spmc_queue *q)
     unsigned e;
     if (holds_index(q, s, j, q->index))
         e = owner_of(q, j); /* the record at j is in somebody's claim */
-    else if (is_claim(s) && (s & POS) == ((j + 1) & POS))
+    else if (is_claim(s) && (s & POS) == ((j + 1) & POS) && claimer(s) < q->max_readers)
         e = claimer(s); /* a reader took the record at j over from a dead one */
+    else if (s == b)
+        return -EAGAIN; /* handed back since refresh_free() looked: look again */
     else
-        return -EAGAIN;
+        return -EPROTO; /* no value the queue writes there: a peer scribbled */
     SPMC_CRASH_POINT("push:full");
     if (e >= q->max_readers || lock_byte(q->fd, reader_lock(e)) != 0)
         return -EAGAIN; /* nobody's yet, or its reader is alive (perhaps stopped): wait */
@@ -2115,7 +2122,7 @@ COLD static int share_full(struct spmc_queue *q)
     return 0;
 }
 
-/* Room for @p n slots at index: 0, or -EAGAIN. */
+/* Room for @p n slots at index: 0, -EAGAIN, or -EPROTO (share_full()). */
 static HOT_INLINE int room_for(struct spmc_queue *q, uint64_t n)
 {
     if (likely((int64_t)(q->index + n - q->limit) <= 0))
@@ -2124,9 +2131,8 @@ static HOT_INLINE int room_for(struct spmc_queue *q, uint64_t n)
         return broadcast_full(q, n);
     if (refresh_free(q, n) == 0)
         return 0;
-    if (share_full(q) != 0)
-        return -EAGAIN;
-    return refresh_free(q, n);
+    const int rc = share_full(q);
+    return rc != 0 ? rc : refresh_free(q, n);
 }
 
 /* The writer's hot path, once the handle and the length are checked:
@@ -2141,13 +2147,15 @@ static HOT_INLINE int reserve_once(struct spmc_queue *q, size_t max_len, void **
     const uint64_t to_end = q->capacity - (i & q->mask);
     q->reserved = 0;
     if (unlikely(n > to_end)) { /* it would wrap: padding to the end first */
-        if (room_for(q, to_end) != 0 || q->index != i)
-            return -EAGAIN; /* (or share_full() moved us on: look again) */
+        const int rc = room_for(q, to_end);
+        if (rc != 0 || q->index != i)
+            return rc != 0 ? rc : -EAGAIN; /* (or share_full() moved us on: look again) */
         publish_padding(q, to_end);
     }
     const uint64_t at = q->index;
-    if (room_for(q, n) != 0 || q->index != at)
-        return -EAGAIN;
+    const int rc = room_for(q, n);
+    if (rc != 0 || q->index != at)
+        return rc != 0 ? rc : -EAGAIN;
     /* Broadcast: a slot below the limit is free (its readers have passed
      * it); work-sharing's limit ends at the words refresh_free() read, and
      * it asked for those slots itself. */

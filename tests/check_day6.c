@@ -526,6 +526,43 @@ START_TEST(test_scribbled_held_beyond_head_is_no_message)
 }
 END_TEST
 
+/* The hand-back word of the slot the writer needs next holds a value no
+ * queue writes there: a peer scribbled over it. No reader would ever hand
+ * that slot back, so the push fails with -EPROTO rather than waiting out
+ * its timeout; the messages already pushed are all still delivered, in
+ * order, and the readers' hand-back puts the word right again. Two values:
+ * a link five laps on, and a take-over marker on the right message naming
+ * entry 1000 of a table of 4. */
+START_TEST(test_scribbled_hand_back_word_fails_the_push)
+{
+    const char *name = tu_name();
+    const uint64_t cap = 16;
+    const uint64_t scribbles[2] = {6 * cap, (1ull << 63) | (1000ull << 52) | 1};
+    for (int k = 0; k < 2; k++) {
+        ck_assert_int_eq(create_mode(&qw, name, SPMC_SHARE, cap, 0), 0);
+        for (uint64_t s = 0; s < cap; s++)
+            push_seq(&qw, s);
+        atomic_store(&qw.words[0], scribbles[k]); /* the slot of message cap */
+        unsigned char m[ELEM];
+        msg_fill(m, ELEM, cap);
+        ck_assert_int_eq(spmc_queue_push(&qw, m, 20 * SEC), -EPROTO);
+        ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 0), 0);
+        for (uint64_t s = 0; s < cap; s++) {
+            ck_assert_int_eq(spmc_queue_pop(&qr, m, 30 * SEC), 0);
+            ck_assert(msg_intact(m, ELEM));
+            ck_assert_uint_eq(msg_seq(m), s);
+        }
+        ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EAGAIN);
+        push_seq(&qw, cap); /* handed back: the slot is free again */
+        ck_assert_int_eq(spmc_queue_pop(&qr, m, 30 * SEC), 0);
+        ck_assert(msg_intact(m, ELEM));
+        ck_assert_uint_eq(msg_seq(m), cap);
+        ck_assert_int_eq(spmc_queue_destroy(&qr), 0);
+        ck_assert_int_eq(spmc_queue_destroy(&qw), 0);
+    }
+}
+END_TEST
+
 START_TEST(test_stats_describe_the_queue)
 {
     const char *name = tu_name();
@@ -590,6 +627,7 @@ static Suite *day6_suite(void)
     tcase_add_test(tc, test_bad_permissions_are_refused);
     tcase_add_test(tc, test_reader_whose_entry_was_taken_returns_no_message);
     tcase_add_test(tc, test_scribbled_held_beyond_head_is_no_message);
+    tcase_add_test(tc, test_scribbled_hand_back_word_fails_the_push);
     tcase_add_test(tc, test_stats_describe_the_queue);
     suite_add_tcase(s, tc);
     return s;

@@ -1572,7 +1572,12 @@ static unsigned owner_of(const struct spmc_queue *q, uint64_t j)
  * that holds the slot's message died before delivering it, republish the
  * message in place, as our next one, and move on; if it died after, hand
  * the slot back for it. Rate-limited. 0 when the slot at q->index is free
- * now. */
+ * now, -EAGAIN to wait, -EPROTO if the slot's word holds a value the queue
+ * never writes there: a link past a lap on, or a take-over marker naming
+ * no entry of the table. A peer scribbled over it, and no reader would
+ * ever hand that slot back: waiting would end only at the caller's
+ * timeout. (A value below the message's own index passes for one of an
+ * earlier lap: that is what the words of a claim's other slots hold.) */
 COLD static int share_full(struct spmc_queue *q)
 {
     const uint64_t i = q->index, j = i - q->capacity;
@@ -1581,12 +1586,14 @@ COLD static int share_full(struct spmc_queue *q)
     /* Pairs with the release stores of the word in hand_back(). */
     uint64_t s = atomic_load_explicit(slot_word(q, i), memory_order_acquire);
     unsigned e;
-    if (is_claim(s) && (s & POS) == ((j + 1) & POS))
+    if (is_claim(s) && (s & POS) == ((j + 1) & POS) && claimer(s) < q->max_readers)
         e = claimer(s); /* a reader took message j over from a dead one */
     else if (!is_claim(s) && (int64_t)(s - j) < (int64_t)q->capacity)
         e = owner_of(q, j); /* not handed back: message j is in somebody's claim */
+    else if (is_claim(s) ? claimer(s) < q->max_readers : (int64_t)(s - i) < (int64_t)q->capacity)
+        return -EAGAIN; /* handed back meanwhile: look again */
     else
-        return -EAGAIN; /* handed back meanwhile (or a scribble): look again */
+        return -EPROTO; /* no value the queue writes there: a peer scribbled */
     SPMC_CRASH_POINT("push:full");
     if (e >= q->max_readers || lock_byte(q->fd, reader_lock(e)) != 0)
         return -EAGAIN; /* nobody's yet, or its reader is alive (perhaps stopped): wait */
@@ -1632,9 +1639,11 @@ COLD static int share_full(struct spmc_queue *q)
 static HOT_INLINE int push_once(struct spmc_queue *q, const void *msg)
 {
     if (unlikely((int64_t)(q->index - q->limit) >= 0)) { /* the cached limit says full */
-        if (q->fanout == SPMC_BROADCAST ? broadcast_full(q) != 0
-                                        : refresh_free(q) == 0 && share_full(q) != 0)
-            return -EAGAIN;
+        const int rc = q->fanout == SPMC_BROADCAST ? broadcast_full(q)
+                       : refresh_free(q) != 0      ? 0
+                                                   : share_full(q);
+        if (rc != 0)
+            return rc; /* -EAGAIN, or -EPROTO (share_full()) */
     }
     const uint64_t i = q->index; /* (share_full() may have moved it on) */
     /* Broadcast: a slot below the limit is free (its readers have passed
