@@ -2389,6 +2389,14 @@ COLD static int closed_message(struct spmc_queue *q, uint64_t i)
 COLD static int check_peers(struct spmc_queue *q)
 {
     uint64_t orphan;
+    /* A broadcast reader that waits stored its cursor before it waited;
+     * is that still what the segment says? A peer may have scribbled over
+     * it, and a writer that waits for that cursor to move would wait for
+     * ever, and so would we. Here, not at every look: this is the waiting
+     * reader's rare check. Relaxed: only we store it. */
+    if (q->fanout == SPMC_BROADCAST &&
+        atomic_load_explicit(&q->entry->cursor, memory_order_relaxed) != q->index)
+        publish_cursor(q);
     if (q->fanout == SPMC_SHARE && rescue_orphan(q, &orphan))
         return deliver_orphan(q, orphan);
     /* A writer that died cannot close: everything it published before it

@@ -563,6 +563,48 @@ START_TEST(test_scribbled_hand_back_word_fails_the_push)
 }
 END_TEST
 
+/* A broadcast reader has caught up and waits; a peer scribbles over its
+ * cursor, a lap back. The writer, which never passes a reader's cursor,
+ * finds the ring full and waits for that cursor to move, while the reader
+ * waits for a message: each would wait for the other for ever. The
+ * reader's next check of its peers, which a waiting reader makes every so
+ * many looks, stores its cursor again, and the stream goes on, every
+ * message delivered in order. */
+START_TEST(test_scribbled_cursor_of_a_waiting_reader_is_put_right)
+{
+    const char *name = tu_name();
+    const uint64_t cap = 16;
+    ck_assert_int_eq(create_mode(&qw, name, SPMC_BROADCAST, cap, 0), 0);
+    ck_assert_int_eq(spmc_queue_attach(&qr, name, ELEM, 0), 0);
+    unsigned char m[ELEM];
+    for (uint64_t s = 0; s < cap; s++)
+        push_seq(&qw, s);
+    for (uint64_t s = 0; s < cap; s++) {
+        ck_assert_int_eq(spmc_queue_pop(&qr, m, 30 * SEC), 0);
+        ck_assert_uint_eq(msg_seq(m), s);
+    }
+    ck_assert_int_eq(spmc_queue_try_pop(&qr, m), -EAGAIN); /* caught up: cursor cap */
+    atomic_store(&qr.entry->cursor, 0); /* the scribble: a lap back */
+    msg_fill(m, ELEM, cap);
+    ck_assert_int_eq(spmc_queue_try_push(&qw, m), -EAGAIN); /* "full" */
+    /* Both wait, as two processes would: the reader looks (and, every so
+     * many looks, checks its peers and its cursor), the writer tries
+     * again. The old code looped here until the test's timeout. */
+    unsigned char out[ELEM];
+    int rc;
+    while ((rc = spmc_queue_try_push(&qw, m)) == -EAGAIN)
+        ck_assert_int_eq(spmc_queue_try_pop(&qr, out), -EAGAIN);
+    ck_assert_int_eq(rc, 0);
+    for (uint64_t s = cap + 1; s < 2 * cap; s++)
+        push_seq(&qw, s);
+    for (uint64_t s = cap; s < 2 * cap; s++) {
+        ck_assert_int_eq(spmc_queue_pop(&qr, m, 30 * SEC), 0);
+        ck_assert(msg_intact(m, ELEM));
+        ck_assert_uint_eq(msg_seq(m), s);
+    }
+}
+END_TEST
+
 START_TEST(test_stats_describe_the_queue)
 {
     const char *name = tu_name();
@@ -628,6 +670,7 @@ static Suite *day6_suite(void)
     tcase_add_test(tc, test_reader_whose_entry_was_taken_returns_no_message);
     tcase_add_test(tc, test_scribbled_held_beyond_head_is_no_message);
     tcase_add_test(tc, test_scribbled_hand_back_word_fails_the_push);
+    tcase_add_test(tc, test_scribbled_cursor_of_a_waiting_reader_is_put_right);
     tcase_add_test(tc, test_stats_describe_the_queue);
     suite_add_tcase(s, tc);
     return s;
