@@ -167,9 +167,9 @@ pair_run() {
     line=$(awk -F, 'NF == 10 && $9 ~ /^[0-9.]+$/ { l = $0 } END { print l }' "$out")
     IFS=, read -r _ _ _ _ _ _ _ _ PAIRC[$1,$2] _ <<<"$line"
 }
-# vs_ceiling ROW ROUNDS...: ROW's runs each against the mean of the ceiling
-# runs just before and just after it; the median of those ratios.
-vs_ceiling() {
+# round_ratios ROW ROUNDS...: ROW's runs each against the mean of the
+# ceiling runs just before and just after it, a ratio a line.
+round_ratios() {
     local i=$1 r
     shift
     for r in "$@"; do
@@ -177,7 +177,11 @@ vs_ceiling() {
             [ -n "${PAIRC[$((i + 1)),$r]:-}" ] || continue
         awk -v x="${MSGS[$i,$r]}" -v a="${PAIRC[$i,$r]}" -v b="${PAIRC[$((i + 1)),$r]}" \
             'BEGIN { printf "%.6f\n", x / ((a + b) / 2) }'
-    done | median
+    done
+}
+# vs_ceiling ROW ROUNDS...: the median of those ratios.
+vs_ceiling() {
+    round_ratios "$@" | median
 }
 NCONS=()                 # [row]: consumers that reported their own rate
 C2C_BEFORE=() C2C_AFTER=() STABLE=()
@@ -306,6 +310,23 @@ if [ -n "$line" ]; then
     echo "  (ceiling at once: the ceiling ring storing head after every message, as a queue's"
     echo "   writer must, read by a reader that looks whenever it has caught up; its \"vs"
     echo "   ceiling\" is what that costs here. The days' readers pace their looks instead)"
+fi
+
+# How far apart the rounds of one row are: a difference between two rows
+# smaller than this is not one the run can show.
+line=""
+for i in "${!ROW_NAME[@]}"; do
+    case ${ROW_NAME[i]} in
+    *" x1")
+        read -r lo hi < <(round_ratios "$i" "${used[@]}" | middle)
+        if [ "$lo" = nan ]; then span=-; else span="$(ratio "$lo" 1 | tr -d x)-$(ratio "$hi" 1)"; fi
+        line+=" ${ROW_NAME[i]% x1} $span," ;;
+    esac
+done
+if [ -n "$line" ]; then
+    echo "  x1 rows vs ceiling, spread of their rounds:${line%,}"
+    echo "  (each round's ratio, the lowest and highest quarter of the rounds left out:"
+    echo "   two rows whose ranges overlap are not told apart by this run)"
 fi
 
 # The medians as CSV, for `make plot` (docs/plot.gp).

@@ -21,6 +21,15 @@ median() {
               else printf "%.6f\n", n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2 }'
 }
 
+# middle: the range of the numbers on stdin with the lowest and the highest
+# quarter of them (rounded down) left out, as "low high" ("nan nan" if
+# none): of 9 numbers the 3rd to the 7th, of 7 the 2nd to the 6th.
+middle() {
+    sort -n | awk '$1 != "" && $1 != "nan" { v[++n] = $1 }
+        END { if (n == 0) { print "nan nan"; exit }
+              k = int((n - 1) / 4); printf "%.6f %.6f\n", v[1 + k], v[n - k] }'
+}
+
 # c2c: the core-to-core round trip now, in ns ("nan" if unknown): the median
 # of three runs of 15 ms, so that a blip of one run does not count.
 c2c() {
