@@ -36,7 +36,9 @@
 #define SPMC_CACHELINE 64u
 /** Longest accepted name, leading '/' included (macOS allows 31). */
 #define SPMC_NAME_MAX 31
-/** Timeout value meaning "wait as long as it takes". */
+/** Timeout value meaning "wait as long as it takes" (every negative
+ *  timeout does: a timeout computed as "deadline - now" must not go below
+ *  0 where it means "do not wait"). */
 #define SPMC_WAIT_FOREVER (-1)
 /** How long attach waits for a creator still writing the header (ns). */
 #ifndef SPMC_ATTACH_WAIT_NS
@@ -102,7 +104,8 @@ struct spmc_queue {
  * the header and @p capacity slots of @p elem_size bytes.
  *
  * @param q         handle to fill in
- * @param name      "/name": leading '/', no other '/', at most SPMC_NAME_MAX
+ * @param name      "/name": leading '/', no other '/', not "/." or "/..",
+ *                  at most SPMC_NAME_MAX
  * @param elem_size bytes per message, > 0
  * @param capacity  messages the queue can ever hold, > 0
  * @retval 0             created; @p q is a writer handle

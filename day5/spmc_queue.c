@@ -70,6 +70,9 @@ static int check_name(const char *name)
         return -ENAMETOOLONG;
     if (strchr(name + 1, '/') != NULL)
         return -EINVAL;
+    /* "/." and "/.." would name /dev/shm itself and its parent. */
+    if (strcmp(name, "/.") == 0 || strcmp(name, "/..") == 0)
+        return -EINVAL;
     return 0;
 }
 

@@ -70,7 +70,9 @@
 #define SPMC_CACHELINE 64u
 /** Longest accepted name, leading '/' included (macOS allows 31). */
 #define SPMC_NAME_MAX 31
-/** Timeout value meaning "wait as long as it takes". */
+/** Timeout value meaning "wait as long as it takes" (every negative
+ *  timeout does: a timeout computed as "deadline - now" must not go below
+ *  0 where it means "do not wait"). */
 #define SPMC_WAIT_FOREVER (-1)
 /** How long attach waits for a creator still writing the header (ns). */
 #ifndef SPMC_ATTACH_WAIT_NS
@@ -317,7 +319,8 @@ struct spmc_stats {
  * with NULL options.
  *
  * @param q         handle to fill in
- * @param name      "/name": leading '/', no other '/', at most SPMC_NAME_MAX
+ * @param name      "/name": leading '/', no other '/', not "/." or "/..",
+ *                  at most SPMC_NAME_MAX
  * @param elem_size bytes per message, > 0
  * @param capacity  slots in the ring, a power of two
  * @retval 0             created; @p q is a writer handle
@@ -347,7 +350,8 @@ SPMC_MUST_CHECK int spmc_queue_create(struct spmc_queue *q, const char *name,
  * anything that is not one of our queues are left alone (-EEXIST).
  *
  * @param q         handle to fill in
- * @param name      "/name": leading '/', no other '/', at most SPMC_NAME_MAX
+ * @param name      "/name": leading '/', no other '/', not "/." or "/..",
+ *                  at most SPMC_NAME_MAX
  * @param elem_size bytes per message, > 0
  * @param capacity  slots in the ring, a power of two (never rounded)
  * @param opts      fan-out mode, table size, permissions; NULL for defaults

@@ -92,6 +92,9 @@ static int check_name(const char *name)
         return -ENAMETOOLONG;
     if (strchr(name + 1, '/') != NULL)
         return -EINVAL;
+    /* "/." and "/.." would name /dev/shm itself and its parent. */
+    if (strcmp(name, "/.") == 0 || strcmp(name, "/..") == 0)
+        return -EINVAL;
     return 0;
 }
 
@@ -2161,7 +2164,7 @@ static HOT_INLINE int reserve_once(struct spmc_queue *q, size_t max_len, void **
      * it asked for those slots itself. */
     if ((int64_t)(q->limit - (at + n + PREFETCH_AHEAD)) > 0)
         prefetch_write(slot_data(q, at + n + PREFETCH_AHEAD - 1));
-    q->reserved = n;
+    q->reserved = (uint64_t)max_len + 1;
     *rec = slot_data(q, at);
     return 0;
 }
@@ -2230,7 +2233,7 @@ int spmc_queue_commit(struct spmc_queue *q, size_t len)
 {
     if (unlikely(!writer_ok(q) || q->reserved == 0))
         return -EINVAL;
-    if (unlikely(len > q->max_record || slots_for(len) > q->reserved))
+    if (unlikely(len >= q->reserved)) /* more than the reservation's bytes */
         return -EMSGSIZE;
     return commit_once(q, len);
 }

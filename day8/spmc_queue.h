@@ -81,7 +81,9 @@
 #define SPMC_CACHELINE 64u
 /** Longest accepted name, leading '/' included (macOS allows 31). */
 #define SPMC_NAME_MAX 31
-/** Timeout value meaning "wait as long as it takes". */
+/** Timeout value meaning "wait as long as it takes" (every negative
+ *  timeout does: a timeout computed as "deadline - now" must not go below
+ *  0 where it means "do not wait"). */
 #define SPMC_WAIT_FOREVER (-1)
 /** How long attach waits for a creator still writing the header (ns). */
 #ifndef SPMC_ATTACH_WAIT_NS
@@ -113,8 +115,10 @@
 #define SPMC_SLOT 64u
 /** Header word of a padding record (bit 31 of its length): slots that carry no record. */
 #define SPMC_PAD_BIT 0x80000000u
-/** Largest max_record: a length fits in the 31 bits below SPMC_PAD_BIT. */
-#define SPMC_RECORD_MAX 0x7fffffffu
+/** Largest max_record, just under 512 MiB: 2^23 - 1 slots of SPMC_SLOT
+ *  bytes (a claim records a record's slots in 23 bits); its length also
+ *  fits in the 31 bits below SPMC_PAD_BIT. */
+#define SPMC_RECORD_MAX (((1u << 23) - 1) * SPMC_SLOT)
 /** Slots a work-sharing reader claims at once, unless spmc_options.claim_max
  *  says otherwise: so many records of up to SPMC_SLOT bytes, fewer longer
  *  ones; a record longer than that is claimed alone. */
@@ -276,7 +280,7 @@ struct spmc_queue {
     uint64_t capacity;               /**< slots (validated copy) */
     uint64_t mask;                   /**< capacity - 1 */
     unsigned max_readers;            /**< reader-table entries */
-    uint64_t reserved;               /**< writer: slots of the reservation not yet committed (0: none) */
+    uint64_t reserved;               /**< writer: bytes of the reservation not yet committed, plus one (0: none) */
     uint64_t peeked;                 /**< reader: slots of the record it looks at, not yet released (0: none) */
     uint64_t peek_at;                /**< reader: that record's first index */
     size_t peek_len;                 /**< reader: that record's length */
@@ -348,7 +352,8 @@ struct spmc_stats {
  * with NULL options.
  *
  * @param q         handle to fill in
- * @param name      "/name": leading '/', no other '/', at most SPMC_NAME_MAX
+ * @param name      "/name": leading '/', no other '/', not "/." or "/..",
+ *                  at most SPMC_NAME_MAX
  * @param max_record largest record, bytes, 1..SPMC_RECORD_MAX
  * @param capacity  slots of SPMC_SLOT bytes in the ring, a power of two,
  *                  at least twice the slots of the largest record
@@ -380,7 +385,8 @@ SPMC_MUST_CHECK int spmc_queue_create(struct spmc_queue *q, const char *name,
  * anything that is not one of our queues are left alone (-EEXIST).
  *
  * @param q         handle to fill in
- * @param name      "/name": leading '/', no other '/', at most SPMC_NAME_MAX
+ * @param name      "/name": leading '/', no other '/', not "/." or "/..",
+ *                  at most SPMC_NAME_MAX
  * @param max_record largest record, bytes, 1..SPMC_RECORD_MAX
  * @param capacity  slots of SPMC_SLOT bytes, a power of two (never
  *                  rounded), at least twice the slots of the largest record

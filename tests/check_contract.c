@@ -255,7 +255,8 @@ END_TEST
 START_TEST(test_bad_names_are_refused)
 {
     /* Every bad name starts like one of ours, so that if a bug let one
-     * through, the sweep in main() would still remove what it made. */
+     * through, the sweep in main() would still remove what it made; "/."
+     * and "/.." name directories, where nothing can be made. */
     const char *good = tu_name();
     char no_slash[TU_NAME_LEN], two_slashes[TU_NAME_LEN + 8], too_long[TU_NAME_LEN + 8];
     snprintf(no_slash, sizeof no_slash, "%s", good + 1);
@@ -268,8 +269,9 @@ START_TEST(test_bad_names_are_refused)
         int expect;
     } bad[] = {{"without a leading slash", -EINVAL}, {"with another slash", -EINVAL},
                {"too long", -ENAMETOOLONG},         {"of a slash alone", -EINVAL},
-               {"empty", -EINVAL},                  {"NULL", -EINVAL}};
-    const char *names[] = {no_slash, two_slashes, too_long, "/", "", NULL};
+               {"empty", -EINVAL},                  {"NULL", -EINVAL},
+               {"of /dev/shm itself", -EINVAL},     {"of its parent", -EINVAL}};
+    const char *names[] = {no_slash, two_slashes, too_long, "/", "", NULL, "/.", "/.."};
 
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         int rc = t_create(&qw, names[i], ELEM, CAP);

@@ -177,6 +177,21 @@ START_TEST(test_padding_record_is_skipped)
 }
 END_TEST
 
+/* SPMC_RECORD_MAX is the largest max_record create takes: one byte more
+ * is refused before anything is made, whatever the capacity. */
+START_TEST(test_record_max_is_the_limit)
+{
+    const char *name = tu_name();
+    const uint64_t slots = (SPMC_RECORD_MAX + (uint64_t)SPMC_SLOT - 1) / SPMC_SLOT;
+    ck_assert_uint_eq(SPMC_RECORD_MAX % SPMC_SLOT, 0);
+    ck_assert_uint_lt(slots, (uint64_t)1 << 23); /* a claim's field of 23 bits */
+    ck_assert_int_eq(spmc_queue_create(&qw, name, (size_t)SPMC_RECORD_MAX + 1,
+                                       (size_t)(4 * slots)),
+                     -EINVAL);
+    ck_assert_int_eq(tu_segment_size(name), -ENOENT); /* nothing was created */
+}
+END_TEST
+
 /* A record larger than the queue's largest is refused, and nothing is
  * written; a record larger than the reader's buffer stays its next one. */
 START_TEST(test_too_large_is_refused_both_ways)
@@ -193,7 +208,12 @@ START_TEST(test_too_large_is_refused_both_ways)
     ck_assert_ptr_null(rec);
     ck_assert_int_eq(spmc_queue_commit(&qw, 1), -EINVAL); /* nothing reserved */
     ck_assert_uint_eq(head_of(&qw), head);
-    /* A commit longer than its reservation publishes nothing. */
+    /* A commit longer than its reservation publishes nothing, even when
+     * the extra bytes would fit in the reservation's slot. */
+    ck_assert_int_eq(spmc_queue_try_reserve(&qw, 10, &rec), 0);
+    ck_assert_int_eq(spmc_queue_commit(&qw, 11), -EMSGSIZE);
+    ck_assert_int_eq(spmc_queue_commit(&qw, 64), -EMSGSIZE);
+    ck_assert_uint_eq(head_of(&qw), head);
     ck_assert_int_eq(spmc_queue_try_reserve(&qw, 64, &rec), 0);
     ck_assert_int_eq(spmc_queue_commit(&qw, 65), -EMSGSIZE);
     ck_assert_uint_eq(head_of(&qw), head);
@@ -669,6 +689,7 @@ static Suite *day8_suite(void)
     tcase_add_loop_test(tc, test_record_that_ends_at_the_ring_end_needs_no_padding, 0, 2);
     tcase_add_loop_test(tc, test_padding_record_is_skipped, 0, 2);
     tcase_add_loop_test(tc, test_too_large_is_refused_both_ways, 0, 2);
+    tcase_add_test(tc, test_record_max_is_the_limit);
     tcase_add_loop_test(tc, test_peek_holds_the_record_across_the_wrap, 0, 2);
     tcase_add_test(tc, test_short_commit_gives_the_rest_back);
     tcase_add_test(tc, test_share_reader_leaving_with_a_peeked_record_hands_it_on);
