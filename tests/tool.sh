@@ -223,6 +223,80 @@ for mode in broadcast share; do
   check "the queue is gone after the end of the stream" test ! -e /dev/shm/"${P#/}-$mode"
 done
 
+echo "== share: a recv killed with SIGKILL loses no line"
+# Reader A takes lines 1-100 one at a time (--claim 1) and is killed once
+# its output has them; reader B then takes 101-200. Each line must be in A's
+# output or B's: a line A had released was written out before (at most the
+# one A held when it died comes twice, once from each).
+mkfifo "$tmp/kin"
+"$SPMC" send "$P-kill" --fanout share --claim 1 --size 64 --capacity 64 --wait-readers 1 < "$tmp/kin" &
+ks=$!
+pids+=($ks)
+exec 7>"$tmp/kin"
+# (The readers must not inherit fd 7, or send would never see the end.)
+"$SPMC" recv "$P-kill" > "$tmp/kill.a" 2>/dev/null 7>&- &
+ka=$!
+pids+=($ka)
+seq 1 100 >&7
+until_ok test "$(wc -l < "$tmp/kill.a")" -ge 100
+{ kill -9 "$ka"; wait "$ka"; } 2>/dev/null
+"$SPMC" recv "$P-kill" > "$tmp/kill.b" 2>"$tmp/kill.b.err" 7>&- &
+kb=$!
+pids+=($kb)
+seq 101 200 >&7
+exec 7>&-
+wait "$ks"
+check "send exits 0 after its last line" test $? -eq 0
+wait "$kb"
+check "reader B exits 0 at the end of the stream" test $? -eq 0
+check "no line lost: each of the 200 is in A's output or B's" \
+  bash -c "sort -n -u '$tmp/kill.a' '$tmp/kill.b' | cmp -s - <(seq 200)"
+check "at most one line twice (the one A held)" \
+  test "$(cat "$tmp/kill.a" "$tmp/kill.b" | wc -l)" -le 201
+
+echo "== recv started before send, on a queue whose writer died"
+# The readers find the dead queue first, with nothing in it; they must wait
+# for the send that replaces it, not stop.
+live_writer "$P-st" --fanout share
+{ kill -9 "$writer"; wait "$writer"; } 2>/dev/null
+seq 10 > "$tmp/st.in"
+"$SPMC" recv "$P-st" --wait 60 > "$tmp/st.1" 2>"$tmp/st.1.err" &
+s1=$!
+"$SPMC" recv "$P-st" --wait 60 > "$tmp/st.2" 2>"$tmp/st.2.err" &
+s2=$!
+pids+=($s1 $s2)
+sleep 0.5 # (they may have looked at the dead queue by now, or not yet: either must work)
+timeout 60 "$SPMC" send "$P-st" --fanout share --wait-readers 2 < "$tmp/st.in"
+check "send replaces the dead queue and finds both readers" test $? -eq 0
+wait "$s1"; r1=$?
+wait "$s2"; r2=$?
+check "both readers exit 0 ($r1, $r2)" test "$r1$r2" = 00
+check "... with the 10 lines between them, each once" \
+  bash -c "sort -n '$tmp/st.1' '$tmp/st.2' | cmp -s - '$tmp/st.in'"
+
+echo "== a segment cut short under its writer and reader (truncate)"
+# The next touch of the mapping past the file's new end raises SIGBUS: each
+# side must stop with exit 1 and a message, not die of the signal.
+mkfifo "$tmp/bin"
+"$SPMC" send "$P-bus" --wait-readers 1 < "$tmp/bin" 2>"$tmp/bus.send" &
+bs=$!
+pids+=($bs)
+exec 7>"$tmp/bin"
+"$SPMC" recv "$P-bus" > /dev/null 2>"$tmp/bus.recv" 7>&- &
+br=$!
+pids+=($br)
+echo first >&7
+until_ok test "$(row "$P-bus" | awk '{print $7}')" = 1 # the line is written
+truncate -s 0 /dev/shm/"${P#/}-bus"
+echo second >&7 # the writer touches the ring
+exec 7>&-
+wait "$br"; rr=$?
+wait "$bs"; rs=$?
+check "recv exits 1 ($rr), not killed by SIGBUS" test "$rr" -eq 1
+check "... and says the segment was cut short" grep -q "cut short" "$tmp/bus.recv"
+check "send exits 1 ($rs), not killed by SIGBUS" test "$rs" -eq 1
+check "... and says the segment was cut short" grep -q "cut short" "$tmp/bus.send"
+
 echo "== send | recv: lines of every length from 0 to --size, across the ring's end"
 # 0..300 bytes, twice over, through a ring of 32 slots: records of 1 to 5
 # slots, padding at the ring's end many times; every byte compared.
@@ -256,6 +330,12 @@ for c in 0 65; do
 done
 "$SPMC" stat nameless > /dev/null 2>&1
 check "a name without its slash: exit 1" test $? -eq 1
+for bad in "" nameless /a/b / /. /..; do
+  check "send '$bad': exit 1, said to be no queue name" \
+    exits_with 1 "not a queue name" "$SPMC" send "$bad" < /dev/null
+  check "recv '$bad': exit 1, said to be no queue name" \
+    exits_with 1 "not a queue name" "$SPMC" recv "$bad" --wait 0
+done
 
 if [ ${#failed[@]} -ne 0 ]; then
   echo "tool.sh: ${#failed[@]} check(s) FAILED:"

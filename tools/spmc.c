@@ -25,6 +25,7 @@
 #include <dirent.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <sys/uio.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -40,6 +41,43 @@ static void on_signal(int sig)
 {
     (void)sig;
     stop = 1;
+}
+
+/* A process that may write the segment shrank its file under us (ftruncate):
+ * the next load or store past the new end would kill us with SIGBUS and no
+ * word of why. The queue itself installs no signal handler (a library must
+ * not); send and recv do, say so and stop. A reader's unreleased record is
+ * then a dead reader's, given to another (see spmc_queue_peek()). */
+static void on_sigbus(int sig)
+{
+    static const char msg[] = "spmc: the queue's shared memory was cut short under us "
+                              "(a process truncated its file): stopping\n";
+    (void)sig;
+    ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)n;
+    _exit(1);
+}
+
+static void catch_signals(void)
+{
+    struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: getline() returns */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    struct sigaction bus = {.sa_handler = on_sigbus};
+    sigaction(SIGBUS, &bus, NULL);
+}
+
+/* send and recv: NAME must be a queue name, checked as the queue checks it,
+ * so that a bad one is not blamed on another option. */
+static int name_ok(const char *name)
+{
+    if (check_name(name) == 0)
+        return 1;
+    fprintf(stderr, "spmc: %s: not a queue name (one '/' then up to %d characters, "
+                    "no other '/', not \"/.\" or \"/..\")\n",
+            name, SPMC_NAME_MAX - 1);
+    return 0;
 }
 
 static void usage(FILE *f)
@@ -538,19 +576,19 @@ static int cmd_send(int argc, char **argv)
     o.max_readers = (unsigned)readers;
     o.claim_max = (unsigned)claim;
     struct spmc_queue q;
+    if (!name_ok(name))
+        return 1;
     int rc = spmc_queue_create_opts(&q, name, (size_t)size, (size_t)capacity, &o);
     if (rc != 0) {
         fprintf(stderr, "spmc: cannot create %s: %s%s\n", name, strerror(-rc),
-                rc == -EEXIST ? " (spmc stat shows who holds it; spmc rm removes a dead one)"
+                rc == -EEXIST ? " (spmc stat shows who holds it; spmc rm removes a dead queue, "
+                                "never a file that is no queue of ours)"
                 : rc == -EINVAL ? " (--capacity must be a power of two, at least twice the slots "
                                   "of a --size record; --readers 1 or more)"
                                 : "");
         return 1;
     }
-    struct sigaction sa = {.sa_handler = on_signal}; /* no SA_RESTART: getline() returns */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    catch_signals();
     while (wait_for > 0 && !stop &&
            (rc = spmc_queue_wait_readers(&q, (unsigned)wait_for, TICK_NS)) != 0) {
         if (rc != -ETIMEDOUT) {
@@ -600,6 +638,47 @@ static int cmd_send(int argc, char **argv)
     return status;
 }
 
+/* Is @p name still the segment @p was describes? 0 once it is gone or
+ * another segment has taken the name. */
+static int same_segment(const char *name, const struct stat *was)
+{
+    int fd = shm_open(name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0);
+    if (fd < 0)
+        return 0;
+    struct stat st;
+    const int same = fstat(fd, &st) == 0 && st.st_dev == was->st_dev && st.st_ino == was->st_ino;
+    close(fd);
+    return same;
+}
+
+/* One line to standard output with write(2): the record's bytes and a
+ * newline, all of them, or -errno. */
+static int write_line(const void *rec, size_t len)
+{
+    static char newline = '\n';
+    struct iovec v[2] = {{(void *)rec, len}, {&newline, 1}};
+    struct iovec *p = v;
+    int left = 2;
+    while (left > 0) {
+        ssize_t n = writev(STDOUT_FILENO, p, left);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        while (left > 0 && (size_t)n >= p->iov_len) {
+            n -= (ssize_t)p->iov_len;
+            p++;
+            left--;
+        }
+        if (left > 0) {
+            p->iov_base = (char *)p->iov_base + n;
+            p->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
 static int cmd_recv(int argc, char **argv)
 {
     const char *name = NULL;
@@ -618,31 +697,45 @@ static int cmd_recv(int argc, char **argv)
     }
     if (name == NULL)
         return bad_usage("recv needs a NAME%s", "");
+    if (!name_ok(name))
+        return 1;
     struct spmc_queue q;
     int rc;
+    uint64_t lines = 0;
+    int status = 0, out_err = 0;
     const uint64_t deadline = mono_ns() + wait_s * 1000000000u;
+again:
     /* -ENOENT: not created yet; -ETIMEDOUT: its creator, alive, has not
      * finished the header within attach's own wait. */
     while (((rc = spmc_queue_attach(&q, name, 0, 0)) == -ENOENT || rc == -ETIMEDOUT) &&
-           mono_ns() < deadline) {
+           mono_ns() < deadline && !stop) {
         struct timespec nap = {0, 10000000}; /* 10 ms */
         nanosleep(&nap, NULL);
+    }
+    if (stop) {
+        if (rc == 0)
+            (void)spmc_queue_destroy(&q);
+        fprintf(stderr, "spmc: stopped by a signal while waiting for %s\n", name);
+        return 1;
     }
     if (rc != 0) {
         fprintf(stderr, "spmc: cannot attach to %s: %s%s\n", name, strerror(-rc),
                 rc == -ENOENT   ? " (no such queue yet; spmc list shows those there are)"
                 : rc == -EPROTO ? " (not a queue of this version, or damaged: spmc stat says)"
                 : rc == -EPIPE  ? " (its writer has closed it)"
+                : rc == -EUSERS ? " (its reader table is full: spmc stat shows it; "
+                                  "send --readers sets its size)"
                                 : "");
         return 1;
     }
-    uint64_t lines = 0;
-    int status = 0;
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    /* Each record is printed from the ring, in place, then released. */
+    catch_signals();
+    /* Each record is printed from the ring, in place, then released. In
+     * work-sharing a released record goes to nobody else, so its line is
+     * handed to the kernel first, with one write(2): a recv killed at any
+     * moment has lost no line; one it wrote but had not released yet goes
+     * to another reader too (twice, never zero times). In broadcast each
+     * reader has its own copy of the stream: stdio's buffer serves. */
+    const int share = q.fanout == SPMC_SHARE;
     while (!stop) {
         const void *rec;
         size_t len;
@@ -651,15 +744,43 @@ static int cmd_recv(int argc, char **argv)
             continue;
         if (rc != 0)
             break;
-        fwrite(rec, 1, len, stdout);
-        putchar('\n');
+        if (share) {
+            out_err = write_line(rec, len);
+            if (out_err != 0)
+                break; /* not released: another reader gets it */
+        } else {
+            fwrite(rec, 1, len, stdout);
+            putchar('\n');
+        }
         rc = spmc_queue_release(&q);
         if (rc != 0)
             break;
         lines++;
     }
+    if (rc == -EOWNERDEAD && lines == 0 && !stop && mono_ns() < deadline) {
+        /* The queue's writer had died with nothing left for us: a queue
+         * left behind, which the next `spmc send` of this name removes
+         * and replaces. Wait for that, as for a queue not there yet. */
+        struct stat was;
+        const int known = fstat(q.fd, &was) == 0;
+        (void)spmc_queue_destroy(&q);
+        while (known && !stop && mono_ns() < deadline && same_segment(name, &was)) {
+            struct timespec nap = {0, 10000000}; /* 10 ms */
+            nanosleep(&nap, NULL);
+        }
+        if (known && !stop && mono_ns() < deadline)
+            goto again;
+        fprintf(stderr, "spmc: %s: %s\n", name,
+                stop ? "stopped by a signal while waiting for a new writer"
+                     : "its writer died before it sent anything, and no new one came");
+        return 1;
+    }
     if (stop) {
         fprintf(stderr, "spmc: stopped by a signal after %" PRIu64 " lines\n", lines);
+        status = 1;
+    } else if (out_err != 0) {
+        fprintf(stderr, "spmc: cannot write standard output after %" PRIu64 " lines: %s "
+                        "(the record is left to another reader)\n", lines, strerror(-out_err));
         status = 1;
     } else if (status == 0 && rc != -EPIPE) {
         fprintf(stderr, "spmc: %s after %" PRIu64 " lines: %s\n", name, lines,
